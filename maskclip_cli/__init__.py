@@ -1,0 +1,27 @@
+"""maskclip: annotation-free semantic segmentation labels from CLIP (MaskCLIP / MaskCLIP+).
+
+The public API::
+
+    from maskclip_cli import load_clip, MaskCLIP, MaskCLIPConfig, dense_features
+    clip = load_clip("ViT-B-16", pretrained="openai")
+    seg = MaskCLIP(clip, ["batman", "joker"], MaskCLIPConfig(background=["sky", "wall"]))
+    pred = seg.label_image(Image.open("x.jpg"))   # .labels, .confidence, .scores
+"""
+
+from .dense import dense_features
+from .errors import MaskCLIPError
+from .loading import LoadedCLIP, load_clip
+from .maskclip import MaskCLIP, MaskCLIPConfig
+from .segmenter import Prediction, Segmenter
+
+__version__ = "0.1.0"
+__all__ = [
+    "LoadedCLIP",
+    "MaskCLIP",
+    "MaskCLIPConfig",
+    "MaskCLIPError",
+    "Prediction",
+    "Segmenter",
+    "dense_features",
+    "load_clip",
+]

@@ -1,0 +1,8 @@
+"""Command-line layer: parses options and calls the library. Each command lives in its own module."""
+
+from . import label  # noqa: F401  (registers the command)
+from .app import app
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,12 @@
+"""The Typer application object that every command module registers on."""
+
+import typer
+
+app = typer.Typer(
+    name="maskclip",
+    help="Annotation-free semantic segmentation labels from CLIP (MaskCLIP / MaskCLIP+, ECCV 2022).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)

@@ -1,0 +1,103 @@
+"""Pieces shared by the commands: rich progress hook, user-error handling, model options."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import torch
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..errors import MaskCLIPError
+from ..hooks import ProgressHook
+
+console = Console(stderr=True)
+
+
+class RichHook(ProgressHook):
+    """Progress bars and notices on stderr through rich."""
+
+    def __init__(self, unit: str = "img", enabled: bool = True):
+        self.unit, self.enabled = unit, enabled
+        self.progress: Progress | None = None
+        self.task = None
+
+    def start(self, total: int | None, description: str = "") -> None:
+        if not self.enabled:
+            return
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[extra]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(description, total=total, rate="", extra="")
+
+    def advance(self, n: int = 1, **fields: object) -> None:
+        if self.progress is None:
+            return
+        self.progress.advance(self.task, n)
+        speed = self.progress.tasks[0].speed
+        extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+        self.progress.update(self.task, rate=f"{speed:.2f} {self.unit}/s" if speed else "", extra=extra)
+
+    def finish(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    def info(self, message: str) -> None:
+        console.print(message)
+
+    def warn(self, message: str) -> None:
+        console.print(f"[bold yellow]warning:[/] {message}")
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a MaskCLIPError into one line on stderr and exit code 2."""
+    try:
+        yield
+    except MaskCLIPError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MaskCLIPError("--device cuda was asked for but no CUDA GPU is available; use --device cpu.")
+    return torch.device(device)
+
+
+def read_classes(classes: list[str] | None, classes_file: Path | None) -> list[str]:
+    """Names from --classes (each may hold commas) and --classes-file (one per line, # comments)."""
+    names = [n for c in classes or [] for n in c.split(",")]
+    if classes_file is not None:
+        if not classes_file.is_file():
+            raise MaskCLIPError(f"Classes file not found: {classes_file}")
+        lines = classes_file.read_text(encoding="utf-8").splitlines()
+        names += [ln.split("#")[0] for ln in lines]
+    return [n.strip() for n in names if n.strip()]
+
+
+# Shared option declarations (Annotated types keep every command's help text identical).
+Model = Annotated[str, typer.Option(help="open_clip architecture (ViT-B-16, RN50, ...), a model-config .json, or hf-hub:/local-dir: id.")]
+Pretrained = Annotated[str, typer.Option(help="open_clip pretrained tag, loaded from the Hugging Face cache or downloaded; 'none' = random weights (speed tests only).")]
+Checkpoint = Annotated[Optional[Path], typer.Option(help="Local open_clip weights file (state dict or whole model); overrides --pretrained.")]
+Device = Annotated[str, typer.Option(help="auto (GPU if available), cpu, or cuda[:N].")]
+Classes = Annotated[Optional[list[str]], typer.Option("--classes", "-c", help="Class names; repeat the option or separate by commas.")]
+ClassesFile = Annotated[Optional[Path], typer.Option(help="Text file with one class name per line (# starts a comment).")]
+Templates = Annotated[str, typer.Option(help="Prompt template set: vild (85, the paper's), imagenet (80) or simple (1).")]
+Background = Annotated[Optional[str], typer.Option(help="Comma-separated words merged into one background class with id 0, e.g. 'sky,wall,floor,ground'. Off when not given.")]
+KeySmoothing = Annotated[bool, typer.Option("--key-smoothing/--no-key-smoothing", help="Key smoothing (paper eq. 5).")]
+PromptDenoising = Annotated[bool, typer.Option("--prompt-denoising/--no-prompt-denoising", help="Prompt denoising: drop classes never confident in an image.")]
+DenoiseThreshold = Annotated[float, typer.Option(help="Prompt-denoising threshold t (paper: 0.5).")]
+ShortSide = Annotated[int, typer.Option(help="Resize images so the short side has this many pixels before inference.")]
+Window = Annotated[Optional[int], typer.Option(help="Sliding-window size in pixels (multiple of the patch size); whole-image inference when not given.")]
+Stride = Annotated[Optional[int], typer.Option(help="Sliding-window stride in pixels; default window/2.")]

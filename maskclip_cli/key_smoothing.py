@@ -1,0 +1,34 @@
+"""Key smoothing (paper eq. 5): locations with similar keys should get similar predictions.
+
+``pred_i = sum_j cos(k_i, k_j) * p_j`` with ``p = softmax(100 * logits)`` and ``k`` the last
+attention layer's key features. Cosine similarity is taken over channels, as eq. 5 states
+(the authors' code normalises over locations instead; see README). The result is renormalised
+per location so it stays a distribution; this does not change the arg-max.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .prompt_denoising import SOFTMAX_SCALE
+
+
+def key_similarity(keys: torch.Tensor) -> torch.Tensor:
+    """(B, hw, hw) cosine similarity between the keys of all locations; ``keys`` is (B, K, h, w)."""
+    k = F.normalize(keys.flatten(2).float(), dim=1)
+    return k.transpose(1, 2) @ k
+
+
+def smooth(probs: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:
+    """Apply eq. 5 with a given (B, hw, hw) similarity to (B, C, h, w) probabilities."""
+    b, c, h, w = probs.shape
+    out = (similarity @ probs.flatten(2).transpose(1, 2).float()).transpose(1, 2)
+    out = out / out.sum(dim=1, keepdim=True).clamp_min(1e-6)
+    return out.clamp(0, 1).reshape(b, c, h, w)
+
+
+def key_smooth(logits: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Smoothed class probabilities (B, C, h, w) from logits and key features of the same grid."""
+    probs = (SOFTMAX_SCALE * logits.float()).softmax(dim=1)
+    return smooth(probs, key_similarity(keys))

@@ -1,0 +1,57 @@
+"""What every segmenter (MaskCLIP, or a trained MaskCLIP+ network) offers the pipelines.
+
+A segmenter turns a PIL image into a model input, a batch of inputs into class probabilities at
+its own resolution, and describes its settings (recorded in manifests, compared on resume).
+Label and confidence maps at the original size come from :meth:`Segmenter.predict`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .upsampling import upsample_argmax
+
+
+@dataclass
+class Prediction:
+    """One image's result: labels (H, W) int64, confidence (H, W) float32 in [0, 1], and the
+    per-class probabilities (C, h, w) at the segmenter's own resolution."""
+
+    labels: np.ndarray
+    confidence: np.ndarray
+    scores: torch.Tensor
+
+
+class Segmenter:
+    class_names: list[str]
+    device: torch.device
+
+    def prepare(self, image: Image.Image) -> torch.Tensor:
+        """(3, H', W') normalised input for one image."""
+        raise NotImplementedError
+
+    def scores(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) class probabilities for a batch of same-sized inputs."""
+        raise NotImplementedError
+
+    def settings(self) -> dict:
+        """Everything that changes the output; equal settings mean reusable outputs."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, sizes: list[tuple[int, int]]) -> list[Prediction]:
+        """Label a batch of same-sized inputs; ``sizes`` are the original (width, height)."""
+        probs = self.scores(images)
+        out = []
+        for p, (w, h) in zip(probs, sizes):
+            labels, conf = upsample_argmax(p, (h, w))
+            out.append(Prediction(labels.cpu().numpy(), conf.cpu().numpy().astype(np.float32), p.cpu()))
+        return out
+
+    def label_image(self, image: Image.Image) -> Prediction:
+        """Label one PIL image at its original size."""
+        return self.predict(self.prepare(image)[None].to(self.device), [image.size])[0]
