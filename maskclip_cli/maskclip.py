@@ -39,6 +39,16 @@ def validate_classes(classes: list[str]) -> list[str]:
     return names
 
 
+def reduce_groups(per_prompt: torch.Tensor, groups: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """(B, R, h, w) scores of R prompts -> (B, n_classes, h, w): each class takes the max over its
+    prompts (``groups[r]`` is prompt r's class). Used for the merged background class."""
+    if len(groups) == n_classes:
+        return per_prompt
+    out = per_prompt.new_full((per_prompt.shape[0], n_classes, *per_prompt.shape[2:]), -torch.inf)
+    index = groups.to(per_prompt.device)[None, :, None, None].expand_as(per_prompt)
+    return out.scatter_reduce(1, index, per_prompt, "amax")
+
+
 @dataclass
 class MaskCLIPConfig:
     """Inference settings. Defaults follow the paper (whole image, short side 512, KS + PD)."""
@@ -138,11 +148,7 @@ class MaskCLIP(Segmenter):
     def class_logits(self, features: torch.Tensor) -> torch.Tensor:
         """Cosine logits (B, C, h, w); a merged class takes the max over its words."""
         per_prompt = torch.einsum("bdhw,rd->brhw", features, self.text.to(features))
-        if len(self.groups) == len(self.class_names):
-            return per_prompt
-        groups = self.groups.to(features.device)
-        out = per_prompt.new_full((per_prompt.shape[0], len(self.class_names), *per_prompt.shape[2:]), -torch.inf)
-        return out.scatter_reduce(1, groups[None, :, None, None].expand_as(per_prompt), per_prompt, "amax")
+        return reduce_groups(per_prompt, self.groups, len(self.class_names))
 
     def refine(self, features: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """Class probabilities (B, C, h, w): logits, then prompt denoising, then key smoothing."""

@@ -1,6 +1,5 @@
 """Command-line layer: parses options and calls the library. Each command lives in its own module."""
 
-from . import label  # noqa: F401  (registers the command)
 from .app import app
 
 

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..errors import MaskCLIPError
 from ..hooks import ProgressHook
+from ..maskclip import MaskCLIP, MaskCLIPConfig
 
 console = Console(stderr=True)
 
@@ -101,3 +102,16 @@ DenoiseThreshold = Annotated[float, typer.Option(help="Prompt-denoising threshol
 ShortSide = Annotated[int, typer.Option(help="Resize images so the short side has this many pixels before inference.")]
 Window = Annotated[Optional[int], typer.Option(help="Sliding-window size in pixels (multiple of the patch size); whole-image inference when not given.")]
 Stride = Annotated[Optional[int], typer.Option(help="Sliding-window stride in pixels; default window/2.")]
+
+
+def build_maskclip(
+    model: str, pretrained: str, checkpoint: Path | None, device: str, classes: list[str],
+    config: MaskCLIPConfig, hook: ProgressHook,
+) -> MaskCLIP:
+    """Validate the classes first (cheap), then load CLIP and the text embeddings."""
+    from ..loading import load_clip
+    from ..maskclip import validate_classes
+
+    classes = validate_classes(classes)
+    clip = load_clip(model, pretrained, checkpoint, resolve_device(device), hook=hook)
+    return MaskCLIP(clip, classes, config)
