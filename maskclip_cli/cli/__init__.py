@@ -1,5 +1,6 @@
 """Command-line layer: parses options and calls the library. Each command lives in its own module."""
 
+from . import label  # noqa: F401  (each import registers a command)
 from .app import app
 
 

@@ -1,5 +1,7 @@
 """The Typer application object that every command module registers on."""
 
+import logging
+
 import typer
 
 app = typer.Typer(
@@ -10,3 +12,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+@app.callback()
+def _root() -> None:
+    """Annotation-free semantic segmentation labels from CLIP (MaskCLIP / MaskCLIP+, ECCV 2022).
+
+    label: folder -> pseudo-labelled dataset. train: MaskCLIP+ on those labels. eval: mIoU.
+    """
+    logging.basicConfig(level=logging.ERROR)  # libraries' chatter off; our notices go through the hook

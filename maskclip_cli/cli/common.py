@@ -87,12 +87,19 @@ def read_classes(classes: list[str] | None, classes_file: Path | None) -> list[s
     return [n.strip() for n in names if n.strip()]
 
 
+def extra_class_names(ctx: typer.Context, classes: list[str] | None) -> list[str]:
+    """Words left after the options: `--classes batman joker` gives "joker" here."""
+    if ctx.args and not classes:
+        raise MaskCLIPError(f"Unexpected arguments: {' '.join(ctx.args)}")
+    return [a for arg in ctx.args for a in arg.split(",")]
+
+
 # Shared option declarations (Annotated types keep every command's help text identical).
 Model = Annotated[str, typer.Option(help="open_clip architecture (ViT-B-16, RN50, ...), a model-config .json, or hf-hub:/local-dir: id.")]
 Pretrained = Annotated[str, typer.Option(help="open_clip pretrained tag, loaded from the Hugging Face cache or downloaded; 'none' = random weights (speed tests only).")]
 Checkpoint = Annotated[Optional[Path], typer.Option(help="Local open_clip weights file (state dict or whole model); overrides --pretrained.")]
 Device = Annotated[str, typer.Option(help="auto (GPU if available), cpu, or cuda[:N].")]
-Classes = Annotated[Optional[list[str]], typer.Option("--classes", "-c", help="Class names; repeat the option or separate by commas.")]
+Classes = Annotated[Optional[list[str]], typer.Option("--classes", "-c", help="Class names: --classes cat dog, --classes cat,dog or a repeated option.")]
 ClassesFile = Annotated[Optional[Path], typer.Option(help="Text file with one class name per line (# starts a comment).")]
 Templates = Annotated[str, typer.Option(help="Prompt template set: vild (85, the paper's), imagenet (80) or simple (1).")]
 Background = Annotated[Optional[str], typer.Option(help="Comma-separated words merged into one background class with id 0, e.g. 'sky,wall,floor,ground'. Off when not given.")]

@@ -1,0 +1,79 @@
+"""`maskclip label`: a folder of images -> a pseudo-labelled segmentation dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import MaskCLIPError
+from ..labeling import LabelOptions, label_folder
+from ..maskclip import MaskCLIPConfig
+from .app import app
+from .common import (
+    extra_class_names,
+    Background, Checkpoint, Classes, ClassesFile, DenoiseThreshold, Device, KeySmoothing, Model, Pretrained,
+    PromptDenoising, RichHook, ShortSide, Stride, Templates, Window, build_maskclip, console, read_classes, user_errors,
+)
+
+
+@app.command("label", context_settings={"allow_extra_args": True})
+def label(
+    ctx: typer.Context,
+    input_dir: Annotated[Path, typer.Argument(help="Folder of images, searched recursively (jpg, jpeg, png, webp, bmp, tif).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: labels/, confidence/, classes.json, manifest.jsonl.")] = Path("maskclip-labels"),
+    classes: Classes = None,
+    classes_file: ClassesFile = None,
+    background: Background = None,
+    model: Model = "ViT-B-16",
+    pretrained: Pretrained = "openai",
+    checkpoint: Checkpoint = None,
+    templates: Templates = "vild",
+    key_smoothing: KeySmoothing = True,
+    prompt_denoising: PromptDenoising = True,
+    denoise_threshold: DenoiseThreshold = 0.5,
+    short_side: ShortSide = 512,
+    window: Window = None,
+    stride: Stride = None,
+    min_confidence: Annotated[Optional[float], typer.Option(help="Mark pixels below this confidence (0-1) as 255 = ignore. Off when not given.")] = None,
+    confidence_format: Annotated[str, typer.Option(help="Confidence maps as png (8-bit, 0-255) or npy (float16).")] = "png",
+    device: Device = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass (same-sized inputs are batched together).")] = 8,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes for reading and resizing images.")] = 2,
+    writers: Annotated[int, typer.Option(help="Threads writing PNG outputs.")] = 4,
+    overwrite: Annotated[bool, typer.Option(help="Relabel every image, even those already done with the same settings.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Label every image with MaskCLIP (dense CLIP features + text embeddings, key smoothing, prompt denoising).
+
+    Re-running the same command resumes: finished images are skipped. Exit code 1 when some images
+    failed (listed in manifest.jsonl), 2 on bad input.
+    """
+    hook = RichHook(enabled=progress)
+    with user_errors():
+        config = MaskCLIPConfig(
+            templates=templates, background=(background or "").split(",") if background else [],
+            key_smoothing=key_smoothing, prompt_denoising=prompt_denoising, denoise_threshold=denoise_threshold,
+            short_side=short_side, window=window, stride=stride,
+        )
+        if not input_dir.is_dir():  # checked before the (slow) model load
+            raise MaskCLIPError(f"Input folder not found: {input_dir}")
+        names = read_classes(classes, classes_file) + extra_class_names(ctx, classes)
+        segmenter = build_maskclip(model, pretrained, checkpoint, device, names, config, hook)
+        options = LabelOptions(min_confidence=min_confidence, confidence_format=confidence_format,
+                               batch_size=batch_size, workers=workers, writers=writers, overwrite=overwrite)
+        try:
+            summary = label_folder(segmenter, input_dir, out, options, hook)
+        except KeyboardInterrupt:
+            console.print(f"interrupted: finished images are saved in {out}; run the same command again to resume.")
+            raise typer.Exit(130)
+    console.print(
+        f"{summary.labelled} labelled, {summary.skipped} skipped (already done), {summary.failed} failed "
+        f"of {summary.total} images in {summary.seconds:.1f} s ({summary.images_per_second:.2f} img/s) -> {out}"
+    )
+    for source, error in summary.failures[:10]:
+        console.print(f"  failed: {source}: {error}", highlight=False)
+    if summary.failed:
+        raise typer.Exit(1)
+

@@ -1,0 +1,55 @@
+"""The run manifest: one JSON line per image, appended as each image's files land.
+
+Appending line by line means an interrupted run loses nothing it finished; the latest line for
+an image wins, and a finished run rewrites the file compacted to one line per image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+
+from .label_files import atomic_write
+
+
+def settings_hash(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_manifest(path: Path) -> dict[str, dict]:
+    """Latest entry per source path; unreadable lines (a crash mid-line) are skipped."""
+    entries: dict[str, dict] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+                entries[entry["source"]] = entry
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return entries
+
+
+class Manifest:
+    """Append-only writer over the entries of earlier runs."""
+
+    def __init__(self, path: Path, fresh: bool = False):
+        self.path = path
+        self.entries = {} if fresh else read_manifest(path)
+        if fresh:
+            path.unlink(missing_ok=True)
+        self._file = open(path, "a", encoding="utf-8")
+        self._lock = threading.Lock()  # writer threads add entries concurrently
+
+    def add(self, entry: dict) -> None:
+        with self._lock:
+            self.entries[entry["source"]] = entry
+            self._file.write(json.dumps(entry) + "\n")
+            self._file.flush()
+
+    def close(self, compact: bool = True) -> None:
+        self._file.close()
+        if compact:
+            lines = "".join(json.dumps(e) + "\n" for _, e in sorted(self.entries.items()))
+            atomic_write(self.path, lambda tmp: Path(tmp).write_text(lines, encoding="utf-8"))
