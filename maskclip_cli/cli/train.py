@@ -1,0 +1,83 @@
+"""`maskclip train`: MaskCLIP+ on a folder labelled by `maskclip label`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .app import app
+from .common import Checkpoint, Device, RichHook, console, resolve_device, user_errors
+
+OptPath = Optional[Path]
+
+
+@app.command("train")
+def train(
+    images: Annotated[Path, typer.Option(help="Folder of training images (the one given to `maskclip label`).")],
+    labels: Annotated[Path, typer.Option(help="Output folder of `maskclip label` (labels/, confidence/, classes.json).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoint.pt, metrics.jsonl, config.json.")],
+    backbone: Annotated[str, typer.Option(help="DeepLabv2 backbone: resnet101 (paper), resnet50, or resnet18 (tests, quick runs).")] = "resnet101",
+    backbone_weights: Annotated[str, typer.Option(help="imagenet (torchvision weights, from torch's cache or downloaded), none (random init), or PATH to a torchvision ResNet state dict.")] = "imagenet",
+    iters: Annotated[int, typer.Option(help="Training iterations (paper: 8k COCO-Stuff / 4k Context annotation-free; 20k-80k zero-shot).")] = 8000,
+    self_train: Annotated[bool, typer.Option("--self-train/--no-self-train", help="After MaskCLIP-guided learning, train on the model's own predictions.")] = False,
+    guided_iters: Annotated[Optional[int], typer.Option(help="Iterations of MaskCLIP-guided learning before self-training. Default: all iterations, or iters/10 with --self-train (paper).")] = None,
+    self_train_threshold: Annotated[float, typer.Option(help="During self-training, ignore pixels whose predicted confidence (0-1) is below this.")] = 0.0,
+    min_confidence: Annotated[float, typer.Option(help="Ignore pseudo-label pixels whose confidence map (0-1) is below this.")] = 0.0,
+    gt_labels: Annotated[OptPath, typer.Option(help="Transductive zero-shot: folder of ground-truth label PNGs (<rel>.png, ids of classes.json, 255 unlabelled) for the seen classes.")] = None,
+    unseen: Annotated[Optional[str], typer.Option(help="Transductive zero-shot: comma-separated unseen class names; their ground truth is never used.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per iteration, in total over all GPUs (paper: 16).")] = 16,
+    crop_size: Annotated[int, typer.Option(help="Square training crop; also the short side images are resized to at inference.")] = 512,
+    scale_min: Annotated[float, typer.Option(help="Smallest random resize ratio (of a short side of crop-size).")] = 0.5,
+    scale_max: Annotated[float, typer.Option(help="Largest random resize ratio.")] = 2.0,
+    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flip.")] = True,
+    photometric: Annotated[bool, typer.Option("--photometric/--no-photometric", help="Random brightness, contrast, saturation and hue.")] = True,
+    lr: Annotated[float, typer.Option(help="SGD learning rate (poly decay to 0).")] = 0.01,
+    head_lr_mult: Annotated[float, typer.Option(help="LR multiplier of the ASPP head (DeepLab's original recipe uses 10).")] = 1.0,
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
+    weight_decay: Annotated[float, typer.Option(help="SGD weight decay.")] = 5e-4,
+    poly_power: Annotated[float, typer.Option(help="Power of the poly LR schedule.")] = 0.9,
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (no effect on CPU).")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, data order and augmentation.")] = 0,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes per GPU.")] = 4,
+    checkpoint_every: Annotated[int, typer.Option(help="Save checkpoint.pt every N iterations (and at the end, and on Ctrl-C).")] = 1000,
+    log_every: Annotated[int, typer.Option(help="Append averaged loss, LR and it/s to metrics.jsonl every N iterations.")] = 10,
+    val_images: Annotated[OptPath, typer.Option(help="Validation images, scored every --val-every iterations.")] = None,
+    val_labels: Annotated[OptPath, typer.Option(help="Validation ground truth (<rel>.png with the ids of classes.json, 255 ignored).")] = None,
+    val_every: Annotated[int, typer.Option(help="Validation interval in iterations.")] = 1000,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its checkpoint.pt, with its saved options.")] = False,
+    model: Annotated[Optional[str], typer.Option(help="CLIP for the text classifier; default: the one recorded in classes.json.")] = None,
+    pretrained: Annotated[Optional[str], typer.Option(help="Its open_clip pretrained tag; default: from classes.json.")] = None,
+    checkpoint: Checkpoint = None,
+    device: Device = "auto",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train MaskCLIP+ (DeepLabv2 with CLIP's text classifier) on MaskCLIP pseudo labels, optionally
+    followed by self-training. Multi-GPU: launch with `torchrun --nproc-per-node N -m maskclip_cli train ...`."""
+    from ..class_text import class_text_for_labels
+    from ..pseudo_label_dataset import read_label_folder
+    from ..training import TrainConfig
+    from ..training import train as run_training
+
+    hook = RichHook(unit="it", enabled=progress)
+    with user_errors():
+        cfg = TrainConfig(
+            images=images, labels=labels, out=out, backbone=backbone, backbone_weights=backbone_weights, iters=iters,
+            self_train=self_train, guided_iters=guided_iters, self_train_threshold=self_train_threshold,
+            min_confidence=min_confidence, gt_labels=gt_labels, unseen=[u.strip() for u in (unseen or "").split(",") if u.strip()],
+            batch_size=batch_size, crop_size=crop_size, scale_min=scale_min, scale_max=scale_max, flip=flip,
+            photometric=photometric, lr=lr, head_lr_mult=head_lr_mult, momentum=momentum, weight_decay=weight_decay,
+            poly_power=poly_power, amp=amp, seed=seed, workers=workers, checkpoint_every=checkpoint_every,
+            log_every=log_every, val_images=val_images, val_labels=val_labels, val_every=val_every,
+        )
+        folder = read_label_folder(labels)
+        dev = resolve_device(device)
+        text = class_text_for_labels(folder.class_names, folder.settings, model, pretrained, checkpoint, dev, hook)
+        try:
+            summary = run_training(cfg, text, dev, resume=resume, hook=hook)
+        except KeyboardInterrupt:
+            raise typer.Exit(130)
+    miou = f", validation mIoU {summary.val_miou * 100:.2f}" if summary.val_miou is not None else ""
+    console.print(f"Trained iterations {summary.start}->{summary.iterations} in {summary.seconds:.0f}s, "
+                  f"last loss {summary.last_loss:.4f}{miou}. Checkpoint: {summary.checkpoint}")
