@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from .errors import MaskCLIPError
-from .maskclip import MaskCLIP
+from .maskclip import MaskCLIP, MaskCLIPConfig
 from .preprocess import to_model_input
 from .segmenter import Segmenter
 
@@ -87,3 +87,35 @@ class RescaledMaskCLIP(Segmenter):
 
     def settings(self) -> dict:
         return {**self.inner.settings(), "short_side": None, "max_long_side": self.max_long, "max_short_side": self.max_short}
+
+
+def eval_config(
+    settings: ProtocolSettings,
+    templates: str | None = None,
+    background: list[str] | None = None,
+    short_side: int | None = None,
+    window: int | None = None,
+    stride: int | None = None,
+    **refinement: object,
+) -> MaskCLIPConfig:
+    """The protocol's MaskCLIP settings with the user's overrides (None = the protocol's value;
+    ``window=0`` = whole image). ``refinement`` holds key_smoothing, prompt_denoising, etc."""
+    if background and not settings.background:
+        raise MaskCLIPError("--background applies only to datasets with a background class (voc-bg, pascal-context-60).")
+    if window == 0:
+        window, stride = None, None
+    elif window is None:
+        window, stride = settings.window, stride or settings.stride
+    return MaskCLIPConfig(
+        templates=templates or settings.templates,
+        background=list(background if background is not None else settings.background),
+        short_side=short_side or settings.max_short,
+        window=window,
+        stride=stride,
+        **refinement,
+    )
+
+
+def protocol_segmenter(maskclip: MaskCLIP, settings: ProtocolSettings, short_side: int | None) -> Segmenter:
+    """The segmenter to run: the protocol's rescale rule unless the user fixed a short side."""
+    return maskclip if short_side else RescaledMaskCLIP(maskclip, settings.max_long, settings.max_short)

@@ -1,0 +1,124 @@
+"""`maskclip eval`: mIoU of MaskCLIP on a standard benchmark, or of any label folder against ground truth."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .. import __version__
+from ..datasets import DATASETS, class_names, get_spec, list_samples
+from ..errors import MaskCLIPError
+from ..evaluation import EvalResult, evaluate_segmenter, read_class_names, score_folders
+from ..loading import file_sha256
+from ..protocols import PROTOCOLS, eval_config, protocol_segmenter, protocol_settings
+from .app import app
+from .common import (
+    Checkpoint, DenoiseThreshold, Device, KeySmoothing, Model, Pretrained, PromptDenoising, RichHook,
+    build_maskclip, resolve_device, user_errors,
+)
+
+PROTOCOL_DEFAULT = "default: the protocol's"
+
+
+def _pct(v: float) -> str:
+    return "-" if math.isnan(v) else f"{v * 100:.2f}"
+
+
+def _table(result: EvalResult, title: str) -> Table:
+    s = result.scores
+    table = Table(title=title, caption=(
+        f"mIoU {_pct(s.miou)}  mAcc {_pct(s.macc)}  aAcc {_pct(s.aacc)}  fwIoU {_pct(s.fwiou)}  |  "
+        f"{result.images} images, {result.images_per_second:.2f} images/s"
+    ))
+    for col in ("id", "class", "IoU", "Acc", "GT pixels"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for i, name in enumerate(result.class_names):
+        table.add_row(str(i), name, _pct(s.iou[i]), _pct(s.acc[i]), str(int(s.gt_pixels[i])))
+    return table
+
+
+@app.command("eval")
+def eval_command(
+    dataset: Annotated[Optional[str], typer.Option(help=f"Benchmark to run MaskCLIP on: {', '.join(DATASETS)}.")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(help="The dataset's root in MMSegmentation's layout, e.g. data/VOCdevkit/VOC2010 for pascal-context.")] = None,
+    protocol: Annotated[str, typer.Option(help=f"Inference settings to match published tables: {' or '.join(PROTOCOLS)} (see README).")] = "paper",
+    pred_dir: Annotated[Optional[Path], typer.Option(help="Folder of PNG label maps to score instead of running a model (a `maskclip label` output folder works as is).")] = None,
+    gt_dir: Annotated[Optional[Path], typer.Option(help="Folder of ground-truth PNG label maps, paired with --pred-dir files by relative path.")] = None,
+    classes_file: Annotated[Optional[Path], typer.Option(help="Class names for --pred-dir: classes.json of `maskclip label`, a JSON list, or one name per line; default PRED_DIR/classes.json.")] = None,
+    ignore_index: Annotated[int, typer.Option(help="Ground-truth value that is not scored (--pred-dir mode).")] = 255,
+    segmenter_path: Annotated[Optional[Path], typer.Option("--segmenter", help="Evaluate a trained MaskCLIP+ checkpoint (from `maskclip train`) instead of MaskCLIP.")] = None,
+    model: Model = "ViT-B-16",
+    pretrained: Pretrained = "openai",
+    checkpoint: Checkpoint = None,
+    device: Device = "auto",
+    templates: Annotated[Optional[str], typer.Option(help=f"Prompt template set: vild (85), imagenet (80) or simple (1); {PROTOCOL_DEFAULT}.")] = None,
+    background: Annotated[Optional[str], typer.Option(help=f"Comma-separated words merged into the background class (voc-bg, pascal-context-60 only); {PROTOCOL_DEFAULT}.")] = None,
+    key_smoothing: KeySmoothing = True,
+    prompt_denoising: PromptDenoising = True,
+    denoise_threshold: DenoiseThreshold = 0.5,
+    baseline: Annotated[bool, typer.Option(help="The paper's naive baseline: ordinary last-layer tokens instead of MaskCLIP's value features.")] = False,
+    short_side: Annotated[Optional[int], typer.Option(help=f"Resize every image to this short side instead of the protocol's rescale rule; {PROTOCOL_DEFAULT}.")] = None,
+    window: Annotated[Optional[int], typer.Option(help=f"Sliding-window size in pixels, 0 = whole image; {PROTOCOL_DEFAULT}.")] = None,
+    stride: Annotated[Optional[int], typer.Option(help=f"Sliding-window stride in pixels; {PROTOCOL_DEFAULT} (window/2 with --window).")] = None,
+    bg_threshold: Annotated[Optional[float], typer.Option(help=f"Pixels whose top probability is below this become background (datasets with a background class); {PROTOCOL_DEFAULT}.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate only the first N images (quick runs).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures and the full settings to this JSON file.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Measure mIoU, per-class IoU/accuracy, aAcc and fwIoU.
+
+    Either run MaskCLIP on a benchmark (--dataset, --data-root; --protocol paper or sclip; the other model options override the protocol's), or score a folder of label maps against ground truth (--pred-dir, --gt-dir) without loading a model.
+
+    Exit code 2 on bad input.
+    """
+    hook = RichHook(enabled=progress)
+    with user_errors():
+        if (dataset is None) == (pred_dir is None):
+            raise MaskCLIPError("Give either --dataset with --data-root, or --pred-dir with --gt-dir.")
+        if pred_dir is not None:
+            if gt_dir is None:
+                raise MaskCLIPError("--pred-dir needs --gt-dir.")
+            labels_dir = pred_dir / "labels" if (pred_dir / "labels").is_dir() else pred_dir
+            names = read_class_names(classes_file or pred_dir / "classes.json")
+            result = score_folders(labels_dir, gt_dir, names, ignore_index, limit, hook)
+            settings = {"mode": "folders", "pred_dir": str(labels_dir), "gt_dir": str(gt_dir), "ignore_index": ignore_index}
+            title = f"{labels_dir} vs {gt_dir}"
+        else:
+            if data_root is None:
+                raise MaskCLIPError("--dataset needs --data-root.")
+            spec = get_spec(dataset)
+            names = class_names(spec)
+            samples = list_samples(spec, data_root)  # checked before the (slow) model load
+            ps = protocol_settings(protocol, dataset)
+            if segmenter_path is not None:
+                from ..trained_segmenter import load_segmenter
+
+                segmenter = load_segmenter(segmenter_path, resolve_device(device))
+            else:
+                config = eval_config(
+                    ps, templates, background.split(",") if background else None, short_side, window, stride,
+                    key_smoothing=key_smoothing, prompt_denoising=prompt_denoising,
+                    denoise_threshold=denoise_threshold, baseline=baseline,
+                )
+                foreground = names[1:] if spec.background else names
+                maskclip = build_maskclip(model, pretrained, checkpoint, device, foreground, config, hook)
+                segmenter = protocol_segmenter(maskclip, ps, short_side)
+            threshold = ps.bg_threshold if bg_threshold is None else bg_threshold
+            result = evaluate_segmenter(segmenter, samples, names, threshold, limit, hook)
+            settings = {
+                "mode": "dataset", "dataset": dataset, "data_root": str(data_root), "protocol": protocol,
+                "bg_threshold": threshold, "limit": limit, "segmenter": segmenter.settings(),
+                "checkpoint_sha256": file_sha256(checkpoint) if checkpoint and segmenter_path is None else None,
+            }
+            title = f"{dataset} ({protocol} protocol)"
+        settings["code_version"] = __version__
+        Console().print(_table(result, title))
+        if json_out is not None:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(json.dumps(result.report(settings), indent=2) + "\n", encoding="utf-8")

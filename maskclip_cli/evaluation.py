@@ -1,0 +1,173 @@
+"""Scoring segmentations against ground truth: a segmenter over a benchmark split, or two folders.
+
+Both stream each image into one :class:`~maskclip_cli.metrics.ConfusionMatrix`, so memory stays
+bounded however large the split, and report progress (with the running mIoU) through the hook.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .datasets import IGNORE_INDEX, Sample, read_label_png
+from .errors import MaskCLIPError
+from .hooks import SILENT, ProgressHook
+from .metrics import ConfusionMatrix, Scores
+from .segmenter import Segmenter
+
+
+@dataclass
+class EvalResult:
+    """Figures over the evaluated images, plus (folder mode) the files that did not pair up."""
+
+    scores: Scores
+    class_names: list[str]
+    images: int
+    seconds: float
+    missing: list[str] = field(default_factory=list)  # ground truth without a prediction
+    extra: list[str] = field(default_factory=list)  # predictions without ground truth
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+    def report(self, settings: dict) -> dict:
+        """JSON-ready figures (percent) with the settings that produced them."""
+        return {
+            **self.scores.as_dict(self.class_names),
+            "images": self.images,
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 4),
+            "missing_predictions": self.missing,
+            "extra_predictions": self.extra,
+            "settings": settings,
+        }
+
+
+def _advance(hook: ProgressHook, cm: ConfusionMatrix) -> None:
+    hook.advance(1, mIoU=round(cm.scores().miou * 100, 2))
+
+
+def evaluate_segmenter(
+    segmenter: Segmenter,
+    samples: list[Sample],
+    class_names: list[str],
+    bg_threshold: float = 0.0,
+    limit: int | None = None,
+    hook: ProgressHook = SILENT,
+) -> EvalResult:
+    """Run ``segmenter`` on each sample (whole image, batch of one) and score it.
+
+    With ``bg_threshold`` > 0, pixels whose top probability is below it are labelled class 0
+    (background), as SCLIP-style protocols do on datasets with a background class.
+    """
+    if len(segmenter.class_names) != len(class_names):
+        raise MaskCLIPError(
+            f"The segmenter has {len(segmenter.class_names)} classes but the dataset has {len(class_names)}."
+        )
+    samples = samples[:limit] if limit is not None else samples
+    cm = ConfusionMatrix(len(class_names), IGNORE_INDEX)
+    hook.start(len(samples), "evaluating")
+    start = time.perf_counter()
+    try:
+        for sample in samples:
+            gt = sample.load_label()
+            try:
+                with Image.open(sample.image) as im:
+                    image = im.convert("RGB")
+            except OSError as exc:
+                raise MaskCLIPError(f"Cannot read image {sample.image}: {exc}") from exc
+            if image.size[::-1] != gt.shape:
+                raise MaskCLIPError(f"Image {sample.image} is {image.size} but its label map {sample.label} is {gt.shape[::-1]}.")
+            pred = segmenter.label_image(image)
+            labels = pred.labels
+            if bg_threshold > 0:
+                labels = np.where(pred.confidence < bg_threshold, 0, labels)
+            cm.update(labels, gt)
+            _advance(hook, cm)
+    finally:
+        hook.finish()
+    return EvalResult(cm.scores(), class_names, len(samples), time.perf_counter() - start)
+
+
+def _pngs(root: Path) -> dict[str, Path]:
+    """Relative path without extension -> file, for every PNG under ``root``."""
+    return {p.relative_to(root).with_suffix("").as_posix(): p for p in sorted(root.rglob("*.png"))}
+
+
+def score_folders(
+    pred_dir: Path,
+    gt_dir: Path,
+    class_names: list[str],
+    ignore_index: int = IGNORE_INDEX,
+    limit: int | None = None,
+    hook: ProgressHook = SILENT,
+) -> EvalResult:
+    """Score the PNG label maps in ``pred_dir`` against those in ``gt_dir``, paired by relative path.
+
+    Values are class ids. Ground-truth pixels equal to ``ignore_index`` are not scored; predicted
+    values that are not class ids (e.g. 255 for "not sure") count as errors. Unpaired files are
+    listed in the result (and warned about) and otherwise skipped; no model is loaded.
+    """
+    for d, what in ((pred_dir, "Prediction"), (gt_dir, "Ground-truth")):
+        if not d.is_dir():
+            raise MaskCLIPError(f"{what} folder not found: {d}")
+    preds, gts = _pngs(pred_dir), _pngs(gt_dir)
+    keys = sorted(preds.keys() & gts.keys())
+    missing, extra = sorted(gts.keys() - preds.keys()), sorted(preds.keys() - gts.keys())
+    if not keys:
+        raise MaskCLIPError(
+            f"No label map in {pred_dir} has a ground-truth map at the same relative path in {gt_dir} "
+            f"({len(preds)} and {len(gts)} PNG files)."
+        )
+    if missing:
+        hook.warn(f"{len(missing)} ground-truth maps have no prediction and are not scored, e.g. {missing[0]}.png")
+    if extra:
+        hook.warn(f"{len(extra)} predictions have no ground truth and are not scored, e.g. {extra[0]}.png")
+    keys = keys[:limit] if limit is not None else keys
+    cm = ConfusionMatrix(len(class_names), ignore_index)
+    hook.start(len(keys), "scoring")
+    start = time.perf_counter()
+    try:
+        for key in keys:
+            try:
+                cm.update(read_label_png(preds[key]), read_label_png(gts[key]))
+            except MaskCLIPError as exc:
+                raise MaskCLIPError(f"{gts[key]}: {exc}") from exc
+            _advance(hook, cm)
+    finally:
+        hook.finish()
+    return EvalResult(cm.scores(), class_names, len(keys), time.perf_counter() - start, missing, extra)
+
+
+def read_class_names(path: Path) -> list[str]:
+    """Class names in id order from ``maskclip label``'s classes.json (``{"classes": [{"id", "name"}]}``),
+    a JSON list of names, or a text file with one name per line (# starts a comment)."""
+    if not path.is_file():
+        raise MaskCLIPError(f"Classes file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() != ".json":
+        return [n for n in (ln.split("#")[0].strip() for ln in text.splitlines()) if n]
+    try:
+        doc = json.loads(text)
+        entries = doc["classes"] if isinstance(doc, dict) else doc
+        if all(isinstance(e, str) for e in entries):
+            names = list(entries)
+        else:
+            by_id = {int(e["id"]): str(e["name"]) for e in entries}
+            if sorted(by_id) != list(range(len(by_id))):
+                raise ValueError("class ids are not 0..N-1")
+            names = [by_id[i] for i in range(len(by_id))]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MaskCLIPError(
+            f"Cannot read class names from {path} ({exc}); expected maskclip label's classes.json, "
+            "a JSON list of names, or a text file with one name per line."
+        ) from exc
+    if not names:
+        raise MaskCLIPError(f"No class names in {path}.")
+    return names
