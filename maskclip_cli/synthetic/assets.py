@@ -1,0 +1,17 @@
+"""Where the committed tiny CLIP lives, and loading it through the ordinary checkpoint path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..hooks import SILENT, ProgressHook
+from ..loading import LoadedCLIP, load_clip
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "synthetic"
+MODEL_CONFIG = ASSETS / "maskclip-synthetic-vit.json"
+CHECKPOINT = ASSETS / "maskclip-synthetic-vit.pt"
+
+
+def load_synthetic_clip(checkpoint: str | Path = CHECKPOINT, device: str = "cpu", hook: ProgressHook = SILENT) -> LoadedCLIP:
+    """The tiny CLIP, loaded exactly as ``--model <config.json> --checkpoint <file>`` would."""
+    return load_clip(str(MODEL_CONFIG), checkpoint=checkpoint, device=device, hook=hook)
