@@ -122,3 +122,14 @@ def build_maskclip(
     classes = validate_classes(classes)
     clip = load_clip(model, pretrained, checkpoint, resolve_device(device), hook=hook)
     return MaskCLIP(clip, classes, config)
+
+
+def load_trained(path: Path, classes: list[str], device: str):
+    """A `maskclip train` checkpoint as a segmenter; it brings its own classes."""
+    from ..trained_segmenter import load_segmenter
+
+    if classes:
+        raise MaskCLIPError("--segmenter labels with the classes it was trained on; drop --classes/--classes-file.")
+    if not path.is_file():
+        raise MaskCLIPError(f"Segmenter checkpoint not found: {path}")
+    return load_segmenter(path, resolve_device(device))

@@ -12,6 +12,7 @@ from ..labeling import LabelOptions, label_folder
 from ..maskclip import MaskCLIPConfig
 from .app import app
 from .common import (
+    load_trained,
     extra_class_names,
     Background, Checkpoint, Classes, ClassesFile, DenoiseThreshold, Device, KeySmoothing, Model, Pretrained,
     PromptDenoising, RichHook, ShortSide, Stride, Templates, Window, build_maskclip, console, read_classes, user_errors,
@@ -38,6 +39,7 @@ def label(
     stride: Stride = None,
     min_confidence: Annotated[Optional[float], typer.Option(help="Mark pixels below this confidence (0-1) as 255 = ignore. Off when not given.")] = None,
     confidence_format: Annotated[str, typer.Option(help="Confidence maps as png (8-bit, 0-255) or npy (float16).")] = "png",
+    segmenter_path: Annotated[Optional[Path], typer.Option("--segmenter", help="Label with a network trained by `maskclip train` (RUN/checkpoint.pt) instead of MaskCLIP; classes come from the checkpoint.")] = None,
     device: Device = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass (same-sized inputs are batched together).")] = 8,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes for reading and resizing images.")] = 2,
@@ -60,7 +62,10 @@ def label(
         if not input_dir.is_dir():  # checked before the (slow) model load
             raise MaskCLIPError(f"Input folder not found: {input_dir}")
         names = read_classes(classes, classes_file) + extra_class_names(ctx, classes)
-        segmenter = build_maskclip(model, pretrained, checkpoint, device, names, config, hook)
+        if segmenter_path is not None:
+            segmenter = load_trained(segmenter_path, names, device)
+        else:
+            segmenter = build_maskclip(model, pretrained, checkpoint, device, names, config, hook)
         options = LabelOptions(min_confidence=min_confidence, confidence_format=confidence_format,
                                batch_size=batch_size, workers=workers, writers=writers, overwrite=overwrite)
         try:
