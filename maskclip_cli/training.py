@@ -235,7 +235,7 @@ def train(cfg: TrainConfig, text: ClassText, device: str | torch.device = "cpu",
     began = tick = time.perf_counter()
     if d.main:
         hook.start(cfg.iters - start, f"train {start}->{cfg.iters}")
-    iteration = start
+    completed = start
     try:
         with stop.installed():
             for iteration, batch in enumerate(loader, start):
@@ -259,12 +259,9 @@ def train(cfg: TrainConfig, text: ClassText, device: str | torch.device = "cpu",
                 scaler.update()
                 lr = optimizer.param_groups[0]["lr"]
                 scheduler.step()
-                done = iteration + 1
-                iteration = done  # the state is now a whole step further: what a save must say
+                completed = done = iteration + 1  # what a save must say from here on
                 losses.append(loss.item())
                 window.append(losses[-1])
-                if d.main:
-                    hook.advance(1, loss=losses[-1], lr=lr, phase="guided" if guided else "self")
                 if done % cfg.log_every == 0 or done == cfg.iters:
                     now = time.perf_counter()
                     log({"iter": done, "phase": "guided" if guided else "self", "loss": sum(window) / len(window),
@@ -277,18 +274,20 @@ def train(cfg: TrainConfig, text: ClassText, device: str | torch.device = "cpu",
                     hook.info(f"iteration {done}: validation mIoU {scores.miou * 100:.2f}")
                 if done % cfg.checkpoint_every == 0 or done == cfg.iters:
                     save(done)
+                if d.main:
+                    hook.advance(1, loss=losses[-1], lr=lr, phase="guided" if guided else "self")
                 if stop.requested:
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
-        save(iteration)
+        save(completed)
         if d.main:
             hook.finish()
-            hook.warn(f"Interrupted: checkpoint saved at iteration {iteration} in {ckpt_path}; continue with --resume.")
+            hook.warn(f"Interrupted: checkpoint saved at iteration {completed} in {ckpt_path}; continue with --resume.")
         distributed.teardown(d)
         raise
     if d.main:
         hook.finish()
     distributed.teardown(d)
-    summary.iterations, summary.seconds, summary.losses = iteration, time.perf_counter() - began, losses
+    summary.iterations, summary.seconds, summary.losses = completed, time.perf_counter() - began, losses
     summary.last_loss = losses[-1] if losses else float("nan")
     return summary
