@@ -41,11 +41,14 @@ def setup(device: torch.device) -> Dist:
 
 
 def wrap(model: nn.Module, d: Dist) -> nn.Module:
-    """DDP with synchronised batch norm across ranks (as the paper's SyncBN configs), or ``model``."""
+    """DDP, or ``model`` itself in a single process. On GPUs batch norm is synchronised across ranks
+    (the paper's SyncBN configs; parameters are shared, so the optimiser is unaffected); PyTorch's
+    SyncBatchNorm has no CPU kernel, so CPU ranks keep per-rank statistics."""
     if d.world == 1:
         return model
-    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+    if d.device.type != "cuda":
+        return DistributedDataParallel(model)
+    return DistributedDataParallel(nn.SyncBatchNorm.convert_sync_batchnorm(model), device_ids=[d.device.index])
 
 
 def teardown(d: Dist) -> None:

@@ -160,18 +160,23 @@ def _trim_metrics(path: Path, upto: int) -> None:
         path.write_text("".join(ln + "\n" for ln in keep))
 
 
-def train(cfg: TrainConfig, text: ClassText, device: str | torch.device = "cpu", resume: bool = False, hook: ProgressHook = SILENT) -> TrainSummary:
+def train(cfg: TrainConfig, text: ClassText | None, device: str | torch.device = "cpu", resume: bool = False, hook: ProgressHook = SILENT) -> TrainSummary:
     """Train (or with ``resume`` continue) the run in ``cfg.out``; returns when ``cfg.iters`` are done.
 
-    Raises KeyboardInterrupt after saving a checkpoint when interrupted.
+    ``text`` is the frozen classifier; a resumed run takes its own from the checkpoint (so ``None``
+    will do). Raises KeyboardInterrupt after saving a checkpoint when interrupted.
     """
     ckpt_path = cfg.out / CHECKPOINT_FILE
     state = None
     if resume:
         state = load_checkpoint(ckpt_path)
         cfg = _check_resume(state["config"], cfg, hook)
+        m = state["meta"]
+        text = ClassText(m["class_names"], m["text"], m["groups"], m["clip"])
     elif ckpt_path.is_file():
         raise MaskCLIPError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out.")
+    elif text is None:
+        raise MaskCLIPError("A new run needs the class text embeddings (see class_text.class_text_for_labels).")
 
     folder = read_label_folder(cfg.labels)
     if text.class_names != folder.class_names:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +68,7 @@ def config(images: Path, labels: Path, out: Path, **kw) -> TrainConfig:
 
 
 class InterruptAt:
-    """A hook that presses Ctrl-C after ``n`` iterations."""
+    """A hook that presses Ctrl-C (SIGINT to this process) after ``n`` iterations."""
 
     def __init__(self, n: int):
         self.n, self.seen = n, 0
@@ -77,7 +79,7 @@ class InterruptAt:
     def advance(self, n: int = 1, **fields) -> None:
         self.seen += n
         if self.seen == self.n:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 def test_train_end_to_end(tmp_path, text):
@@ -123,7 +125,7 @@ def test_resume_continues_exactly(tmp_path, text):
     with pytest.raises(KeyboardInterrupt):
         train(config(images, labels, tmp_path / "b", **kw), text, hook=InterruptAt(3))
     assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["iteration"] == 3
-    resumed = train(config(images, labels, tmp_path / "b", **kw), text, resume=True)
+    resumed = train(config(images, labels, tmp_path / "b", **kw), None, resume=True)
 
     assert resumed.start == 3 and resumed.iterations == 7
     assert resumed.losses == full.losses[3:]
@@ -160,12 +162,17 @@ def test_cli_train_with_validation(tmp_path, monkeypatch):
               "--batch-size", "1", "--crop-size", "48", "--workers", "0", "--model", str(model_cfg),
               "--pretrained", "none", "--device", "cpu", "--no-progress"]
     out = tmp_path / "run"
-    val = ["--val-images", str(images), "--val-labels", str(labels / "labels"), "--val-every", "2"]
-    result = CliRunner().invoke(app, ["train", *common, "--out", str(out), "--backbone-weights", "none", *val])
+    own = ["--out", str(out), "--backbone-weights", "none", "--val-images", str(images),
+           "--val-labels", str(labels / "labels"), "--val-every", "2"]
+    result = CliRunner().invoke(app, ["train", *common, *own])
     assert result.exit_code == 0, result.output
     assert (out / "checkpoint.pt").is_file()
     val = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "val" in r]
     assert val and val[0]["iter"] == 2 and "mIoU" in val[0]["val"]
+    result = CliRunner().invoke(app, ["train", *common, *own, "--resume", "--iters", "3"])
+    assert result.exit_code == 0, result.output
+    assert "ignoring changed options: iters." in " ".join(result.output.split())
+    assert "already at iteration 2" in result.output
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.setattr("maskclip_cli.deeplab.socket.create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError()))

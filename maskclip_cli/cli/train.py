@@ -46,8 +46,8 @@ def train(
     val_images: Annotated[OptPath, typer.Option(help="Validation images, scored every --val-every iterations.")] = None,
     val_labels: Annotated[OptPath, typer.Option(help="Validation ground truth (<rel>.png with the ids of classes.json, 255 ignored).")] = None,
     val_every: Annotated[int, typer.Option(help="Validation interval in iterations.")] = 1000,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its checkpoint.pt, with its saved options.")] = False,
-    model: Annotated[Optional[str], typer.Option(help="CLIP for the text classifier; default: the one recorded in classes.json.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its checkpoint.pt, with its saved options and classifier.")] = False,
+    model: Annotated[Optional[str], typer.Option(help="CLIP for the text classifier (use the one that made the labels); default: the one recorded in classes.json.")] = None,
     pretrained: Annotated[Optional[str], typer.Option(help="Its open_clip pretrained tag; default: from classes.json.")] = None,
     checkpoint: Checkpoint = None,
     device: Device = "auto",
@@ -71,13 +71,18 @@ def train(
             poly_power=poly_power, amp=amp, seed=seed, workers=workers, checkpoint_every=checkpoint_every,
             log_every=log_every, val_images=val_images, val_labels=val_labels, val_every=val_every,
         )
-        folder = read_label_folder(labels)
         dev = resolve_device(device)
-        text = class_text_for_labels(folder.class_names, folder.settings, model, pretrained, checkpoint, dev, hook)
+        text = None  # a resumed run brings its own
+        if not resume:
+            folder = read_label_folder(labels)
+            text = class_text_for_labels(folder.class_names, folder.settings, model, pretrained, checkpoint, dev, hook)
         try:
             summary = run_training(cfg, text, dev, resume=resume, hook=hook)
         except KeyboardInterrupt:
             raise typer.Exit(130)
+    if summary.iterations == summary.start:
+        console.print(f"Nothing to do: the run is already at iteration {summary.start}. Checkpoint: {summary.checkpoint}")
+        return
     miou = f", validation mIoU {summary.val_miou * 100:.2f}" if summary.val_miou is not None else ""
     console.print(f"Trained iterations {summary.start}->{summary.iterations} in {summary.seconds:.0f}s, "
                   f"last loss {summary.last_loss:.4f}{miou}. Checkpoint: {summary.checkpoint}")
