@@ -29,14 +29,16 @@ def resnet_dense(visual: ModifiedResNet, images: torch.Tensor, baseline: bool = 
     x = visual.layer4(visual.layer3(visual.layer2(visual.layer1(x))))
     pool = visual.attnpool
     b, c, h, w = x.shape
+    mean_token = x.mean(dim=(2, 3)) + pool.positional_embedding[0].to(x.dtype)  # the pool's global token
     pos = interpolate_pos_embed(pool.positional_embedding, (h, w))
     x = x + pos[1:].T.reshape(1, c, h, w).to(x.dtype)
     keys = _conv1x1(x, pool.k_proj)
     if not baseline:
         return _conv1x1(_conv1x1(x, pool.v_proj), pool.c_proj), keys
     tokens = x.flatten(2).permute(2, 0, 1)  # (hw, B, C)
+    kv = torch.cat([mean_token[None], tokens])  # keys/values as in the pool: global token + locations
     out, _ = F.multi_head_attention_forward(
-        query=tokens, key=tokens, value=tokens, embed_dim_to_check=c, num_heads=pool.num_heads,
+        query=tokens, key=kv, value=kv, embed_dim_to_check=c, num_heads=pool.num_heads,
         q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight, v_proj_weight=pool.v_proj.weight,
         in_proj_weight=None, in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
         bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0,

@@ -2,8 +2,10 @@
 
 ``pred_i = sum_j cos(k_i, k_j) * p_j`` with ``p = softmax(100 * logits)`` and ``k`` the last
 attention layer's key features. Cosine similarity is taken over channels, as eq. 5 states
-(the authors' code normalises over locations instead; see README). The result is renormalised
-per location so it stays a distribution; this does not change the arg-max.
+(the authors' code normalises over locations instead; see README). Negative cosines can make a
+smoothed score negative: scores are clipped at 0 and renormalised per location so each location
+stays a distribution. This keeps eq. 5's arg-max wherever the best smoothed score is positive; a
+location whose smoothed scores are all <= 0 keeps its unsmoothed probabilities.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ def key_similarity(keys: torch.Tensor) -> torch.Tensor:
 def smooth(probs: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:
     """Apply eq. 5 with a given (B, hw, hw) similarity to (B, C, h, w) probabilities."""
     b, c, h, w = probs.shape
-    out = (similarity @ probs.flatten(2).transpose(1, 2).float()).transpose(1, 2)
-    out = out / out.sum(dim=1, keepdim=True).clamp_min(1e-6)
-    return out.clamp(0, 1).reshape(b, c, h, w)
+    flat = probs.flatten(2).float()
+    out = (similarity @ flat.transpose(1, 2)).transpose(1, 2).clamp_min(0)
+    total = out.sum(dim=1, keepdim=True)
+    out = torch.where(total > 0, out / total.masked_fill(total <= 0, 1), flat)
+    return out.reshape(b, c, h, w)
 
 
 def key_smooth(logits: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,14 +126,19 @@ def _load_checkpoint(model: torch.nn.Module, model_name: str, path: Path) -> Non
     try:
         open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
         return
-    except pickle.UnpicklingError:
-        pass  # a whole pickled model rather than a state dict: handled below
     except RuntimeError as exc:
         raise CheckpointMismatchError(
-            f"Checkpoint {path} does not match model {model_name}: {str(exc).splitlines()[0]} "
+            f"Checkpoint {path} does not match model {model_name}: {' '.join(str(exc).split())[:500]} "
             "Check --model against the architecture the checkpoint was trained with."
         ) from exc
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:
+        pass  # a whole pickled model rather than a state dict (or not a checkpoint): handled below
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise MaskCLIPError(
+            f"Cannot read checkpoint {path}: {exc} Pass an open_clip state dict or a whole saved model file."
+        ) from exc
     state = obj.state_dict() if isinstance(obj, torch.nn.Module) else obj
     try:
         model.load_state_dict(state, strict=True)

@@ -82,6 +82,8 @@ class MaskCLIP(Segmenter):
         self.device = clip.device
         if cfg.window is not None:
             cfg.stride = cfg.stride or cfg.window // 2
+            if cfg.window <= 0 or not 0 < cfg.stride <= cfg.window:
+                raise MaskCLIPError("--window must be positive and --stride between 1 and --window (larger strides leave pixels uncovered).")
             if cfg.window % self.patch or cfg.stride % self.patch:
                 raise MaskCLIPError(f"--window and --stride must be multiples of the model's stride {self.patch}.")
 
