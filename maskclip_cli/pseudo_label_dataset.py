@@ -113,8 +113,7 @@ class PseudoLabelDataset(Dataset):
         """Unaugmented uint8 image (3, H, W), pseudo labels and ground truth (H, W)."""
         s = self.samples[index]
         with Image.open(s.image) as im:
-            im = im.convert("RGB")
-            image = TF.to_image(im)
+            image = TF.pil_to_tensor(im.convert("RGB"))
         size = (image.shape[2], image.shape[1])
         pseudo = read_map(s.label, size)
         if s.confidence is not None and self.min_confidence > 0:
