@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from ..hooks import ProgressHook
 from .app import app
 from .common import Checkpoint, Device, RichHook, console, resolve_device, user_errors
 
@@ -60,7 +62,8 @@ def train(
     from ..training import TrainConfig
     from ..training import train as run_training
 
-    hook = RichHook(unit="it", enabled=progress)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
+    hook = RichHook(unit="it", enabled=progress) if main_rank else ProgressHook()
     with user_errors():
         cfg = TrainConfig(
             images=images, labels=labels, out=out, backbone=backbone, backbone_weights=backbone_weights, iters=iters,
@@ -80,6 +83,8 @@ def train(
             summary = run_training(cfg, text, dev, resume=resume, hook=hook)
         except KeyboardInterrupt:
             raise typer.Exit(130)
+    if not main_rank:
+        return
     if summary.iterations == summary.start:
         console.print(f"Nothing to do: the run is already at iteration {summary.start}. Checkpoint: {summary.checkpoint}")
         return
