@@ -121,8 +121,6 @@ def _tag_weights_path(model_name: str, tag: str, cache_dir: str | None) -> str:
 
 
 def _load_checkpoint(model: torch.nn.Module, model_name: str, path: Path) -> None:
-    if not path.is_file():
-        raise MaskCLIPError(f"Checkpoint file not found: {path}")
     try:
         open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
         return
@@ -161,7 +159,9 @@ def load_clip(
     name = resolve_model_name(model)
     weights_path: str | None = None
     if checkpoint is not None:
-        label = f"checkpoint:{file_sha256(checkpoint)[:16]}" if Path(checkpoint).is_file() else ""
+        if not Path(checkpoint).is_file():  # before the (slow) model build
+            raise MaskCLIPError(f"Checkpoint file not found: {checkpoint}")
+        label = f"checkpoint:{file_sha256(checkpoint)[:16]}"
     elif pretrained == RANDOM_WEIGHTS or name.startswith(("hf-hub:", "local-dir:")):
         label = pretrained if pretrained == RANDOM_WEIGHTS else "bundled"
         if pretrained == RANDOM_WEIGHTS:

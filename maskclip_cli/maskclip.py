@@ -7,7 +7,7 @@ same way as a trained MaskCLIP+ network.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -69,7 +69,7 @@ class MaskCLIP(Segmenter):
 
     def __init__(self, clip: LoadedCLIP, classes: list[str], config: MaskCLIPConfig | None = None, cache_dir: Path | None = None):
         self.clip = clip
-        self.config = cfg = config or MaskCLIPConfig()
+        self.config = cfg = replace(config) if config else MaskCLIPConfig()  # a copy: defaults are filled in
         classes = validate_classes(classes)
         background = [w.strip() for w in cfg.background if w.strip()]
         if BACKGROUND in classes and background:
@@ -81,7 +81,7 @@ class MaskCLIP(Segmenter):
         self.patch = output_stride(clip.model.visual)
         self.device = clip.device
         if cfg.window is not None:
-            cfg.stride = cfg.stride or cfg.window // 2
+            cfg.stride = cfg.stride or max(self.patch, cfg.window // 2 // self.patch * self.patch)
             if cfg.window <= 0 or not 0 < cfg.stride <= cfg.window:
                 raise MaskCLIPError("--window must be positive and --stride between 1 and --window (larger strides leave pixels uncovered).")
             if cfg.window % self.patch or cfg.stride % self.patch:
