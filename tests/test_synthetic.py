@@ -73,3 +73,14 @@ def test_plain_split_pairs_images_and_labels(tmp_path):
     for i, stem in enumerate(stems):
         assert np.array_equal(np.asarray(Image.open(tmp_path / "images" / f"{stem}.png")), np.asarray(make_scene(5, i, WorldSpec(size=64)).image))
         assert np.array_equal(np.asarray(Image.open(tmp_path / "labels" / f"{stem}.png")), make_scene(5, i, WorldSpec(size=64)).labels)
+
+
+def test_training_writes_a_checkpoint_that_loads_through_the_ordinary_path(tmp_path):
+    from maskclip_cli.loading import load_clip
+    from maskclip_cli.synthetic.assets import MODEL_CONFIG
+    from maskclip_cli.synthetic.train_clip import TrainSettings, train_tiny_clip
+
+    checkpoint = tmp_path / "tiny.pt"
+    train_tiny_clip(MODEL_CONFIG, checkpoint, TrainSettings(steps=2, batch_size=4, warmup=1, save_every=1))
+    clip = load_clip(str(MODEL_CONFIG), checkpoint=checkpoint)
+    assert clip.pretrained.startswith("checkpoint:") and clip.model.visual.patch_size == (8, 8)
