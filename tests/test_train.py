@@ -174,6 +174,19 @@ def test_cli_train_with_validation(tmp_path, monkeypatch):
     assert "ignoring changed options: iters." in " ".join(result.output.split())
     assert "already at iteration 2" in result.output
 
+    # the trained network labels a folder through `maskclip label --segmenter`, and that folder trains
+    # again with the CLIP recorded (nested) in its classes.json
+    relabelled = tmp_path / "relabelled"
+    result = CliRunner().invoke(app, ["label", str(images), "--out", str(relabelled), "--segmenter", str(out / "checkpoint.pt"),
+                                      "--device", "cpu", "--workers", "0", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert (relabelled / "labels" / "sub" / "img1.png").is_file()
+    again = ["train", "--images", str(images), "--labels", str(relabelled), "--out", str(tmp_path / "again"),
+             "--backbone", "resnet18", "--backbone-weights", "none", "--iters", "1", "--batch-size", "1",
+             "--crop-size", "48", "--workers", "0", "--device", "cpu", "--no-progress"]
+    result = CliRunner().invoke(app, again)
+    assert result.exit_code == 0, result.output
+
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.setattr("maskclip_cli.deeplab.socket.create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError()))
     result = CliRunner().invoke(app, ["train", *common, "--out", str(tmp_path / "x"), "--backbone-weights", "imagenet"])
