@@ -185,7 +185,9 @@ def train(cfg: TrainConfig, text: ClassText | None, device: str | torch.device =
     samples, unlabelled = find_samples(cfg.images, cfg.labels, cfg.gt_labels)
     if unlabelled:
         hook.warn(f"{unlabelled} images in {cfg.images} have no label map and are left out.")
-    val_pairs = find_val_pairs(cfg.val_images, cfg.val_labels) if cfg.val_images and cfg.val_labels else []
+    if (cfg.val_images is None) != (cfg.val_labels is None):
+        raise MaskCLIPError("Validation needs both --val-images and --val-labels.")
+    val_pairs = find_val_pairs(cfg.val_images, cfg.val_labels) if cfg.val_images else []
 
     d = distributed.setup(torch.device(device))
     if cfg.batch_size % d.world:
