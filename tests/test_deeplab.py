@@ -14,14 +14,6 @@ from maskclip_cli.errors import MaskCLIPError
 from maskclip_cli.training import TrainConfig, _optimizer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def text_rows(r: int = 4, d: int = 16) -> torch.Tensor:
     torch.manual_seed(0)
     return F.normalize(torch.randn(r, d), dim=1) * 3  # not unit: the model must normalise

@@ -20,15 +20,6 @@ from maskclip_cli.loading import from_model
 from maskclip_cli.pos_embed import interpolate_pos_embed
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny CPU ops run far faster on one thread than on two oversubscribed ones (shared CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
 

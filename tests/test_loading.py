@@ -16,15 +16,6 @@ from maskclip_cli.hooks import ProgressHook
 from maskclip_cli.loading import file_sha256, from_model, load_clip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny CPU ops run far faster on one thread than on two oversubscribed ones (shared CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class RecordingHook(ProgressHook):
     def __init__(self):
         self.warnings: list[str] = []

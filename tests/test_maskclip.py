@@ -19,15 +19,6 @@ from maskclip_cli.text_embeddings import encode_classes
 CLASSES = ["cat", "dog", "tree", "car"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny CPU ops run far faster on one thread than on two oversubscribed ones (shared CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
 

@@ -16,15 +16,6 @@ from maskclip_cli.text_embeddings import class_embeddings, default_cache_dir, en
 TEMPLATES = ("a photo of a {}.", "a drawing of the {}.", "there is a {} in the scene.")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny CPU ops run far faster on one thread than on two oversubscribed ones (shared CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def cacheable(clip, label: str = "checkpoint:0123456789abcdef"):
     """The tiny model with a stable weights identity, as a checkpoint-loaded model would have."""
     return dataclasses.replace(clip, pretrained=label)

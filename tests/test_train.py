@@ -47,15 +47,6 @@ def make_dataset(root: Path, n: int = 6, seed: int = 0) -> tuple[Path, Path]:
     return images, labels
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The CPU is shared: one thread is faster than two fighting over it, and keeps runs comparable."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def text() -> ClassText:
     return from_maskclip(MaskCLIP(make_tiny_clip("vit"), CLASSES, MaskCLIPConfig(templates="simple")))
