@@ -193,3 +193,27 @@ def test_label_output_scores_against_itself(tmp_path, tiny_config):
     doc = json.loads(report.read_text())
     assert doc["images"] == 2 and doc["aAcc"] == 100.0
     assert [c["name"] for c in doc["per_class"]] == ["cat", "dog"]
+
+
+def test_trained_segmenter_option(tmp_path, voc_root, monkeypatch):
+    """--segmenter evaluates a loaded Segmenter (here a tiny MaskCLIP standing in for a checkpoint)."""
+    from conftest import make_tiny_clip
+    from maskclip_cli import trained_segmenter
+    from maskclip_cli.maskclip import MaskCLIP, MaskCLIPConfig
+
+    names = [f"c{i}" for i in range(20)]
+    loaded = []
+    monkeypatch.setattr(trained_segmenter, "load_segmenter", lambda path, device: loaded.append(path) or MaskCLIP(
+        make_tiny_clip(), names, MaskCLIPConfig(templates="simple", short_side=32)))
+    report = tmp_path / "seg.json"
+    result = runner.invoke(app, ["eval", "--dataset", "voc", "--data-root", str(voc_root), "--segmenter", str(tmp_path / "ckpt.pt"),
+                                 "--device", "cpu", "--json", str(report), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert loaded == [tmp_path / "ckpt.pt"]
+    doc = json.loads(report.read_text())
+    assert doc["images"] == 2 and doc["settings"]["segmenter"]["classes"] == names
+
+    monkeypatch.setattr(trained_segmenter, "load_segmenter", lambda path, device: MaskCLIP(
+        make_tiny_clip(), names[:3], MaskCLIPConfig(templates="simple", short_side=32)))
+    result = runner.invoke(app, ["eval", "--dataset", "voc", "--data-root", str(voc_root), "--segmenter", "x.pt", "--no-progress"])
+    assert result.exit_code == 2 and "3 classes" in result.output
