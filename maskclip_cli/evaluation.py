@@ -135,14 +135,27 @@ def score_folders(
     start = time.perf_counter()
     try:
         for key in keys:
+            pred, gt = read_label_png(preds[key]), read_label_png(gts[key])
             try:
-                cm.update(read_label_png(preds[key]), read_label_png(gts[key]))
+                cm.update(pred, gt)
             except MaskCLIPError as exc:
-                raise MaskCLIPError(f"{gts[key]}: {exc}") from exc
+                raise MaskCLIPError(f"{preds[key]} vs {gts[key]}: {exc}") from exc
             _advance(hook, cm)
     finally:
         hook.finish()
     return EvalResult(cm.scores(), class_names, len(keys), time.perf_counter() - start, missing, extra)
+
+
+def prediction_layout(pred_dir: Path, classes_file: Path | None) -> tuple[Path, Path]:
+    """(label-map folder, classes file) of a prediction folder: ``maskclip label``'s output folder
+    (``labels/`` + ``classes.json``) or its ``labels/`` folder work as they are."""
+    labels_dir = pred_dir / "labels" if (pred_dir / "labels").is_dir() else pred_dir
+    if classes_file is None:
+        found = [d / "classes.json" for d in (pred_dir, pred_dir.parent) if (d / "classes.json").is_file()]
+        if not found:
+            raise MaskCLIPError(f"No classes.json in {pred_dir} or its parent; pass --classes-file.")
+        classes_file = found[0]
+    return labels_dir, classes_file
 
 
 def read_class_names(path: Path) -> list[str]:

@@ -25,6 +25,15 @@ import numpy as np
 from .errors import MaskCLIPError
 
 
+def _percent(v: float) -> float | None:
+    return None if np.isnan(v) else round(float(v) * 100, 4)
+
+
+def _nan_mean(v: np.ndarray) -> float:
+    """Mean over the defined entries; NaN (without numpy's warning) when there are none."""
+    return float(np.nanmean(v)) if np.any(~np.isnan(v)) else float("nan")
+
+
 @dataclass
 class Scores:
     """Figures over a split; per-class arrays are indexed by class id (NaN where undefined)."""
@@ -39,14 +48,13 @@ class Scores:
 
     def as_dict(self, class_names: list[str]) -> dict:
         """JSON-ready figures in percent (NaN -> None)."""
-        pct = lambda v: None if np.isnan(v) else round(float(v) * 100, 4)  # noqa: E731
         return {
-            "mIoU": pct(self.miou),
-            "mAcc": pct(self.macc),
-            "aAcc": pct(self.aacc),
-            "fwIoU": pct(self.fwiou),
+            "mIoU": _percent(self.miou),
+            "mAcc": _percent(self.macc),
+            "aAcc": _percent(self.aacc),
+            "fwIoU": _percent(self.fwiou),
             "per_class": [
-                {"id": i, "name": n, "IoU": pct(self.iou[i]), "Acc": pct(self.acc[i]), "gt_pixels": int(self.gt_pixels[i])}
+                {"id": i, "name": n, "IoU": _percent(self.iou[i]), "Acc": _percent(self.acc[i]), "gt_pixels": int(self.gt_pixels[i])}
                 for i, n in enumerate(class_names)
             ],
         }
@@ -85,13 +93,12 @@ class ConfusionMatrix:
             iou = tp / union
             acc = tp / gt
         total = gt.sum()
-        nan_mean = lambda v: float(np.nanmean(v)) if np.any(~np.isnan(v)) else float("nan")  # noqa: E731
         return Scores(
             iou=iou,
             acc=acc,
             gt_pixels=gt.astype(np.int64),
-            miou=nan_mean(iou),
-            macc=nan_mean(acc),
+            miou=_nan_mean(iou),
+            macc=_nan_mean(acc),
             aacc=float(tp.sum() / total) if total else float("nan"),
             fwiou=float(np.nansum(gt / total * iou)) if total else float("nan"),
         )

@@ -119,3 +119,12 @@ def eval_config(
 def protocol_segmenter(maskclip: MaskCLIP, settings: ProtocolSettings, short_side: int | None) -> Segmenter:
     """The segmenter to run: the protocol's rescale rule unless the user fixed a short side."""
     return maskclip if short_side else RescaledMaskCLIP(maskclip, settings.max_long, settings.max_short)
+
+
+def background_threshold(settings: ProtocolSettings, override: float | None) -> float:
+    """The protocol's background threshold, or the user's where the dataset has a background class."""
+    if override is None:
+        return settings.bg_threshold
+    if override > 0 and not settings.background:
+        raise MaskCLIPError("--bg-threshold applies only to datasets with a background class (voc-bg, pascal-context-60).")
+    return override

@@ -87,7 +87,7 @@ def test_pred_dir_class_file_formats_and_limit(folders, tmp_path, fmt):
 
 
 def test_ignore_index_option(folders, tmp_path):
-    out, gt, maps = folders
+    out, gt, _ = folders
     report = tmp_path / "r.json"
     result = runner.invoke(app, ["eval", "--pred-dir", str(out), "--gt-dir", str(gt), "--ignore-index", "2",
                                  "--json", str(report), "--no-progress"])
@@ -217,3 +217,18 @@ def test_trained_segmenter_option(tmp_path, voc_root, monkeypatch):
         make_tiny_clip(), names[:3], MaskCLIPConfig(templates="simple", short_side=32)))
     result = runner.invoke(app, ["eval", "--dataset", "voc", "--data-root", str(voc_root), "--segmenter", "x.pt", "--no-progress"])
     assert result.exit_code == 2 and "3 classes" in result.output
+
+
+def test_label_folder_classes_json_found_from_labels_dir(folders):
+    out, gt, _ = folders
+    result = runner.invoke(app, ["eval", "--pred-dir", str(out / "labels"), "--gt-dir", str(gt), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    (out / "classes.json").unlink()
+    result = runner.invoke(app, ["eval", "--pred-dir", str(out / "labels"), "--gt-dir", str(gt), "--no-progress"])
+    assert result.exit_code == 2 and "--classes-file" in result.output
+
+
+def test_bg_threshold_needs_a_background_class(voc_root, tiny_config):
+    result = runner.invoke(app, ["eval", "--dataset", "voc", "--data-root", str(voc_root), "--bg-threshold", "0.2",
+                                 "--model", str(tiny_config), "--pretrained", "none", "--no-progress"])
+    assert result.exit_code == 2 and "background class" in result.output

@@ -14,9 +14,9 @@ from rich.table import Table
 from .. import __version__
 from ..datasets import DATASETS, class_names, get_spec, list_samples
 from ..errors import MaskCLIPError
-from ..evaluation import EvalResult, evaluate_segmenter, read_class_names, score_folders
+from ..evaluation import EvalResult, evaluate_segmenter, prediction_layout, read_class_names, score_folders
 from ..loading import file_sha256
-from ..protocols import PROTOCOLS, eval_config, protocol_segmenter, protocol_settings
+from ..protocols import PROTOCOLS, background_threshold, eval_config, protocol_segmenter, protocol_settings
 from .app import app
 from .common import (
     Checkpoint, DenoiseThreshold, Device, KeySmoothing, Model, Pretrained, PromptDenoising, RichHook,
@@ -50,7 +50,7 @@ def eval_command(
     protocol: Annotated[str, typer.Option(help=f"Inference settings to match published tables: {' or '.join(PROTOCOLS)} (see README).")] = "paper",
     pred_dir: Annotated[Optional[Path], typer.Option(help="Folder of PNG label maps to score instead of running a model (a `maskclip label` output folder works as is).")] = None,
     gt_dir: Annotated[Optional[Path], typer.Option(help="Folder of ground-truth PNG label maps, paired with --pred-dir files by relative path.")] = None,
-    classes_file: Annotated[Optional[Path], typer.Option(help="Class names for --pred-dir: classes.json of `maskclip label`, a JSON list, or one name per line; default PRED_DIR/classes.json.")] = None,
+    classes_file: Annotated[Optional[Path], typer.Option(help="Class names for --pred-dir: classes.json of `maskclip label`, a JSON list, or one name per line; default: classes.json in PRED_DIR or its parent.")] = None,
     ignore_index: Annotated[int, typer.Option(help="Ground-truth value that is not scored (--pred-dir mode).")] = 255,
     segmenter_path: Annotated[Optional[Path], typer.Option("--segmenter", help="Evaluate a trained MaskCLIP+ checkpoint (from `maskclip train`) instead of MaskCLIP.")] = None,
     model: Model = "ViT-B-16",
@@ -84,10 +84,11 @@ def eval_command(
         if pred_dir is not None:
             if gt_dir is None:
                 raise MaskCLIPError("--pred-dir needs --gt-dir.")
-            labels_dir = pred_dir / "labels" if (pred_dir / "labels").is_dir() else pred_dir
-            names = read_class_names(classes_file or pred_dir / "classes.json")
+            labels_dir, classes_file = prediction_layout(pred_dir, classes_file)
+            names = read_class_names(classes_file)
             result = score_folders(labels_dir, gt_dir, names, ignore_index, limit, hook)
-            settings = {"mode": "folders", "pred_dir": str(labels_dir), "gt_dir": str(gt_dir), "ignore_index": ignore_index}
+            settings = {"mode": "folders", "pred_dir": str(labels_dir), "gt_dir": str(gt_dir), "classes_file": str(classes_file),
+                        "class_names": names, "ignore_index": ignore_index}
             title = f"{labels_dir} vs {gt_dir}"
         else:
             if data_root is None:
@@ -96,6 +97,7 @@ def eval_command(
             names = class_names(spec)
             samples = list_samples(spec, data_root)  # checked before the (slow) model load
             ps = protocol_settings(protocol, dataset)
+            threshold = background_threshold(ps, bg_threshold)
             if segmenter_path is not None:
                 from ..trained_segmenter import load_segmenter
 
@@ -109,7 +111,6 @@ def eval_command(
                 foreground = names[1:] if spec.background else names
                 maskclip = build_maskclip(model, pretrained, checkpoint, device, foreground, config, hook)
                 segmenter = protocol_segmenter(maskclip, ps, short_side)
-            threshold = ps.bg_threshold if bg_threshold is None else bg_threshold
             result = evaluate_segmenter(segmenter, samples, names, threshold, limit, hook)
             settings = {
                 "mode": "dataset", "dataset": dataset, "data_root": str(data_root), "protocol": protocol,
