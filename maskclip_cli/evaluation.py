@@ -126,9 +126,9 @@ def score_folders(
             f"({len(preds)} and {len(gts)} PNG files)."
         )
     if missing:
-        hook.warn(f"{len(missing)} ground-truth maps have no prediction and are not scored, e.g. {missing[0]}.png")
+        hook.warn(f"{len(missing)} ground-truth map(s) without a prediction, not scored, e.g. {missing[0]}.png")
     if extra:
-        hook.warn(f"{len(extra)} predictions have no ground truth and are not scored, e.g. {extra[0]}.png")
+        hook.warn(f"{len(extra)} prediction(s) without ground truth, not scored, e.g. {extra[0]}.png")
     keys = keys[:limit] if limit is not None else keys
     cm = ConfusionMatrix(len(class_names), ignore_index)
     hook.start(len(keys), "scoring")

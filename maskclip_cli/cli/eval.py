@@ -30,17 +30,20 @@ def _pct(v: float) -> str:
     return "-" if math.isnan(v) else f"{v * 100:.2f}"
 
 
-def _table(result: EvalResult, title: str) -> Table:
+def _print_result(result: EvalResult, title: str) -> None:
+    """Per-class table, then the summary figures on one line (stdout, so it can be piped)."""
     s = result.scores
-    table = Table(title=title, caption=(
-        f"mIoU {_pct(s.miou)}  mAcc {_pct(s.macc)}  aAcc {_pct(s.aacc)}  fwIoU {_pct(s.fwiou)}  |  "
-        f"{result.images} images, {result.images_per_second:.2f} images/s"
-    ))
+    table = Table(title=title)
     for col in ("id", "class", "IoU", "Acc", "GT pixels"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for i, name in enumerate(result.class_names):
         table.add_row(str(i), name, _pct(s.iou[i]), _pct(s.acc[i]), str(int(s.gt_pixels[i])))
-    return table
+    out = Console()
+    out.print(table)
+    out.print(
+        f"[bold]mIoU {_pct(s.miou)}[/]  mAcc {_pct(s.macc)}  aAcc {_pct(s.aacc)}  fwIoU {_pct(s.fwiou)}  "
+        f"({result.images} images, {result.images_per_second:.2f} images/s)"
+    )
 
 
 @app.command("eval")
@@ -119,7 +122,7 @@ def eval_command(
             }
             title = f"{dataset} ({protocol} protocol)"
         settings["code_version"] = __version__
-        Console().print(_table(result, title))
+        _print_result(result, title)
         if json_out is not None:
             json_out.parent.mkdir(parents=True, exist_ok=True)
             json_out.write_text(json.dumps(result.report(settings), indent=2) + "\n", encoding="utf-8")
