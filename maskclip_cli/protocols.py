@@ -30,7 +30,6 @@ from .preprocess import to_model_input
 from .segmenter import Segmenter
 
 PROTOCOLS = ("paper", "sclip")
-UNBOUNDED = 1 << 30
 
 # Words merged into the background class (SCLIP's class files).
 VOC_BACKGROUND = (
