@@ -126,24 +126,25 @@ class MaskCLIP(Segmenter):
             return F.normalize(feats.float(), dim=1), keys.float()
         return self._encode_sliding(images)
 
-    def _encode_sliding(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode_sliding(self, images: torch.Tensor, windows_per_pass: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+        """Windows (all the same size) go through the model stacked, ``windows_per_pass`` at a time."""
         cfg, p = self.config, self.patch
         b, _, height, width = images.shape
-        ys = window_starts(height, cfg.window, cfg.stride)
-        xs = window_starts(width, cfg.window, cfg.stride)
+        starts = [(y, x) for y in window_starts(height, cfg.window, cfg.stride) for x in window_starts(width, cfg.window, cfg.stride)]
         feat_sum = key_sum = None
         count = torch.zeros(1, 1, height // p, width // p, device=images.device)
-        for y in ys:
-            for x in xs:
-                crop = images[:, :, y : y + cfg.window, x : x + cfg.window]
-                f, k = dense_features(self.clip.model.visual, crop, cfg.baseline)
-                f = F.normalize(f.float(), dim=1)
-                if feat_sum is None:
-                    feat_sum = f.new_zeros(b, f.shape[1], height // p, width // p)
-                    key_sum = f.new_zeros(b, k.shape[1], height // p, width // p)
-                sl = (slice(None), slice(None), slice(y // p, y // p + f.shape[2]), slice(x // p, x // p + f.shape[3]))
-                feat_sum[sl] += f
-                key_sum[sl] += k.float()
+        for i in range(0, len(starts), max(1, windows_per_pass // b)):
+            chunk = starts[i : i + max(1, windows_per_pass // b)]
+            crops = torch.cat([images[:, :, y : y + cfg.window, x : x + cfg.window] for y, x in chunk])
+            feats, keys = dense_features(self.clip.model.visual, crops, cfg.baseline)
+            feats = F.normalize(feats.float(), dim=1)
+            if feat_sum is None:
+                feat_sum = feats.new_zeros(b, feats.shape[1], height // p, width // p)
+                key_sum = feats.new_zeros(b, keys.shape[1], height // p, width // p)
+            for j, (y, x) in enumerate(chunk):
+                sl = (slice(None), slice(None), slice(y // p, y // p + feats.shape[2]), slice(x // p, x // p + feats.shape[3]))
+                feat_sum[sl] += feats[j * b : (j + 1) * b]
+                key_sum[sl] += keys[j * b : (j + 1) * b].float()
                 count[sl] += 1
         return feat_sum / count, key_sum / count
 
