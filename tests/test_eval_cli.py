@@ -201,7 +201,10 @@ def test_trained_segmenter_option(tmp_path, voc_root, monkeypatch):
     from maskclip_cli import trained_segmenter
     from maskclip_cli.maskclip import MaskCLIP, MaskCLIPConfig
 
-    names = [f"c{i}" for i in range(20)]
+    from maskclip_cli.datasets import class_names, get_spec
+
+    names = class_names(get_spec("voc"))
+    (tmp_path / "ckpt.pt").write_bytes(b"stand-in")
     loaded = []
     monkeypatch.setattr(trained_segmenter, "load_segmenter", lambda path, device: loaded.append(path) or MaskCLIP(
         make_tiny_clip(), names, MaskCLIPConfig(templates="simple", short_side=32)))
@@ -215,8 +218,11 @@ def test_trained_segmenter_option(tmp_path, voc_root, monkeypatch):
 
     monkeypatch.setattr(trained_segmenter, "load_segmenter", lambda path, device: MaskCLIP(
         make_tiny_clip(), names[:3], MaskCLIPConfig(templates="simple", short_side=32)))
-    result = runner.invoke(app, ["eval", "--dataset", "voc", "--data-root", str(voc_root), "--segmenter", "x.pt", "--no-progress"])
-    assert result.exit_code == 2 and "3 classes" in result.output
+    result = runner.invoke(app, ["eval", "--dataset", "voc", "--data-root", str(voc_root), "--segmenter", str(tmp_path / "ckpt.pt"),
+                                 "--no-progress"])
+    assert result.exit_code == 2 and "other classes" in result.output
+    result = runner.invoke(app, ["eval", "--dataset", "voc", "--data-root", str(voc_root), "--segmenter", "missing.pt", "--no-progress"])
+    assert result.exit_code == 2 and "not found" in result.output
 
 
 def test_label_folder_classes_json_found_from_labels_dir(folders):

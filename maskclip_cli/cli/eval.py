@@ -20,7 +20,7 @@ from ..protocols import PROTOCOLS, background_threshold, eval_config, protocol_s
 from .app import app
 from .common import (
     Checkpoint, DenoiseThreshold, Device, KeySmoothing, Model, Pretrained, PromptDenoising, RichHook,
-    build_maskclip, resolve_device, user_errors,
+    build_maskclip, load_trained, user_errors,
 )
 
 PROTOCOL_DEFAULT = "default: the protocol's"
@@ -102,9 +102,10 @@ def eval_command(
             ps = protocol_settings(protocol, dataset)
             threshold = background_threshold(ps, bg_threshold)
             if segmenter_path is not None:
-                from ..trained_segmenter import load_segmenter
-
-                segmenter = load_segmenter(segmenter_path, resolve_device(device))
+                segmenter = load_trained(segmenter_path, [], device)
+                if segmenter.class_names != names:
+                    raise MaskCLIPError(f"{segmenter_path} was trained on other classes than {dataset}'s {len(names)}; "
+                                        "train on labels made with the dataset's class list.")
             else:
                 config = eval_config(
                     ps, templates, background.split(",") if background else None, short_side, window, stride,
