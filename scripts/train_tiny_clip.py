@@ -1,6 +1,6 @@
 """Train the synthetic world's tiny CLIP on one CPU thread, logging to a file.
 
-    nohup python scripts/train_tiny_clip.py --steps 900 --out runs/tiny-clip &
+    nohup python scripts/train_tiny_clip.py --out runs/tiny-clip &   # the committed run's settings
 
 Writes ``<out>/checkpoint.pt`` (fp16 state dict, rewritten every --save-every steps),
 ``<out>/train.log`` and ``<out>/settings.json``. The committed asset under

@@ -117,7 +117,12 @@ def test_committed_checkpoint_is_small_and_loads_like_real_weights():
 def test_maskclip_clearly_beats_the_token_baseline_and_chance(quality_split):
     from maskclip_cli.maskclip import MaskCLIP
     from maskclip_cli.synthetic.assets import load_synthetic_clip
-    from maskclip_cli.synthetic.demo import MASKCLIP_ROWS, chance_miou, maskclip_config, score
+    from maskclip_cli.synthetic.demo import (
+        MASKCLIP_ROWS,
+        chance_miou,
+        maskclip_config,
+        score,
+    )
 
     clip = load_synthetic_clip()
     rows = dict(MASKCLIP_ROWS)
@@ -151,3 +156,35 @@ def test_demo_runs_label_train_eval_end_to_end(tmp_path):
     assert len(list((tmp_path / "pseudo-labels" / "labels").glob("*.png"))) == 6
     config = json.loads((tmp_path / "maskclip-plus" / "config.json").read_text())
     assert config["photometric"] is False and config["iters"] == 4 and config["guided_iters"] == 2
+
+
+def test_label_and_eval_commands_read_an_exported_split(tmp_path):
+    """The exported split and the committed CLIP work through the ordinary CLI, and score the
+    same as the library path the demo takes."""
+    from typer.testing import CliRunner
+
+    from maskclip_cli.cli import app
+    from maskclip_cli.maskclip import MaskCLIP
+    from maskclip_cli.synthetic.assets import (
+        CHECKPOINT,
+        MODEL_CONFIG,
+        load_synthetic_clip,
+    )
+    from maskclip_cli.synthetic.demo import maskclip_config, score
+
+    write_split(tmp_path / "val", seed=QUALITY_WORLD, count=12)
+    runner = CliRunner()
+    label = runner.invoke(app, [
+        "label", str(tmp_path / "val" / "JPEGImages"), "--out", str(tmp_path / "labels"), "--model", str(MODEL_CONFIG),
+        "--checkpoint", str(CHECKPOINT), "--classes-file", str(tmp_path / "val" / "classes.txt"), "--background",
+        BACKGROUND_PHRASE, "--short-side", "96", "--workers", "0", "--no-progress",
+    ])
+    assert label.exit_code == 0, label.output
+    report = tmp_path / "eval.json"
+    evaluated = runner.invoke(app, [
+        "eval", "--pred-dir", str(tmp_path / "labels" / "labels"), "--gt-dir", str(tmp_path / "val" / "SegmentationClassContext"),
+        "--json", str(report), "--no-progress",
+    ])
+    assert evaluated.exit_code == 0, evaluated.output
+    library = score(MaskCLIP(load_synthetic_clip(), list(CLASSES), maskclip_config()), tmp_path / "val")
+    assert json.loads(report.read_text())["mIoU"] == pytest.approx(library * 100, abs=0.01)
