@@ -1,6 +1,6 @@
 """The demo's table over several seeds: mean and spread of each row's mIoU on the synthetic world.
 
-    python benchmarks/synthetic_quality.py [--seeds 3] [--no-maskclip-plus] [--val-scenes 100]
+    python benchmarks/synthetic_quality.py [--seeds 3] [--first-seed 0] [--no-maskclip-plus] [--val-scenes 100]
 
 Each seed draws its own training and held-out scenes and its own MaskCLIP+ initialisation;
 the tiny CLIP is the committed one. The first row, uniformly random labels, is the floor every
@@ -22,6 +22,7 @@ from maskclip_cli.synthetic.demo import DemoSettings, run_demo
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--train-scenes", type=int, default=DemoSettings.train_scenes)
     ap.add_argument("--val-scenes", type=int, default=DemoSettings.val_scenes)
     ap.add_argument("--guided-iters", type=int, default=DemoSettings.guided_iters)
@@ -31,7 +32,7 @@ def main() -> None:
     args = ap.parse_args()
     clip = load_synthetic_clip(args.checkpoint) if args.checkpoint else load_synthetic_clip()
     rows: dict[str, list[float]] = {}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         settings = DemoSettings(seed=seed, train_scenes=args.train_scenes, val_scenes=args.val_scenes,
                                 maskclip_plus=args.maskclip_plus, guided_iters=args.guided_iters,
                                 self_train_iters=args.self_train_iters)

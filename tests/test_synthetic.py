@@ -4,6 +4,7 @@ tiny CLIP's quality on held-out scenes."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -188,3 +189,15 @@ def test_label_and_eval_commands_read_an_exported_split(tmp_path):
     assert evaluated.exit_code == 0, evaluated.output
     library = score(MaskCLIP(load_synthetic_clip(), list(CLASSES), maskclip_config()), tmp_path / "val")
     assert json.loads(report.read_text())["mIoU"] == pytest.approx(library * 100, abs=0.01)
+
+
+@pytest.mark.skipif(not os.environ.get("MASKCLIP_SLOW_TESTS"), reason="trains MaskCLIP+ for ~3 CPU minutes; set MASKCLIP_SLOW_TESTS=1")
+def test_maskclip_plus_trained_on_maskclip_labels_at_least_matches_maskclip(tmp_path):
+    # Measured (benchmarks/synthetic_quality.py, demo defaults, seeds 0/1/2): MaskCLIP 31.1/34.6/33.3,
+    # MaskCLIP+ after its 200 guided iterations 35.9/38.6/36.3 (+3.9 +- 0.6). This run (seed 0, no
+    # self-training phase, so the LR decays within the 200 guided iterations): 31.1 -> 34.7.
+    # Not asserted: self-training, which collapses in this world (14.1 +- 10.1, see README).
+    from maskclip_cli.synthetic.demo import GUIDED, DemoSettings, run_demo
+
+    results = run_demo(tmp_path, DemoSettings(self_train_iters=0))
+    assert results[GUIDED] >= results["MaskCLIP"], results
