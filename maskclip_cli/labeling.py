@@ -1,14 +1,13 @@
 """The label job: a folder of images -> label maps, confidence maps, classes.json, manifest.jsonl.
 
 Loading and resizing run in DataLoader workers, the segmenter runs in the main process (batched
-by input shape, mixed precision on GPU), and PNG encoding runs in a writer thread pool, so I/O
-overlaps compute. A bad image is recorded in the manifest and the run goes on. Re-running with the
+by input shape; each segmenter picks its own GPU precision), and PNG encoding runs in a writer
+thread pool, so I/O overlaps compute. A bad image is recorded in the manifest and the run goes on. Re-running with the
 same settings skips finished images; outputs are written atomically.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -151,12 +150,6 @@ def _is_done(entry: dict | None, out_dir: Path, tag: str) -> bool:
             and (out_dir / entry["label"]).is_file() and (out_dir / entry["confidence"]).is_file())
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
 def label_folder(
     segmenter: Segmenter, input_dir: Path, out_dir: Path, options: LabelOptions | None = None, hook: ProgressHook = SILENT
 ) -> LabelSummary:
@@ -202,8 +195,7 @@ def label_folder(
                     by_shape[tuple(item["input"].shape)].append(item)
             for group in by_shape.values():
                 inputs = torch.stack([it["input"] for it in group]).to(segmenter.device, non_blocking=True)
-                with _autocast(segmenter.device):
-                    preds = segmenter.predict(inputs, [it["size"] for it in group])
+                preds = segmenter.predict(inputs, [it["size"] for it in group])
                 for it, pred in zip(group, preds):
                     writer.submit(it["rel"], stems[it["rel"]], it["size"], pred)
                 summary.labelled += len(group)

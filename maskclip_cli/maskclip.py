@@ -93,7 +93,12 @@ class MaskCLIP(Segmenter):
 
     @torch.no_grad()
     def scores(self, images: torch.Tensor) -> torch.Tensor:
-        return self.refine(*self.encode(images))
+        """On a GPU the image encoder runs in fp16; classification and refinement stay in fp32
+        (softmax(100 * cosine) magnifies fp16 rounding of the cosines a hundredfold)."""
+        on_gpu = images.device.type == "cuda"
+        with torch.autocast(images.device.type, dtype=torch.float16, enabled=on_gpu):
+            features, keys = self.encode(images)
+        return self.refine(features.float(), keys.float())
 
     def settings(self) -> dict:
         cfg = self.config
