@@ -238,3 +238,18 @@ def test_bg_threshold_needs_a_background_class(voc_root, tiny_config):
     result = runner.invoke(app, ["eval", "--dataset", "voc", "--data-root", str(voc_root), "--bg-threshold", "0.2",
                                  "--model", str(tiny_config), "--pretrained", "none", "--no-progress"])
     assert result.exit_code == 2 and "background class" in result.output
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_bad_dataset_image_is_one_clear_error(tmp_path, tiny_config, voc_root, workers):
+    """A corrupt image, or one whose size differs from its label map, stops eval with one line
+    (also when it was read in a DataLoader worker)."""
+    (voc_root / "JPEGImages/2007_000033.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    args = ["eval", "--model", str(tiny_config), "--pretrained", "none", "--device", "cpu", "--no-progress",
+            "--dataset", "voc", "--data-root", str(voc_root), "--short-side", "48", "--templates", "simple", "--workers", workers]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "Cannot read image" in result.output and "2007_000033.jpg" in result.output
+    assert "Traceback" not in result.output
+    Image.new("RGB", (10, 10)).save(voc_root / "JPEGImages/2007_000033.jpg")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "label map" in result.output

@@ -71,6 +71,7 @@ def eval_command(
     stride: Annotated[Optional[int], typer.Option(help=f"Sliding-window stride in pixels; {PROTOCOL_DEFAULT} (window/2 with --window).")] = None,
     bg_threshold: Annotated[Optional[float], typer.Option(help=f"Pixels whose top probability is below this become background (datasets with a background class); {PROTOCOL_DEFAULT}.")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate only the first N images (quick runs).")] = None,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes reading and resizing images while the model runs.")] = 2,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures and the full settings to this JSON file.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -115,7 +116,7 @@ def eval_command(
                 foreground = names[1:] if spec.background else names
                 maskclip = build_maskclip(model, pretrained, checkpoint, device, foreground, config, hook)
                 segmenter = protocol_segmenter(maskclip, ps, short_side)
-            result = evaluate_segmenter(segmenter, samples, names, threshold, limit, hook)
+            result = evaluate_segmenter(segmenter, samples, names, threshold, limit, hook, workers)
             settings = {
                 "mode": "dataset", "dataset": dataset, "data_root": str(data_root), "protocol": protocol,
                 "bg_threshold": threshold, "limit": limit, "segmenter": segmenter.settings(),
