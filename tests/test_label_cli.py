@@ -147,6 +147,7 @@ def test_background_min_confidence_and_npy(images, tmp_path, tiny_config):
         (["--classes", "cat", "--classes", "cat"], "Duplicate class names"),
         ([], "No classes given"),
         (["--classes", " , "], "No classes given"),
+        (["--classes", "cat", "--device", "gpu"], "Unknown --device"),
     ],
 )
 def test_bad_classes_exit_2(images, tmp_path, tiny_config, args, message):

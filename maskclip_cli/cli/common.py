@@ -72,7 +72,10 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise MaskCLIPError("--device cuda was asked for but no CUDA GPU is available; use --device cpu.")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise MaskCLIPError(f"Unknown --device '{device}'; use auto, cpu, or cuda[:N].") from exc
 
 
 def read_classes(classes: list[str] | None, classes_file: Path | None) -> list[str]:
