@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
+from .datasets import read_label_png
 from .errors import MaskCLIPError
 from .image_files import find_images, output_stems
 from .metrics import ConfusionMatrix, Scores
@@ -39,6 +39,5 @@ def validate(segmenter: Segmenter, pairs: list[ValPair]) -> Scores:
     for pair in pairs:
         with Image.open(pair.image) as im:
             pred = segmenter.label_image(im.convert("RGB")).labels
-        with Image.open(pair.labels) as gt:
-            cm.update(pred, np.array(gt))
+        cm.update(pred, read_label_png(pair.labels))
     return cm.scores()
