@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .label_files import atomic_write
 from .loading import RANDOM_WEIGHTS, LoadedCLIP
 
 UNCACHEABLE = (RANDOM_WEIGHTS, "in-memory")
@@ -63,8 +64,5 @@ def class_embeddings(
     missing = [n for n in dict.fromkeys(names) if n not in cache]
     if missing:
         cache.update(zip(missing, encode_classes(clip, missing, templates)))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(cache, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: torch.save(cache, tmp))
     return torch.stack([cache[n] for n in names])

@@ -10,7 +10,6 @@ would all be pushed away from each other's "background" captions.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
 from ..hooks import SILENT, ProgressHook
+from ..label_files import atomic_write
 from ..loading import from_model, resolve_model_name
 from ..preprocess import to_model_input
 from ..templates import get_templates
@@ -75,9 +75,8 @@ def scene_batch(seed: int, start: int, size: int, spec: WorldSpec, templates: tu
 
 def save_half(model: torch.nn.Module, path: Path) -> None:
     """Write an fp16 state dict atomically (half the size; loads into an fp32 model unchanged)."""
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, tmp)
-    os.replace(tmp, path)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def lr_at(step: int, s: TrainSettings) -> float:
