@@ -25,8 +25,8 @@ import numpy as np
 from PIL import Image
 
 from .errors import MaskCLIPError
+from .label_files import IGNORE_INDEX
 
-IGNORE_INDEX = 255
 # 0-based COCO category ids (pixel values of stuffthingmaps) that no annotation uses.
 COCO_UNUSED_IDS = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
 

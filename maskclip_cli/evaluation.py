@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from .datasets import IGNORE_INDEX, Sample, read_label_png
 from .errors import MaskCLIPError
 from .hooks import SILENT, ProgressHook
+from .label_files import CLASSES_FILE
 from .metrics import ConfusionMatrix, Scores
 from .segmenter import Segmenter
 
@@ -178,7 +179,7 @@ def prediction_layout(pred_dir: Path, classes_file: Path | None) -> tuple[Path, 
     (``labels/`` + ``classes.json``) or its ``labels/`` folder work as they are."""
     labels_dir = pred_dir / "labels" if (pred_dir / "labels").is_dir() else pred_dir
     if classes_file is None:
-        found = [d / "classes.json" for d in (pred_dir, pred_dir.parent) if (d / "classes.json").is_file()]
+        found = [d / CLASSES_FILE for d in (pred_dir, pred_dir.parent) if (d / CLASSES_FILE).is_file()]
         if not found:
             raise MaskCLIPError(f"No classes.json in {pred_dir} or its parent; pass --classes-file.")
         classes_file = found[0]

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 IGNORE_INDEX = 255
+CLASSES_FILE = "classes.json"
 
 
 def palette(n: int) -> list[list[int]]:

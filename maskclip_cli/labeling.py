@@ -24,11 +24,10 @@ from torch.utils.data import DataLoader, Dataset
 from .errors import MaskCLIPError
 from .hooks import SILENT, ProgressHook
 from .image_files import find_images, output_stems
-from .label_files import IGNORE_INDEX, classes_document, palette, write_confidence, write_json, write_label_png
+from .label_files import CLASSES_FILE, IGNORE_INDEX, classes_document, palette, write_confidence, write_json, write_label_png
 from .manifest import Manifest, settings_hash
 from .segmenter import Prediction, Segmenter
 
-CLASSES_FILE = "classes.json"
 MANIFEST_FILE = "manifest.jsonl"
 
 

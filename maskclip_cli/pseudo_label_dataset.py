@@ -22,10 +22,8 @@ from torchvision.transforms.v2 import functional as TF
 from .augment import AugmentConfig, augment
 from .errors import MaskCLIPError
 from .image_files import find_images, output_stems
-from .label_files import IGNORE_INDEX
+from .label_files import CLASSES_FILE, IGNORE_INDEX
 from .zero_shot import mask_unseen
-
-CLASSES_FILE = "classes.json"
 
 
 @dataclass
