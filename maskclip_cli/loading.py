@@ -178,27 +178,23 @@ def load_clip(
         raise CheckpointMismatchError(f"Could not load {name} weights from {weights_path}: {exc}") from exc
     if checkpoint is not None:
         _load_checkpoint(clip, name, Path(checkpoint))
-    clip = clip.to(device).eval().requires_grad_(False)
-    cfg = get_model_preprocess_cfg(clip)
-    return LoadedCLIP(
-        model=clip,
-        tokenizer=open_clip.get_tokenizer(name),
-        mean=tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
-        std=tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD)),
-        model_name=name,
-        pretrained=label,
-    )
+    return _frozen(clip.to(device), open_clip.get_tokenizer(name), name, label)
 
 
 def from_model(clip: torch.nn.Module, model_name: str = "custom", tokenizer: object | None = None) -> LoadedCLIP:
     """Wrap an already-built open_clip model (e.g. one made from a config dict in a script or test)."""
+    return _frozen(clip, tokenizer or open_clip.get_tokenizer("ViT-B-16"), model_name, "in-memory")
+
+
+def _frozen(clip: torch.nn.Module, tokenizer: object, model_name: str, pretrained: str) -> LoadedCLIP:
+    """``clip`` in eval mode without gradients, with the mean/std its preprocessing config gives."""
     clip = clip.eval().requires_grad_(False)
     cfg = get_model_preprocess_cfg(clip)
     return LoadedCLIP(
         model=clip,
-        tokenizer=tokenizer or open_clip.get_tokenizer("ViT-B-16"),
+        tokenizer=tokenizer,
         mean=tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
         std=tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD)),
         model_name=model_name,
-        pretrained="in-memory",
+        pretrained=pretrained,
     )
