@@ -109,6 +109,15 @@ def test_user_errors_are_one_line(args, message):
     assert message in result.output and "Traceback" not in result.output
 
 
+def test_unwritable_json_is_one_line(folders, tmp_path):
+    out, gt, _ = folders
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for target, message in ((tmp_path, "is a folder"), (blocker / "r.json", "Cannot write --json")):
+        result = runner.invoke(app, ["eval", "--pred-dir", str(out), "--gt-dir", str(gt), "--json", str(target), "--no-progress"])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
 def test_no_matching_files(folders, tmp_path):
     out, _, _ = folders
     empty = tmp_path / "empty"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Annotated, Optional
@@ -15,6 +14,7 @@ from .. import __version__
 from ..datasets import DATASETS, class_names, get_spec, list_samples
 from ..errors import MaskCLIPError
 from ..evaluation import EvalResult, evaluate_segmenter, prediction_layout, read_class_names, score_folders
+from ..label_files import write_json
 from ..loading import file_sha256
 from ..protocols import PROTOCOLS, background_threshold, eval_config, protocol_segmenter, protocol_settings
 from .app import app
@@ -85,6 +85,8 @@ def eval_command(
     with user_errors():
         if (dataset is None) == (pred_dir is None):
             raise MaskCLIPError("Give either --dataset with --data-root, or --pred-dir with --gt-dir.")
+        if json_out is not None and json_out.is_dir():  # found out before the (long) evaluation
+            raise MaskCLIPError(f"--json {json_out} is a folder; give a file name.")
         if pred_dir is not None:
             if gt_dir is None:
                 raise MaskCLIPError("--pred-dir needs --gt-dir.")
@@ -126,5 +128,7 @@ def eval_command(
         settings["code_version"] = __version__
         _print_result(result, title)
         if json_out is not None:
-            json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_text(json.dumps(result.report(settings), indent=2) + "\n", encoding="utf-8")
+            try:
+                write_json(json_out, result.report(settings))
+            except OSError as exc:
+                raise MaskCLIPError(f"Cannot write --json {json_out}: {exc}") from exc
