@@ -199,3 +199,15 @@ def test_zero_shot_run(tmp_path, text):
         train(config(images, labels, tmp_path / "x", iters=1, gt_labels=gt, unseen=["horse"]), text)
     with pytest.raises(MaskCLIPError, match="both"):
         train(config(images, labels, tmp_path / "y", iters=1, unseen=["dog"]), text)
+
+
+@pytest.mark.parametrize("option", ["--batch-size", "--checkpoint-every", "--log-every", "--val-every"])
+def test_cli_refuses_zero_intervals(tmp_path, option):
+    """A zero batch size or interval is a usage error (exit 2), not a ZeroDivisionError mid-run."""
+    from typer.testing import CliRunner
+
+    from maskclip_cli.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--images", str(tmp_path), "--labels", str(tmp_path),
+                                      "--out", str(tmp_path / "run"), option, "0", "--no-progress"])
+    assert result.exit_code == 2 and "Traceback" not in result.output

@@ -42,7 +42,7 @@ def label(
     segmenter_path: Annotated[Optional[Path], typer.Option("--segmenter", help="Label with a network trained by `maskclip train` (RUN/checkpoint.pt) instead of MaskCLIP; classes come from the checkpoint.")] = None,
     device: Device = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass (same-sized inputs are batched together).")] = 8,
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes for reading and resizing images.")] = 2,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes for reading and resizing images.")] = 2,
     writers: Annotated[int, typer.Option(help="Threads writing PNG outputs.")] = 4,
     overwrite: Annotated[bool, typer.Option(help="Relabel every image, even those already done with the same settings.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
