@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, default_collate
 from torchvision.transforms.v2 import functional as TF
 
 from .augment import AugmentConfig, augment
@@ -125,12 +125,25 @@ class PseudoLabelDataset(Dataset):
             gt = mask_unseen(gt, self.unseen)
         return image, pseudo, gt
 
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        """The augmented sample, or ``{"error": message}`` for a bad file: raised in a loader worker,
+        the error would reach the user wrapped in the worker's traceback (see :func:`collate`)."""
         index, seed = key
-        image, pseudo, gt = self.load(index)
+        try:
+            image, pseudo, gt = self.load(index)
+        except MaskCLIPError as exc:
+            return {"error": str(exc)}
+        except OSError as exc:  # PIL's errors for unreadable files
+            return {"error": f"Cannot read {self.samples[index].image} or its label maps: {exc}"}
         g = torch.Generator().manual_seed(seed)
         x, maps = augment(image, torch.stack([pseudo, gt, torch.zeros_like(pseudo)]), self.aug, g)
         return {"image": x, "pseudo": maps[0], "gt": maps[1], "valid": maps[2]}
+
+
+def collate(items: list[dict]) -> dict:
+    """A batch of :class:`PseudoLabelDataset` items, or the first item's ``{"error": message}``."""
+    errors = [it for it in items if "error" in it]
+    return errors[0] if errors else default_collate(items)
 
 
 @functools.lru_cache(maxsize=4)

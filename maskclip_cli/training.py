@@ -30,7 +30,7 @@ from .deeplab import NO_WEIGHTS, DeepLabV2
 from .errors import MaskCLIPError
 from .hooks import SILENT, ProgressHook
 from .label_files import IGNORE_INDEX, write_json
-from .pseudo_label_dataset import IterationBatches, PseudoLabelDataset, find_samples, read_label_folder
+from .pseudo_label_dataset import IterationBatches, PseudoLabelDataset, collate, find_samples, read_label_folder
 from .self_training import self_labels
 from .trained_segmenter import TrainedSegmenter
 from .validation import find_val_pairs, validate
@@ -213,7 +213,7 @@ def train(cfg: TrainConfig, text: ClassText | None, device: str | torch.device =
     dataset = PseudoLabelDataset(samples, len(folder.class_names), aug, cfg.min_confidence, unseen.tolist() if unseen is not None else None)
     batches = IterationBatches(len(dataset), cfg.batch_size // d.world, cfg.seed, start, cfg.iters, d.rank, d.world)
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers, pin_memory=d.device.type == "cuda",
-                        worker_init_fn=_ignore_sigint)
+                        worker_init_fn=_ignore_sigint, collate_fn=collate)
 
     meta = {
         "backbone": cfg.backbone, "class_names": text.class_names, "text": text.text, "groups": text.groups,
@@ -246,6 +246,8 @@ def train(cfg: TrainConfig, text: ClassText | None, device: str | torch.device =
     try:
         with stop.installed():
             for iteration, batch in enumerate(loader, start):
+                if "error" in batch:
+                    raise MaskCLIPError(batch["error"])
                 x = batch["image"].to(d.device, non_blocking=True)
                 gt = batch["gt"].to(d.device)
                 guided = iteration < cfg.guided

@@ -199,6 +199,11 @@ def test_zero_shot_run(tmp_path, text):
         train(config(images, labels, tmp_path / "x", iters=1, gt_labels=gt, unseen=["horse"]), text)
     with pytest.raises(MaskCLIPError, match="both"):
         train(config(images, labels, tmp_path / "y", iters=1, unseen=["dog"]), text)
+    Image.fromarray(np.full((48, 64), 9, np.uint8)).save(gt / "img0.png")
+    for workers in (0, 2):  # raised in a loader worker, the error still reads as one line
+        with pytest.raises(MaskCLIPError, match="holds class id 9") as err:
+            train(config(images, labels, tmp_path / f"w{workers}", iters=2, gt_labels=gt, unseen=["dog"], workers=workers), text)
+        assert "Traceback" not in str(err.value) and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("option", ["--batch-size", "--checkpoint-every", "--log-every", "--val-every"])
