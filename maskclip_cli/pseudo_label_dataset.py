@@ -20,6 +20,7 @@ from torch.utils.data import Dataset, Sampler, default_collate
 from torchvision.transforms.v2 import functional as TF
 
 from .augment import AugmentConfig, augment
+from .datasets import read_label_png
 from .errors import MaskCLIPError
 from .image_files import find_images, output_stems
 from .label_files import CLASSES_FILE, IGNORE_INDEX
@@ -85,10 +86,10 @@ def find_samples(images: Path, labels: Path, gt: Path | None = None) -> tuple[li
 
 def read_map(path: Path, size: tuple[int, int]) -> torch.Tensor:
     """(H, W) uint8 map of a PNG (palette indices or grey values), at the image's (W, H) ``size``."""
-    with Image.open(path) as im:
-        if im.size != size:
-            im = im.resize(size, Image.NEAREST)
-        return torch.from_numpy(np.array(im, dtype=np.uint8))
+    values = read_label_png(path)
+    if values.shape[::-1] != size:
+        values = np.asarray(Image.fromarray(values).resize(size, Image.NEAREST))
+    return torch.from_numpy(np.array(values, dtype=np.uint8))
 
 
 class PseudoLabelDataset(Dataset):
