@@ -56,7 +56,10 @@ def _imagenet_state(name: str) -> dict:
 def _file_state(path: Path) -> dict:
     if not path.is_file():
         raise MaskCLIPError(f"Backbone weights file not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # not a torch file, or one holding more than tensors
+        raise MaskCLIPError(f"Cannot read backbone weights {path} ({type(exc).__name__}); pass a torchvision ResNet state dict.") from exc
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
@@ -73,9 +76,13 @@ def build_backbone(name: str, weights: str = IMAGENET) -> nn.Module:
     if weights != NO_WEIGHTS:
         state = _imagenet_state(name) if weights == IMAGENET else _file_state(Path(weights))
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        missing, unexpected = net.load_state_dict(state, strict=False)
+        mismatch = f"Backbone weights {weights} do not match torchvision's {name}."
+        try:
+            missing, unexpected = net.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # tensor shapes differ, e.g. another ResNet depth's weights
+            raise MaskCLIPError(mismatch) from exc
         if unexpected or [k for k in missing if not k.startswith("fc.")]:
-            raise MaskCLIPError(f"Backbone weights {weights} do not match torchvision's {name}.")
+            raise MaskCLIPError(mismatch)
     net.fc, net.avgpool = nn.Identity(), nn.Identity()
     return net
 

@@ -66,6 +66,12 @@ def test_backbone_weights_from_file(tmp_path):
         build_backbone("resnet18", str(tmp_path / "bad.pth"))
     with pytest.raises(MaskCLIPError, match="not found"):
         build_backbone("resnet18", str(tmp_path / "missing.pth"))
+    torch.save({**reference.state_dict(), "layer1.0.conv1.weight": torch.zeros(1)}, tmp_path / "other_shapes.pth")
+    with pytest.raises(MaskCLIPError, match="do not match"):
+        build_backbone("resnet18", str(tmp_path / "other_shapes.pth"))
+    (tmp_path / "text.pth").write_text("not weights")
+    with pytest.raises(MaskCLIPError, match="Cannot read backbone weights"):
+        build_backbone("resnet18", str(tmp_path / "text.pth"))
 
 
 def test_imagenet_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
