@@ -60,7 +60,10 @@ def _file_state(path: Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # not a torch file, or one holding more than tensors
         raise MaskCLIPError(f"Cannot read backbone weights {path} ({type(exc).__name__}); pass a torchvision ResNet state dict.") from exc
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise MaskCLIPError(f"Backbone weights {path} hold a {type(state).__name__}, not a torchvision ResNet state dict.")
+    return state
 
 
 def build_backbone(name: str, weights: str = IMAGENET) -> nn.Module:

@@ -69,6 +69,9 @@ def test_backbone_weights_from_file(tmp_path):
     torch.save({**reference.state_dict(), "layer1.0.conv1.weight": torch.zeros(1)}, tmp_path / "other_shapes.pth")
     with pytest.raises(MaskCLIPError, match="do not match"):
         build_backbone("resnet18", str(tmp_path / "other_shapes.pth"))
+    torch.save(torch.zeros(3), tmp_path / "tensor.pth")
+    with pytest.raises(MaskCLIPError, match="not a torchvision ResNet state dict"):
+        build_backbone("resnet18", str(tmp_path / "tensor.pth"))
     (tmp_path / "text.pth").write_text("not weights")
     with pytest.raises(MaskCLIPError, match="Cannot read backbone weights"):
         build_backbone("resnet18", str(tmp_path / "text.pth"))
