@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from .datasets import IGNORE_INDEX, Sample, read_label_png
 from .errors import MaskCLIPError
 from .hooks import SILENT, ProgressHook
-from .label_files import CLASSES_FILE
+from .label_files import CLASSES_FILE, class_lines, read_class_file
 from .metrics import ConfusionMatrix, Scores
 from .segmenter import Segmenter
 
@@ -189,11 +189,9 @@ def prediction_layout(pred_dir: Path, classes_file: Path | None) -> tuple[Path, 
 def read_class_names(path: Path) -> list[str]:
     """Class names in id order from ``maskclip label``'s classes.json (``{"classes": [{"id", "name"}]}``),
     a JSON list of names, or a text file with one name per line (# starts a comment)."""
-    if not path.is_file():
-        raise MaskCLIPError(f"Classes file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    text = read_class_file(path)
     if path.suffix.lower() != ".json":
-        return [n for n in (ln.split("#")[0].strip() for ln in text.splitlines()) if n]
+        return class_lines(text)
     try:
         doc = json.loads(text)
         entries = doc["classes"] if isinstance(doc, dict) else doc

@@ -15,6 +15,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from .errors import MaskCLIPError
+
 IGNORE_INDEX = 255
 CLASSES_FILE = "classes.json"
 
@@ -70,6 +72,21 @@ def write_confidence(path: Path, confidence: np.ndarray) -> None:
 
 def write_json(path: Path, data: object) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
+
+
+def read_class_file(path: Path) -> str:
+    """The text of a classes file; a MaskCLIPError when it is missing or not UTF-8 text."""
+    if not path.is_file():
+        raise MaskCLIPError(f"Classes file not found: {path}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MaskCLIPError(f"Cannot read classes file {path}: {exc}") from exc
+
+
+def class_lines(text: str) -> list[str]:
+    """Class names of a text file: one per line, ``#`` starts a comment, blank lines skipped."""
+    return [n for n in (ln.split("#")[0].strip() for ln in text.splitlines()) if n]
 
 
 def classes_document(class_names: list[str], settings: dict) -> dict:

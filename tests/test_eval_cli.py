@@ -109,6 +109,14 @@ def test_user_errors_are_one_line(args, message):
     assert message in result.output and "Traceback" not in result.output
 
 
+def test_classes_file_not_utf8_is_one_line(folders, tmp_path):
+    out, gt, _ = folders
+    latin1 = tmp_path / "names.txt"
+    latin1.write_bytes("caf\xe9\n".encode("latin-1"))
+    result = runner.invoke(app, ["eval", "--pred-dir", str(out), "--gt-dir", str(gt), "--classes-file", str(latin1), "--no-progress"])
+    assert result.exit_code == 2 and "Cannot read classes file" in result.output and "Traceback" not in result.output
+
+
 def test_unwritable_json_is_one_line(folders, tmp_path):
     out, gt, _ = folders
     blocker = tmp_path / "file"

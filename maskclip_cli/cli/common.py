@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..errors import MaskCLIPError
 from ..hooks import ProgressHook
+from ..label_files import class_lines, read_class_file
 from ..maskclip import MaskCLIP, MaskCLIPConfig
 
 console = Console(stderr=True)
@@ -80,13 +81,8 @@ def resolve_device(device: str) -> torch.device:
 
 def read_classes(classes: list[str] | None, classes_file: Path | None) -> list[str]:
     """Names from --classes (each may hold commas) and --classes-file (one per line, # comments)."""
-    names = [n for c in classes or [] for n in c.split(",")]
-    if classes_file is not None:
-        if not classes_file.is_file():
-            raise MaskCLIPError(f"Classes file not found: {classes_file}")
-        lines = classes_file.read_text(encoding="utf-8").splitlines()
-        names += [ln.split("#")[0] for ln in lines]
-    return [n.strip() for n in names if n.strip()]
+    names = [n.strip() for c in classes or [] for n in c.split(",") if n.strip()]
+    return names + (class_lines(read_class_file(classes_file)) if classes_file is not None else [])
 
 
 def extra_class_names(ctx: typer.Context, classes: list[str] | None) -> list[str]:
