@@ -76,6 +76,18 @@ class _ImageFolder(Dataset):
             return {"rel": rel, "error": f"{type(exc).__name__}: {exc}"}
 
 
+def _own_outputs(input_dir: Path, out_dir: Path) -> list[PurePosixPath]:
+    """The output's labels/ and confidence/ folders as paths relative to ``input_dir``, where the
+    output folder lies inside it: their PNGs are this job's results, not images to label."""
+    inside = []
+    for sub in ("labels", "confidence"):
+        try:
+            inside.append(PurePosixPath((out_dir / sub).resolve().relative_to(input_dir.resolve()).as_posix()))
+        except ValueError:
+            pass
+    return inside
+
+
 def _check_writable(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -158,7 +170,8 @@ def label_folder(
         raise MaskCLIPError("--confidence-format must be png or npy.")
     if len(segmenter.class_names) > IGNORE_INDEX:
         raise MaskCLIPError(f"At most {IGNORE_INDEX} classes fit an 8-bit label map (255 marks ignore).")
-    paths = find_images(input_dir)
+    own = _own_outputs(input_dir, out_dir)
+    paths = [p for p in find_images(input_dir) if not any(p.is_relative_to(o) for o in own)]
     if not paths:
         raise MaskCLIPError(f"No images (jpg, jpeg, png, webp, bmp, tif) found under {input_dir}.")
     _check_writable(out_dir)

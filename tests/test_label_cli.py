@@ -88,6 +88,15 @@ def test_resume_skips_finished_images(images, tmp_path, tiny_config):
     assert len(manifest_lines(out)) == 4
 
 
+@pytest.mark.parametrize("inside", ["maskclip-labels", "."])
+def test_output_folder_inside_input_is_not_relabelled(images, tmp_path, tiny_config, inside):
+    """`maskclip label . --out maskclip-labels` (or --out .) resumes without labelling its own outputs."""
+    out = images / inside
+    assert run_label(images, out, tiny_config, "--classes", "cat,dog").exit_code == 0
+    again = run_label(images, out, tiny_config, "--classes", "cat,dog")
+    assert again.exit_code == 0 and "0 labelled, 4 skipped" in again.output, again.output
+
+
 def test_resume_relabels_missing_outputs(images, tmp_path, tiny_config):
     out = tmp_path / "out"
     run_label(images, out, tiny_config, "--classes", "cat,dog")
