@@ -294,6 +294,11 @@ def train(cfg: TrainConfig, text: ClassText | None, device: str | torch.device =
             hook.warn(f"Interrupted: checkpoint saved at iteration {completed} in {ckpt_path}; continue with --resume.")
         distributed.teardown(d)
         raise
+    except MaskCLIPError:  # a bad training file: close the progress bar before the error line
+        if d.main:
+            hook.finish()
+        distributed.teardown(d)
+        raise
     if d.main:
         hook.finish()
     distributed.teardown(d)
