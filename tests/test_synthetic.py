@@ -144,6 +144,9 @@ def test_demo_command_prints_the_maskclip_rows(tmp_path):
     for row in ("random labels (chance)", "baseline tokens", "MaskCLIP +KS+PD"):
         assert row in result.output
     assert (tmp_path / "val" / "ImageSets" / "SegmentationContext" / "val.txt").is_file()
+    # zero guided iterations would be a zero validation interval deep inside training
+    result = CliRunner().invoke(app, ["demo", "--guided-iters", "0", "--out", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
 
 
 def test_demo_runs_label_train_eval_end_to_end(tmp_path):
