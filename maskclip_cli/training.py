@@ -153,10 +153,17 @@ def _optimizer(model: DeepLabV2, cfg: TrainConfig) -> torch.optim.SGD:
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+def _logged_iteration(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["iter"])
+    except (ValueError, KeyError, TypeError):  # a line cut short by a killed run
+        return None
+
+
 def _trim_metrics(path: Path, upto: int) -> None:
-    """Drop metric lines an interrupted run wrote after its last checkpoint."""
+    """Drop metric lines an interrupted run wrote after its last checkpoint, and any it left half-written."""
     if path.is_file():
-        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["iter"] <= upto]
+        keep = [ln for ln in path.read_text().splitlines() if (it := _logged_iteration(ln)) is not None and it <= upto]
         path.write_text("".join(ln + "\n" for ln in keep))
 
 

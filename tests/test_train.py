@@ -216,3 +216,13 @@ def test_cli_refuses_zero_intervals(tmp_path, option):
     result = CliRunner().invoke(app, ["train", "--images", str(tmp_path), "--labels", str(tmp_path),
                                       "--out", str(tmp_path / "run"), option, "0", "--no-progress"])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_resume_drops_a_half_written_metrics_line(tmp_path):
+    """A run killed mid-write leaves a partial last line; resuming must not choke on it."""
+    from maskclip_cli.training import _trim_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"iter": 10, "loss": 1.0}\n{"iter": 20, "loss": 0.5}\n{"iter": 30, "lo')
+    _trim_metrics(path, 20)
+    assert [json.loads(ln)["iter"] for ln in path.read_text().splitlines()] == [10, 20]
