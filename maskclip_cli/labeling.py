@@ -42,6 +42,10 @@ class LabelOptions:
     writers: int = 4
     overwrite: bool = False
 
+    def __post_init__(self) -> None:  # checked on construction, before any model is loaded
+        if self.confidence_format not in ("png", "npy"):
+            raise MaskCLIPError("--confidence-format must be png or npy.")
+
 
 @dataclass
 class LabelSummary:
@@ -166,8 +170,6 @@ def label_folder(
 ) -> LabelSummary:
     """Label every image under ``input_dir`` into ``out_dir`` and return a summary."""
     options = options or LabelOptions()
-    if options.confidence_format not in ("png", "npy"):
-        raise MaskCLIPError("--confidence-format must be png or npy.")
     if len(segmenter.class_names) > IGNORE_INDEX:
         raise MaskCLIPError(f"At most {IGNORE_INDEX} classes fit an 8-bit label map (255 marks ignore).")
     own = _own_outputs(input_dir, out_dir)

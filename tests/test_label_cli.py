@@ -239,3 +239,10 @@ def test_batched_equals_one_by_one(tmp_path):
         a = np.asarray(Image.open(tmp_path / f"batched/confidence/{i}.png"), dtype=int)
         b = np.asarray(Image.open(tmp_path / f"single/confidence/{i}.png"), dtype=int)
         assert np.abs(a - b).max() <= 1
+
+
+def test_bad_confidence_format_refused_before_model_load(images, tmp_path):
+    """Checked before the weights are looked up: the offline RN50 error must not appear."""
+    result = runner.invoke(app, ["label", str(images), "--classes", "cat", "--out", str(tmp_path / "o"), "--model", "RN50",
+                                 "--confidence-format", "tiff", "--no-progress"])
+    assert result.exit_code == 2 and "--confidence-format must be png or npy" in result.output

@@ -55,19 +55,19 @@ def label(
     hook = RichHook(enabled=progress)
     with user_errors():
         config = MaskCLIPConfig(
-            templates=templates, background=(background or "").split(",") if background else [],
+            templates=templates, background=background.split(",") if background else [],
             key_smoothing=key_smoothing, prompt_denoising=prompt_denoising, denoise_threshold=denoise_threshold,
             short_side=short_side, window=window, stride=stride,
         )
         if not input_dir.is_dir():  # checked before the (slow) model load
             raise MaskCLIPError(f"Input folder not found: {input_dir}")
+        options = LabelOptions(min_confidence=min_confidence, confidence_format=confidence_format,
+                               batch_size=batch_size, workers=workers, writers=writers, overwrite=overwrite)
         names = read_classes(classes, classes_file) + extra_class_names(ctx, classes)
         if segmenter_path is not None:
             segmenter = load_trained(segmenter_path, names, device)
         else:
             segmenter = build_maskclip(model, pretrained, checkpoint, device, names, config, hook)
-        options = LabelOptions(min_confidence=min_confidence, confidence_format=confidence_format,
-                               batch_size=batch_size, workers=workers, writers=writers, overwrite=overwrite)
         try:
             summary = label_folder(segmenter, input_dir, out, options, hook)
         except KeyboardInterrupt:
