@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
+from .errors import MaskCLIPError
+
 IMAGENET = tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
 VILD_SCENE = (
     "There is a {} in the scene.",
@@ -25,8 +27,6 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
 
 
 def get_templates(name: str) -> tuple[str, ...]:
-    from .errors import MaskCLIPError
-
     if name not in TEMPLATE_SETS:
         raise MaskCLIPError(f"Unknown template set '{name}'; choose one of {', '.join(TEMPLATE_SETS)}.")
     return TEMPLATE_SETS[name]
