@@ -135,3 +135,14 @@ class DeepLabV2(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> class logits (B, C, ceil(H/8), ceil(W/8))."""
         return reduce_groups(self.classifier(self.aspp(self.features(x))), self.groups, self.n_classes)
+
+    @torch.no_grad()
+    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Float logits in eval mode (batch statistics untouched), fp16 autocast on GPU; the
+        train/eval mode is restored afterwards, so it is safe in the middle of training."""
+        was_training = self.training
+        self.eval()
+        with torch.autocast(x.device.type, enabled=x.device.type == "cuda"):
+            logits = self(x)
+        self.train(was_training)
+        return logits.float()

@@ -4,22 +4,18 @@ predictions on the training crop replace MaskCLIP's pseudo labels."""
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
+from .deeplab import DeepLabV2
 from .label_files import IGNORE_INDEX
 
 
 @torch.no_grad()
-def self_labels(model: nn.Module, images: torch.Tensor, unseen: torch.Tensor | None, threshold: float = 0.0) -> torch.Tensor:
+def self_labels(model: DeepLabV2, images: torch.Tensor, unseen: torch.Tensor | None, threshold: float = 0.0) -> torch.Tensor:
     """(B, H, W) labels the model gives the crop (in eval mode, so batch statistics are not
     disturbed), ignore where its confidence is below ``threshold``. In zero-shot mode the argmax
     runs over the unseen classes only: those are what the unlabelled pixels are for."""
-    was_training = model.training
-    model.eval()
-    with torch.autocast(images.device.type, enabled=images.device.type == "cuda"):
-        logits = model(images).float()
-    model.train(was_training)
+    logits = model.predict_logits(images)
     if unseen is not None:
         keep = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
         keep[unseen.to(logits.device)] = True

@@ -28,12 +28,7 @@ class TrainedSegmenter(Segmenter):
 
     @torch.no_grad()
     def scores(self, images: torch.Tensor) -> torch.Tensor:
-        was_training = self.model.training
-        self.model.eval()
-        with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-            logits = self.model(images)
-        self.model.train(was_training)
-        return logits.float().softmax(dim=1)
+        return self.model.predict_logits(images).softmax(dim=1)
 
     def settings(self) -> dict:
         return {
