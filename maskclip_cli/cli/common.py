@@ -14,7 +14,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..errors import MaskCLIPError
 from ..hooks import ProgressHook
 from ..label_files import class_lines, read_class_file
-from ..maskclip import MaskCLIP, MaskCLIPConfig
+from ..loading import load_clip
+from ..maskclip import MaskCLIP, MaskCLIPConfig, validate_classes
+from ..segmenter import Segmenter
 
 console = Console(stderr=True)
 
@@ -106,7 +108,7 @@ PromptDenoising = Annotated[bool, typer.Option("--prompt-denoising/--no-prompt-d
 DenoiseThreshold = Annotated[float, typer.Option(help="Prompt-denoising threshold t (paper: 0.5).")]
 ShortSide = Annotated[int, typer.Option(help="Resize images so the short side has this many pixels before inference.")]
 Window = Annotated[Optional[int], typer.Option(help="Sliding-window size in pixels (multiple of the patch size); whole-image inference when not given.")]
-Stride = Annotated[Optional[int], typer.Option(help="Sliding-window stride in pixels; default window/2.")]
+Stride = Annotated[Optional[int], typer.Option(help="Sliding-window stride in pixels; default window/2 rounded down to a multiple of the patch size.")]
 
 
 def build_maskclip(
@@ -114,17 +116,14 @@ def build_maskclip(
     config: MaskCLIPConfig, hook: ProgressHook,
 ) -> MaskCLIP:
     """Validate the classes first (cheap), then load CLIP and the text embeddings."""
-    from ..loading import load_clip
-    from ..maskclip import validate_classes
-
     classes = validate_classes(classes)
     clip = load_clip(model, pretrained, checkpoint, resolve_device(device), hook=hook)
     return MaskCLIP(clip, classes, config)
 
 
-def load_trained(path: Path, classes: list[str], device: str):
+def load_trained(path: Path, classes: list[str], device: str) -> Segmenter:
     """A `maskclip train` checkpoint as a segmenter; it brings its own classes."""
-    from ..trained_segmenter import load_segmenter
+    from ..trained_segmenter import load_segmenter  # torchvision only when a trained network is used
 
     if classes:
         raise MaskCLIPError("--segmenter labels with the classes it was trained on; drop --classes/--classes-file.")
