@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from maskclip_cli import MaskCLIP, MaskCLIPConfig, load_clip
-from maskclip_cli.labeling import LabelOptions, label_folder
+from maskclip_cli.labelling.label_job import LabelOptions, label_folder
 
 
 def make_images(root: Path, n: int, size: tuple[int, int]) -> None:

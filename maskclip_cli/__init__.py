@@ -8,11 +8,11 @@ The public API::
     pred = seg.label_image(Image.open("x.jpg"))   # .labels, .confidence, .scores
 """
 
-from .dense import dense_features
+from .clip.dense import dense_features
 from .errors import MaskCLIPError
-from .loading import LoadedCLIP, load_clip
-from .maskclip import MaskCLIP, MaskCLIPConfig
-from .segmenter import Prediction, Segmenter
+from .clip.loading import LoadedCLIP, load_clip
+from .engine.maskclip import MaskCLIP, MaskCLIPConfig
+from .engine.segmenter import Prediction, Segmenter
 
 __version__ = "0.1.0"
 __all__ = [

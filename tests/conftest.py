@@ -6,7 +6,7 @@ import open_clip
 import pytest
 import torch
 
-from maskclip_cli.loading import LoadedCLIP, from_model
+from maskclip_cli.clip.loading import LoadedCLIP, from_model
 
 TEXT_CFG = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
 TINY_CONFIGS = {

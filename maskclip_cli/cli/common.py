@@ -13,10 +13,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..errors import MaskCLIPError
 from ..hooks import ProgressHook
-from ..label_files import class_lines, read_class_file
-from ..loading import load_clip
-from ..maskclip import MaskCLIP, MaskCLIPConfig, validate_classes
-from ..segmenter import Segmenter
+from ..formats.label_files import class_lines, read_class_file
+from ..clip.loading import load_clip
+from ..engine.maskclip import MaskCLIP, MaskCLIPConfig, validate_classes
+from ..engine.segmenter import Segmenter
 
 console = Console(stderr=True)
 
@@ -123,7 +123,7 @@ def build_maskclip(
 
 def load_trained(path: Path, classes: list[str], device: str) -> Segmenter:
     """A `maskclip train` checkpoint as a segmenter; it brings its own classes."""
-    from ..trained_segmenter import load_segmenter  # torchvision only when a trained network is used
+    from ..training.trained_segmenter import load_segmenter  # torchvision only when a trained network is used
 
     if classes:
         raise MaskCLIPError("--segmenter labels with the classes it was trained on; drop --classes/--classes-file.")

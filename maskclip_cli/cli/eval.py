@@ -11,12 +11,12 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import __version__
-from ..datasets import DATASETS, class_names, get_spec, list_samples
+from ..evaluation.datasets import DATASETS, class_names, get_spec, list_samples
 from ..errors import MaskCLIPError
-from ..evaluation import EvalResult, evaluate_segmenter, prediction_layout, read_class_names, score_folders
-from ..label_files import write_json
-from ..loading import file_sha256
-from ..protocols import PROTOCOLS, background_threshold, eval_config, protocol_segmenter, protocol_settings
+from ..evaluation.evaluate import EvalResult, evaluate_segmenter, prediction_layout, read_class_names, score_folders
+from ..formats.label_files import write_json
+from ..clip.loading import file_sha256
+from ..evaluation.protocols import PROTOCOLS, background_threshold, eval_config, protocol_segmenter, protocol_settings
 from .app import app
 from .common import (
     Checkpoint, DenoiseThreshold, Device, KeySmoothing, Model, Pretrained, PromptDenoising, RichHook,

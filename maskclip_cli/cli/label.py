@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import MaskCLIPError
-from ..labeling import LabelOptions, label_folder
-from ..maskclip import MaskCLIPConfig
+from ..labelling.label_job import LabelOptions, label_folder
+from ..engine.maskclip import MaskCLIPConfig
 from .app import app
 from .common import (
     load_trained,

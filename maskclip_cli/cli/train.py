@@ -57,10 +57,10 @@ def train(
 ) -> None:
     """Train MaskCLIP+ (DeepLabv2 with CLIP's text classifier) on MaskCLIP pseudo labels, optionally
     followed by self-training. Multi-GPU: launch with `torchrun --nproc-per-node N -m maskclip_cli train ...`."""
-    from ..class_text import class_text_for_labels
-    from ..pseudo_label_dataset import read_label_folder
-    from ..training import TrainConfig
-    from ..training import train as run_training
+    from ..training.class_text import class_text_for_labels
+    from ..training.pseudo_label_dataset import read_label_folder
+    from ..training.loop import TrainConfig
+    from ..training.loop import train as run_training
 
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
     hook = RichHook(unit="it", enabled=progress) if main_rank else ProgressHook()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..hooks import SILENT, ProgressHook
-from ..loading import LoadedCLIP, load_clip
+from ..clip.loading import LoadedCLIP, load_clip
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "synthetic"
 MODEL_CONFIG = ASSETS / "maskclip-synthetic-vit.json"

@@ -16,17 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..class_text import from_maskclip
-from ..datasets import get_spec, list_samples
+from ..training.class_text import from_maskclip
+from ..evaluation.datasets import get_spec, list_samples
 from ..errors import MaskCLIPError
-from ..evaluation import evaluate_segmenter
+from ..evaluation.evaluate import evaluate_segmenter
 from ..hooks import SILENT, ProgressHook
-from ..labeling import LabelOptions, label_folder
-from ..loading import LoadedCLIP
-from ..maskclip import MaskCLIP, MaskCLIPConfig
-from ..metrics import ConfusionMatrix
-from ..segmenter import Segmenter
-from ..training import METRICS_FILE, TrainConfig, train
+from ..labelling.label_job import LabelOptions, label_folder
+from ..clip.loading import LoadedCLIP
+from ..engine.maskclip import MaskCLIP, MaskCLIPConfig
+from ..evaluation.metrics import ConfusionMatrix
+from ..engine.segmenter import Segmenter
+from ..training.loop import METRICS_FILE, TrainConfig, train
 from .assets import load_synthetic_clip
 from .export import write_split
 from .world import BACKGROUND_PHRASE, CLASSES, WorldSpec, make_scene

@@ -1,0 +1,212 @@
+"""Scoring segmentations against ground truth: a segmenter over a benchmark split, or two folders.
+
+Both stream each image into one :class:`~maskclip_cli.evaluation.metrics.ConfusionMatrix`, so memory stays
+bounded however large the split, and report progress (with the running mIoU) through the hook.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from .datasets import IGNORE_INDEX, Sample, read_label_png
+from ..errors import MaskCLIPError
+from ..hooks import SILENT, ProgressHook
+from ..formats.label_files import CLASSES_FILE, class_lines, read_class_file
+from .metrics import ConfusionMatrix, Scores
+from ..engine.segmenter import Segmenter
+
+
+@dataclass
+class EvalResult:
+    """Figures over the evaluated images, plus (folder mode) the files that did not pair up."""
+
+    scores: Scores
+    class_names: list[str]
+    images: int
+    seconds: float
+    missing: list[str] = field(default_factory=list)  # ground truth without a prediction
+    extra: list[str] = field(default_factory=list)  # predictions without ground truth
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+    def report(self, settings: dict) -> dict:
+        """JSON-ready figures (percent) with the settings that produced them."""
+        return {
+            **self.scores.as_dict(self.class_names),
+            "images": self.images,
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 4),
+            "missing_predictions": self.missing,
+            "extra_predictions": self.extra,
+            "settings": settings,
+        }
+
+
+def _advance(hook: ProgressHook, cm: ConfusionMatrix) -> None:
+    hook.advance(1, mIoU=round(cm.scores().miou * 100, 2))
+
+
+class _PreparedSamples(Dataset):
+    """Reads an image and its ground truth and prepares the input, in DataLoader workers. A bad
+    file becomes an error item (raised in the main process as one clear line)."""
+
+    def __init__(self, samples: list[Sample], prepare):
+        self.samples, self.prepare = samples, prepare
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict:
+        sample = self.samples[i]
+        try:
+            gt = sample.load_label()
+            with Image.open(sample.image) as im:
+                image = im.convert("RGB")
+        except MaskCLIPError as exc:
+            return {"error": str(exc)}
+        except OSError as exc:
+            return {"error": f"Cannot read image {sample.image}: {exc}"}
+        if image.size[::-1] != gt.shape:
+            return {"error": f"Image {sample.image} is {image.size} but its label map {sample.label} is {gt.shape[::-1]}."}
+        return {"input": self.prepare(image), "size": image.size, "gt": gt}
+
+
+def _single(batch: list[dict]) -> dict:
+    return batch[0]
+
+
+def evaluate_segmenter(
+    segmenter: Segmenter,
+    samples: list[Sample],
+    class_names: list[str],
+    bg_threshold: float = 0.0,
+    limit: int | None = None,
+    hook: ProgressHook = SILENT,
+    workers: int = 2,
+) -> EvalResult:
+    """Run ``segmenter`` on each sample (whole image, batch of one) and score it. Reading and
+    resizing run in ``workers`` DataLoader processes, overlapping the model.
+
+    With ``bg_threshold`` > 0, pixels whose top probability is below it are labelled class 0
+    (background), as SCLIP-style protocols do on datasets with a background class.
+    """
+    if len(segmenter.class_names) != len(class_names):
+        raise MaskCLIPError(
+            f"The segmenter has {len(segmenter.class_names)} classes but the dataset has {len(class_names)}."
+        )
+    samples = samples[:limit] if limit is not None else samples
+    cm = ConfusionMatrix(len(class_names), IGNORE_INDEX)
+    loader = DataLoader(_PreparedSamples(samples, segmenter.prepare), batch_size=1, num_workers=workers, collate_fn=_single)
+    hook.start(len(samples), "evaluating")
+    start = time.perf_counter()
+    try:
+        for item in loader:
+            if "error" in item:
+                raise MaskCLIPError(item["error"])
+            pred = segmenter.predict(item["input"][None].to(segmenter.device), [item["size"]])[0]
+            labels = pred.labels
+            if bg_threshold > 0:
+                labels = np.where(pred.confidence < bg_threshold, 0, labels)
+            cm.update(labels, item["gt"])
+            _advance(hook, cm)
+    finally:
+        hook.finish()
+    return EvalResult(cm.scores(), class_names, len(samples), time.perf_counter() - start)
+
+
+def _pngs(root: Path) -> dict[str, Path]:
+    """Relative path without extension -> file, for every PNG under ``root``."""
+    return {p.relative_to(root).with_suffix("").as_posix(): p for p in sorted(root.rglob("*.png"))}
+
+
+def score_folders(
+    pred_dir: Path,
+    gt_dir: Path,
+    class_names: list[str],
+    ignore_index: int = IGNORE_INDEX,
+    limit: int | None = None,
+    hook: ProgressHook = SILENT,
+) -> EvalResult:
+    """Score the PNG label maps in ``pred_dir`` against those in ``gt_dir``, paired by relative path.
+
+    Values are class ids. Ground-truth pixels equal to ``ignore_index`` are not scored; predicted
+    values that are not class ids (e.g. 255 for "not sure") count as errors. Unpaired files are
+    listed in the result (and warned about) and otherwise skipped; no model is loaded.
+    """
+    for d, what in ((pred_dir, "Prediction"), (gt_dir, "Ground-truth")):
+        if not d.is_dir():
+            raise MaskCLIPError(f"{what} folder not found: {d}")
+    preds, gts = _pngs(pred_dir), _pngs(gt_dir)
+    keys = sorted(preds.keys() & gts.keys())
+    missing, extra = sorted(gts.keys() - preds.keys()), sorted(preds.keys() - gts.keys())
+    if not keys:
+        raise MaskCLIPError(
+            f"No label map in {pred_dir} has a ground-truth map at the same relative path in {gt_dir} "
+            f"({len(preds)} and {len(gts)} PNG files)."
+        )
+    if missing:
+        hook.warn(f"{len(missing)} ground-truth map(s) without a prediction, not scored, e.g. {missing[0]}.png")
+    if extra:
+        hook.warn(f"{len(extra)} prediction(s) without ground truth, not scored, e.g. {extra[0]}.png")
+    keys = keys[:limit] if limit is not None else keys
+    cm = ConfusionMatrix(len(class_names), ignore_index)
+    hook.start(len(keys), "scoring")
+    start = time.perf_counter()
+    try:
+        for key in keys:
+            pred, gt = read_label_png(preds[key]), read_label_png(gts[key])
+            try:
+                cm.update(pred, gt)
+            except MaskCLIPError as exc:
+                raise MaskCLIPError(f"{preds[key]} vs {gts[key]}: {exc}") from exc
+            _advance(hook, cm)
+    finally:
+        hook.finish()
+    return EvalResult(cm.scores(), class_names, len(keys), time.perf_counter() - start, missing, extra)
+
+
+def prediction_layout(pred_dir: Path, classes_file: Path | None) -> tuple[Path, Path]:
+    """(label-map folder, classes file) of a prediction folder: ``maskclip label``'s output folder
+    (``labels/`` + ``classes.json``) or its ``labels/`` folder work as they are."""
+    labels_dir = pred_dir / "labels" if (pred_dir / "labels").is_dir() else pred_dir
+    if classes_file is None:
+        found = [d / CLASSES_FILE for d in (pred_dir, pred_dir.parent) if (d / CLASSES_FILE).is_file()]
+        if not found:
+            raise MaskCLIPError(f"No classes.json in {pred_dir} or its parent; pass --classes-file.")
+        classes_file = found[0]
+    return labels_dir, classes_file
+
+
+def read_class_names(path: Path) -> list[str]:
+    """Class names in id order from ``maskclip label``'s classes.json (``{"classes": [{"id", "name"}]}``),
+    a JSON list of names, or a text file with one name per line (# starts a comment)."""
+    text = read_class_file(path)
+    if path.suffix.lower() != ".json":
+        return class_lines(text)
+    try:
+        doc = json.loads(text)
+        entries = doc["classes"] if isinstance(doc, dict) else doc
+        if all(isinstance(e, str) for e in entries):
+            names = list(entries)
+        else:
+            by_id = {int(e["id"]): str(e["name"]) for e in entries}
+            if sorted(by_id) != list(range(len(by_id))):
+                raise ValueError("class ids are not 0..N-1")
+            names = [by_id[i] for i in range(len(by_id))]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MaskCLIPError(
+            f"Cannot read class names from {path} ({exc}); expected maskclip label's classes.json, "
+            "a JSON list of names, or a text file with one name per line."
+        ) from exc
+    if not names:
+        raise MaskCLIPError(f"No class names in {path}.")
+    return names

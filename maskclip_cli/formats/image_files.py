@@ -1,0 +1,25 @@
+"""Finding the images of an input folder, and naming their outputs."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path, PurePosixPath
+
+from ..errors import MaskCLIPError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+
+
+def find_images(root: Path) -> list[PurePosixPath]:
+    """Relative paths of every image under ``root`` (recursive, extension case-insensitive), sorted."""
+    if not root.is_dir():
+        raise MaskCLIPError(f"Input folder not found: {root}")
+    found = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+    return sorted(PurePosixPath(p.relative_to(root).as_posix()) for p in found)
+
+
+def output_stems(paths: list[PurePosixPath]) -> dict[PurePosixPath, str]:
+    """Output name (relative, no extension) per image: the path without its extension, or with it
+    kept where two images would collide (``a.jpg`` and ``a.png`` -> ``a.jpg``, ``a.png``)."""
+    stems = Counter(str(p.with_suffix("")) for p in paths)
+    return {p: str(p.with_suffix("")) if stems[str(p.with_suffix(""))] == 1 else str(p) for p in paths}

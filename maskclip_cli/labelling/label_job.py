@@ -1,0 +1,222 @@
+"""The label job: a folder of images -> label maps, confidence maps, classes.json, manifest.jsonl.
+
+Loading and resizing run in DataLoader workers, the segmenter runs in the main process (batched
+by input shape; each segmenter picks its own GPU precision), and PNG encoding runs in a writer
+thread pool, so I/O overlaps compute. A bad image is recorded in the manifest and the run goes on. Re-running with the
+same settings skips finished images; outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import MaskCLIPError
+from ..hooks import SILENT, ProgressHook
+from ..formats.image_files import find_images, output_stems
+from ..formats.label_files import CLASSES_FILE, IGNORE_INDEX, classes_document, palette, write_confidence, write_json, write_label_png
+from ..formats.manifest import Manifest, settings_hash
+from ..engine.segmenter import Prediction, Segmenter
+
+MANIFEST_FILE = "manifest.jsonl"
+
+
+@dataclass
+class LabelOptions:
+    """Output and runtime options of a label run (the segmenter holds the model settings)."""
+
+    min_confidence: float | None = None
+    confidence_format: str = "png"  # png | npy
+    batch_size: int = 8
+    workers: int = 2
+    writers: int = 4
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:  # checked on construction, before any model is loaded
+        if self.confidence_format not in ("png", "npy"):
+            raise MaskCLIPError("--confidence-format must be png or npy.")
+
+
+@dataclass
+class LabelSummary:
+    total: int = 0
+    labelled: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.labelled / self.seconds if self.seconds > 0 else 0.0
+
+
+class _ImageFolder(Dataset):
+    """Loads and prepares one image; an unreadable one becomes an error item, not an exception."""
+
+    def __init__(self, root: Path, paths: list[PurePosixPath], prepare):
+        self.root, self.paths, self.prepare = root, paths, prepare
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict:
+        rel = self.paths[i]
+        try:
+            with Image.open(self.root / rel) as img:
+                img = img.convert("RGB")
+            return {"rel": rel, "size": img.size, "input": self.prepare(img)}
+        except Exception as exc:  # PIL raises many types for bad files
+            return {"rel": rel, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _own_outputs(input_dir: Path, out_dir: Path) -> list[PurePosixPath]:
+    """The output's labels/ and confidence/ folders as paths relative to ``input_dir``, where the
+    output folder lies inside it: their PNGs are this job's results, not images to label."""
+    inside = []
+    for sub in ("labels", "confidence"):
+        try:
+            inside.append(PurePosixPath((out_dir / sub).resolve().relative_to(input_dir.resolve()).as_posix()))
+        except ValueError:
+            pass
+    return inside
+
+
+def _check_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise MaskCLIPError(f"Output folder {out_dir} is not writable: {exc.strerror or exc}") from exc
+
+
+def _check_same_settings(out_dir: Path, document: dict) -> None:
+    """Refuse to mix outputs of different settings in one folder (label ids would not agree)."""
+    path = out_dir / CLASSES_FILE
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return
+    if old.get("settings") != document["settings"]:
+        changed = sorted(k for k in set(old.get("settings", {})) | set(document["settings"])
+                         if old.get("settings", {}).get(k) != document["settings"].get(k))
+        raise MaskCLIPError(
+            f"{out_dir} holds labels made with other settings (differ in: {', '.join(changed)}). "
+            "Pass --overwrite to relabel it, or choose another --out."
+        )
+
+
+class _Writer:
+    """Writes one image's files in a thread pool and records it in the manifest when done."""
+
+    def __init__(self, out_dir: Path, options: LabelOptions, class_names: list[str], manifest: Manifest, tag: str):
+        self.out_dir, self.options, self.class_names, self.manifest, self.tag = out_dir, options, class_names, manifest, tag
+        self.colours = palette(len(class_names))
+        self.pool = ThreadPoolExecutor(max_workers=max(1, options.writers))
+        self.pending: list[Future] = []
+
+    def paths(self, stem: str) -> tuple[Path, Path]:
+        return (self.out_dir / "labels" / f"{stem}.png",
+                self.out_dir / "confidence" / f"{stem}.{self.options.confidence_format}")
+
+    def submit(self, rel: PurePosixPath, stem: str, size: tuple[int, int], pred: Prediction) -> None:
+        self.pending = [f for f in self.pending if not f.done()]
+        while len(self.pending) >= 4 * max(1, self.options.writers):  # bound memory
+            self.pending.pop(0).result()
+        self.pending.append(self.pool.submit(self._write, rel, stem, size, pred))
+
+    def _write(self, rel: PurePosixPath, stem: str, size: tuple[int, int], pred: Prediction) -> None:
+        labels = pred.labels.astype(np.uint8)
+        if self.options.min_confidence is not None:
+            labels[pred.confidence < self.options.min_confidence] = IGNORE_INDEX
+        label_path, conf_path = self.paths(stem)
+        write_label_png(label_path, labels, self.colours)
+        write_confidence(conf_path, pred.confidence)
+        present = np.unique(labels)
+        self.manifest.add({
+            "source": str(rel), "label": str(label_path.relative_to(self.out_dir)),
+            "confidence": str(conf_path.relative_to(self.out_dir)), "width": size[0], "height": size[1],
+            "classes_present": [self.class_names[i] for i in present if i != IGNORE_INDEX],
+            "mean_confidence": round(float(pred.confidence.mean()), 4), "status": "ok", "settings": self.tag,
+        })
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        for f in self.pending:
+            f.result()  # re-raise a write error
+
+
+def _is_done(entry: dict | None, out_dir: Path, tag: str) -> bool:
+    return (entry is not None and entry.get("status") == "ok" and entry.get("settings") == tag
+            and (out_dir / entry["label"]).is_file() and (out_dir / entry["confidence"]).is_file())
+
+
+def label_folder(
+    segmenter: Segmenter, input_dir: Path, out_dir: Path, options: LabelOptions | None = None, hook: ProgressHook = SILENT
+) -> LabelSummary:
+    """Label every image under ``input_dir`` into ``out_dir`` and return a summary."""
+    options = options or LabelOptions()
+    if len(segmenter.class_names) > IGNORE_INDEX:
+        raise MaskCLIPError(f"At most {IGNORE_INDEX} classes fit an 8-bit label map (255 marks ignore).")
+    own = _own_outputs(input_dir, out_dir)
+    paths = [p for p in find_images(input_dir) if not any(p.is_relative_to(o) for o in own)]
+    if not paths:
+        raise MaskCLIPError(f"No images (jpg, jpeg, png, webp, bmp, tif) found under {input_dir}.")
+    _check_writable(out_dir)
+    settings = dict(segmenter.settings(), min_confidence=options.min_confidence, confidence_format=options.confidence_format)
+    document = classes_document(segmenter.class_names, settings)
+    if not options.overwrite:
+        _check_same_settings(out_dir, document)
+    write_json(out_dir / CLASSES_FILE, document)
+    tag = settings_hash(settings)
+    manifest = Manifest(out_dir / MANIFEST_FILE, fresh=options.overwrite)
+    stems = output_stems(paths)
+    todo = [p for p in paths if options.overwrite or not _is_done(manifest.entries.get(str(p)), out_dir, tag)]
+    summary = LabelSummary(total=len(paths), skipped=len(paths) - len(todo))
+    writer = _Writer(out_dir, options, segmenter.class_names, manifest, tag)
+    loader = DataLoader(
+        _ImageFolder(input_dir, todo, segmenter.prepare), batch_size=max(1, options.batch_size),
+        num_workers=options.workers, collate_fn=list, pin_memory=segmenter.device.type == "cuda",
+        persistent_workers=False,
+    )
+    start = time.perf_counter()
+    hook.start(len(todo), "labelling")
+    try:
+        for batch in loader:
+            for item in batch:
+                if "error" in item:
+                    summary.failed += 1
+                    summary.failures.append((str(item["rel"]), item["error"]))
+                    manifest.add({"source": str(item["rel"]), "status": "error", "error": item["error"], "settings": tag})
+                    hook.advance(1)
+            by_shape: dict[tuple, list[dict]] = defaultdict(list)
+            for item in batch:
+                if "input" in item:
+                    by_shape[tuple(item["input"].shape)].append(item)
+            for group in by_shape.values():
+                inputs = torch.stack([it["input"] for it in group]).to(segmenter.device, non_blocking=True)
+                preds = segmenter.predict(inputs, [it["size"] for it in group])
+                for it, pred in zip(group, preds):
+                    writer.submit(it["rel"], stems[it["rel"]], it["size"], pred)
+                summary.labelled += len(group)
+                hook.advance(len(group))
+    finally:
+        hook.finish()
+        writer.close()
+        summary.seconds = time.perf_counter() - start
+        manifest.close()
+    return summary

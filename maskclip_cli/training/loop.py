@@ -1,0 +1,314 @@
+"""MaskCLIP+ training (paper §3.4, §4): DeepLabv2 with CLIP's text classifier, learnt from
+MaskCLIP's pseudo labels, then optionally from its own predictions (self-training).
+
+The run folder holds ``checkpoint.pt`` (latest, rewritten every ``checkpoint_every`` iterations,
+at the end and on Ctrl-C), ``metrics.jsonl`` and ``config.json``. Batches are a pure function of
+(seed, iteration) and every state that changes during training is checkpointed, so ``resume``
+continues exactly where the interrupted run stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from . import distributed
+from .augment import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig
+from .checkpointing import CHECKPOINT_FILE, load_checkpoint, restore_rng, rng_state, save_checkpoint
+from .class_text import ClassText
+from .deeplab import NO_WEIGHTS, DeepLabV2
+from ..errors import MaskCLIPError
+from ..hooks import SILENT, ProgressHook
+from ..formats.label_files import IGNORE_INDEX, write_json
+from .pseudo_label_dataset import IterationBatches, PseudoLabelDataset, collate, find_samples, read_label_folder
+from .self_training import self_labels
+from .trained_segmenter import TrainedSegmenter
+from .validation import find_val_pairs, validate
+from .zero_shot import merge_targets
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that shapes a run. Defaults follow the paper's annotation-free COCO-Stuff
+    schedule (MMSegmentation's DeepLabv2 config): 8k iterations, batch 16, crop 512, SGD 0.01."""
+
+    images: Path
+    labels: Path
+    out: Path
+    backbone: str = "resnet101"
+    backbone_weights: str = "imagenet"
+    iters: int = 8000
+    self_train: bool = False
+    guided_iters: int | None = None  # default: iters without self-training, iters // 10 with it
+    self_train_threshold: float = 0.0
+    min_confidence: float = 0.0
+    gt_labels: Path | None = None
+    unseen: list[str] = field(default_factory=list)
+    batch_size: int = 16  # in total over all GPUs
+    crop_size: int = 512
+    scale_min: float = 0.5
+    scale_max: float = 2.0
+    flip: bool = True
+    photometric: bool = True
+    lr: float = 0.01
+    head_lr_mult: float = 1.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    amp: bool = True
+    seed: int = 0
+    workers: int = 4
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    val_images: Path | None = None
+    val_labels: Path | None = None
+    val_every: int = 1000
+
+    @property
+    def guided(self) -> int:
+        if self.guided_iters is not None:
+            return self.guided_iters
+        return self.iters // 10 if self.self_train else self.iters
+
+    def as_json(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+@dataclass
+class TrainSummary:
+    iterations: int
+    start: int
+    seconds: float
+    last_loss: float
+    checkpoint: Path
+    losses: list[float] = field(default_factory=list)  # per iteration of this call
+    val_miou: float | None = None
+
+
+class _StopRequest:
+    """Ctrl-C sets a flag the loop checks between steps, so the saved state is never half a step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, lambda *_: setattr(self, "requested", True))
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _ignore_sigint(_worker: int) -> None:
+    """Loader workers leave Ctrl-C to the main process, which stops between steps and saves."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _check_resume(saved: dict, cfg: TrainConfig, hook: ProgressHook) -> TrainConfig:
+    """Resume with the saved configuration; say which given options it overrides."""
+    given = cfg.as_json()
+    changed = sorted(k for k, v in saved.items() if k in given and given[k] != v and k not in ("out", "workers"))
+    if changed:
+        hook.warn(f"--resume continues the saved run; ignoring changed options: {', '.join(changed)}.")
+    merged = {**saved, "out": cfg.out, "workers": cfg.workers}
+    for key in ("images", "labels", "gt_labels", "val_images", "val_labels"):
+        merged[key] = Path(merged[key]) if merged[key] is not None else None
+    return TrainConfig(**merged)
+
+
+def _unseen_ids(cfg: TrainConfig, names: list[str]) -> torch.Tensor | None:
+    if (cfg.gt_labels is None) != (not cfg.unseen):
+        raise MaskCLIPError("Zero-shot mode needs both --gt-labels and --unseen.")
+    if cfg.gt_labels is None:
+        return None
+    unknown = [u for u in cfg.unseen if u not in names]
+    if unknown:
+        raise MaskCLIPError(f"--unseen classes not in classes.json: {', '.join(unknown)}.")
+    return torch.tensor([names.index(u) for u in cfg.unseen])
+
+
+def _optimizer(model: DeepLabV2, cfg: TrainConfig) -> torch.optim.SGD:
+    """SGD over backbone and ASPP (head at ``head_lr_mult`` x LR); the text classifier is frozen."""
+    groups = [
+        {"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": cfg.lr},
+        {"params": list(model.aspp.parameters()), "lr": cfg.lr * cfg.head_lr_mult},
+    ]
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def _logged_iteration(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["iter"])
+    except (ValueError, KeyError, TypeError):  # a line cut short by a killed run
+        return None
+
+
+def _trim_metrics(path: Path, upto: int) -> None:
+    """Drop metric lines an interrupted run wrote after its last checkpoint, and any it left half-written."""
+    if path.is_file():
+        keep = [ln for ln in path.read_text().splitlines() if (it := _logged_iteration(ln)) is not None and it <= upto]
+        path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def train(cfg: TrainConfig, text: ClassText | None, device: str | torch.device = "cpu", resume: bool = False, hook: ProgressHook = SILENT) -> TrainSummary:
+    """Train (or with ``resume`` continue) the run in ``cfg.out``; returns when ``cfg.iters`` are done.
+
+    ``text`` is the frozen classifier; a resumed run takes its own from the checkpoint (so ``None``
+    will do). Raises KeyboardInterrupt after saving a checkpoint when interrupted.
+    """
+    ckpt_path = cfg.out / CHECKPOINT_FILE
+    state = None
+    if resume:
+        state = load_checkpoint(ckpt_path)
+        cfg = _check_resume(state["config"], cfg, hook)
+        m = state["meta"]
+        text = ClassText(m["class_names"], m["text"], m["groups"], m["clip"])
+    elif ckpt_path.is_file():
+        raise MaskCLIPError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out.")
+    elif text is None:
+        raise MaskCLIPError("A new run needs the class text embeddings (see class_text.class_text_for_labels).")
+
+    folder = read_label_folder(cfg.labels)
+    if text.class_names != folder.class_names:
+        raise MaskCLIPError(f"Text classes {text.class_names} differ from {cfg.labels}/classes.json {folder.class_names}.")
+    unseen = _unseen_ids(cfg, folder.class_names)
+    samples, unlabelled = find_samples(cfg.images, cfg.labels, cfg.gt_labels)
+    if unlabelled:
+        hook.warn(f"{unlabelled} images in {cfg.images} have no label map and are left out.")
+    if (cfg.val_images is None) != (cfg.val_labels is None):
+        raise MaskCLIPError("Validation needs both --val-images and --val-labels.")
+    val_pairs = find_val_pairs(cfg.val_images, cfg.val_labels) if cfg.val_images else []
+
+    d = distributed.setup(torch.device(device))
+    if cfg.batch_size % d.world:
+        raise MaskCLIPError(f"--batch-size {cfg.batch_size} must be divisible by the {d.world} processes.")
+    torch.manual_seed(cfg.seed)
+    model = DeepLabV2(cfg.backbone, text.text, text.groups, NO_WEIGHTS if state else cfg.backbone_weights).to(d.device)
+    optimizer = _optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=cfg.iters, power=cfg.poly_power)
+    use_amp = cfg.amp and d.device.type == "cuda"
+    scaler = torch.amp.GradScaler(d.device.type, enabled=use_amp)
+    start = 0
+    if state:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        restore_rng(state["rng"])
+        start = state["iteration"]
+        del state
+    net = distributed.wrap(model, d)
+
+    aug = AugmentConfig(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.crop_size, cfg.flip, cfg.photometric, IMAGENET_MEAN, IMAGENET_STD)
+    dataset = PseudoLabelDataset(samples, len(folder.class_names), aug, cfg.min_confidence, unseen.tolist() if unseen is not None else None)
+    batches = IterationBatches(len(dataset), cfg.batch_size // d.world, cfg.seed, start, cfg.iters, d.rank, d.world)
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers, pin_memory=d.device.type == "cuda",
+                        worker_init_fn=_ignore_sigint, collate_fn=collate)
+
+    meta = {
+        "backbone": cfg.backbone, "class_names": text.class_names, "text": text.text, "groups": text.groups,
+        "clip": text.clip, "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "short_side": cfg.crop_size,
+    }
+    if d.main:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        write_json(cfg.out / CONFIG_FILE, cfg.as_json())
+        _trim_metrics(cfg.out / METRICS_FILE, start)
+
+    def save(iteration: int) -> None:
+        if d.main:
+            save_checkpoint(ckpt_path, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "iteration": iteration, "rng": rng_state(),
+                "config": cfg.as_json(), "meta": {**meta, "iteration": iteration},
+            })
+
+    def log(record: dict) -> None:
+        if d.main:
+            with open(cfg.out / METRICS_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    stop, losses, window = _StopRequest(), [], []
+    summary = TrainSummary(start, start, 0.0, float("nan"), ckpt_path)
+    began = tick = time.perf_counter()
+    if d.main:
+        hook.start(cfg.iters - start, f"train {start}->{cfg.iters}")
+    completed = start
+    try:
+        with stop.installed():
+            for iteration, batch in enumerate(loader, start):
+                if "error" in batch:
+                    raise MaskCLIPError(batch["error"])
+                x = batch["image"].to(d.device, non_blocking=True)
+                gt = batch["gt"].to(d.device)
+                guided = iteration < cfg.guided
+                if guided:
+                    labels = batch["pseudo"].to(d.device)
+                else:
+                    labels = self_labels(model, x, unseen, cfg.self_train_threshold)
+                    labels = labels.masked_fill(batch["valid"].to(d.device) == IGNORE_INDEX, IGNORE_INDEX)
+                target = merge_targets(gt, labels, unseen)
+                with torch.autocast(d.device.type, enabled=use_amp):
+                    logits = net(x)
+                logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
+                n_valid = (target != IGNORE_INDEX).sum().clamp(min=1)
+                loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum") / n_valid
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                lr = optimizer.param_groups[0]["lr"]
+                scheduler.step()
+                completed = done = iteration + 1  # what a save must say from here on
+                losses.append(loss.item())
+                window.append(losses[-1])
+                if done % cfg.log_every == 0 or done == cfg.iters:
+                    now = time.perf_counter()
+                    log({"iter": done, "phase": "guided" if guided else "self", "loss": sum(window) / len(window),
+                         "lr": lr, "it_per_s": len(window) / (now - tick)})
+                    window, tick = [], now
+                if val_pairs and (done % cfg.val_every == 0 or done == cfg.iters) and d.main:
+                    scores = validate(TrainedSegmenter(model, {**meta, "iteration": done}), val_pairs)
+                    summary.val_miou = scores.miou
+                    log({"iter": done, "val": scores.as_dict(text.class_names)})
+                    hook.info(f"iteration {done}: validation mIoU {scores.miou * 100:.2f}")
+                if done % cfg.checkpoint_every == 0 or done == cfg.iters:
+                    save(done)
+                if d.main:
+                    hook.advance(1, loss=losses[-1], lr=lr, phase="guided" if guided else "self")
+                if stop.requested:
+                    raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        save(completed)
+        if d.main:
+            hook.finish()
+            hook.warn(f"Interrupted: checkpoint saved at iteration {completed} in {ckpt_path}; continue with --resume.")
+        distributed.teardown(d)
+        raise
+    except MaskCLIPError:  # a bad training file: close the progress bar before the error line
+        if d.main:
+            hook.finish()
+        distributed.teardown(d)
+        raise
+    if d.main:
+        hook.finish()
+    distributed.teardown(d)
+    summary.iterations, summary.seconds, summary.losses = completed, time.perf_counter() - began, losses
+    summary.last_loss = losses[-1] if losses else float("nan")
+    return summary

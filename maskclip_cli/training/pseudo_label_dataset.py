@@ -1,0 +1,178 @@
+"""The training set of MaskCLIP+: images paired with the pseudo labels ``maskclip label`` wrote.
+
+``--images DIR/<rel>.<ext>`` pairs with ``LABELS/labels/<rel>.png`` (and ``confidence/<rel>.png``,
+and in zero-shot mode ``GT_DIR/<rel>.png``). Samples are addressed by ``(index, seed)`` keys that
+:func:`batch_keys` derives from (run seed, iteration), so which images and which crops a step
+sees depend on nothing but its iteration number: that is what makes ``--resume`` exact.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler, default_collate
+from torchvision.transforms.v2 import functional as TF
+
+from .augment import AugmentConfig, augment
+from ..evaluation.datasets import read_label_png
+from ..errors import MaskCLIPError
+from ..formats.image_files import find_images, output_stems
+from ..formats.label_files import CLASSES_FILE, IGNORE_INDEX
+from .zero_shot import mask_unseen
+
+
+@dataclass
+class LabelFolder:
+    """What a label folder's classes.json says: class names (by id) and the labelling settings."""
+
+    root: Path
+    class_names: list[str]
+    settings: dict
+
+
+@dataclass
+class Sample:
+    image: Path
+    label: Path
+    confidence: Path | None
+    gt: Path | None
+
+
+def read_label_folder(root: Path) -> LabelFolder:
+    path = root / CLASSES_FILE
+    if not path.is_file():
+        raise MaskCLIPError(f"{path} not found: --labels must be an output folder of `maskclip label`.")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        classes = sorted(doc["classes"], key=lambda c: c["id"])
+        names = [c["name"] for c in classes]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MaskCLIPError(f"{path} is not a valid classes.json: {exc}") from exc
+    if [c["id"] for c in classes] != list(range(len(names))):
+        raise MaskCLIPError(f"{path}: class ids must be 0..{len(names) - 1}.")
+    if doc.get("ignore_index", IGNORE_INDEX) != IGNORE_INDEX:
+        raise MaskCLIPError(f"{path}: ignore_index must be {IGNORE_INDEX}.")
+    return LabelFolder(root, names, doc.get("settings", {}))
+
+
+def find_samples(images: Path, labels: Path, gt: Path | None = None) -> tuple[list[Sample], int]:
+    """Images that have a label map (and ground truth, when ``gt`` is given), plus how many
+    images had no label map (failed or not yet labelled; the caller warns)."""
+    rels = find_images(images)
+    stems = output_stems(rels)
+    samples, unlabelled = [], 0
+    for rel in rels:
+        label = labels / "labels" / f"{stems[rel]}.png"
+        if not label.is_file():
+            unlabelled += 1
+            continue
+        conf = labels / "confidence" / f"{stems[rel]}.png"
+        gt_file = None
+        if gt is not None:
+            gt_file = gt / f"{stems[rel]}.png"
+            if not gt_file.is_file():
+                raise MaskCLIPError(f"Ground-truth label map missing for {rel}: expected {gt_file}.")
+        samples.append(Sample(images / rel, label, conf if conf.is_file() else None, gt_file))
+    if not samples:
+        raise MaskCLIPError(f"No image in {images} has a label map in {labels / 'labels'}.")
+    return samples, unlabelled
+
+
+def read_map(path: Path, size: tuple[int, int]) -> torch.Tensor:
+    """(H, W) uint8 map of a PNG (palette indices or grey values), at the image's (W, H) ``size``."""
+    values = read_label_png(path)
+    if values.shape[::-1] != size:
+        values = np.asarray(Image.fromarray(values).resize(size, Image.NEAREST))
+    return torch.from_numpy(np.array(values, dtype=np.uint8))
+
+
+class PseudoLabelDataset(Dataset):
+    """``dataset[(index, seed)]`` -> augmented image (3, S, S), pseudo labels, ground truth and
+    ``valid`` (0 on the image, ignore on crop padding) maps (S, S).
+
+    Ground truth is all-ignore in annotation-free mode; in zero-shot mode its unseen-class pixels
+    are masked at load time. Pseudo labels below ``min_confidence`` become ignore.
+    """
+
+    def __init__(self, samples: list[Sample], n_classes: int, aug: AugmentConfig, min_confidence: float = 0.0, unseen: list[int] | None = None):
+        self.samples, self.n_classes, self.aug = samples, n_classes, aug
+        self.min_confidence = min_confidence
+        self.unseen = torch.tensor(unseen or [], dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Unaugmented uint8 image (3, H, W), pseudo labels and ground truth (H, W)."""
+        s = self.samples[index]
+        with Image.open(s.image) as im:
+            image = TF.pil_to_tensor(im.convert("RGB"))
+        size = (image.shape[2], image.shape[1])
+        pseudo = read_map(s.label, size)
+        if s.confidence is not None and self.min_confidence > 0:
+            pseudo[read_map(s.confidence, size) < round(self.min_confidence * 255)] = IGNORE_INDEX
+        gt = torch.full_like(pseudo, IGNORE_INDEX)
+        if s.gt is not None:
+            gt = read_map(s.gt, size)
+            bad = (gt >= self.n_classes) & (gt != IGNORE_INDEX)
+            if bad.any():
+                raise MaskCLIPError(f"{s.gt} holds class id {int(gt[bad].max())}, beyond the {self.n_classes} classes of classes.json.")
+            gt = mask_unseen(gt, self.unseen)
+        return image, pseudo, gt
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        """The augmented sample, or ``{"error": message}`` for a bad file: raised in a loader worker,
+        the error would reach the user wrapped in the worker's traceback (see :func:`collate`)."""
+        index, seed = key
+        try:
+            image, pseudo, gt = self.load(index)
+        except MaskCLIPError as exc:
+            return {"error": str(exc)}
+        except OSError as exc:  # PIL's errors for unreadable files
+            return {"error": f"Cannot read {self.samples[index].image} or its label maps: {exc}"}
+        g = torch.Generator().manual_seed(seed)
+        x, maps = augment(image, torch.stack([pseudo, gt, torch.zeros_like(pseudo)]), self.aug, g)
+        return {"image": x, "pseudo": maps[0], "gt": maps[1], "valid": maps[2]}
+
+
+def collate(items: list[dict]) -> dict:
+    """A batch of :class:`PseudoLabelDataset` items, or the first item's ``{"error": message}``."""
+    errors = [it for it in items if "error" in it]
+    return errors[0] if errors else default_collate(items)
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def batch_keys(n: int, batch: int, seed: int, iteration: int, rank: int = 0, world: int = 1) -> list[tuple[int, int]]:
+    """Sample keys of one process's share of one iteration: the global sample counter walks a fresh
+    permutation of the data per epoch; each sample's augmentation seed derives from the counter."""
+    keys = []
+    for j in range(batch):
+        k = (iteration * world + rank) * batch + j
+        epoch, pos = divmod(k, n)
+        keys.append((int(_epoch_order(n, seed, epoch)[pos]), (seed * 0x9E3779B1 + k) % (1 << 62)))
+    return keys
+
+
+class IterationBatches(Sampler):
+    """Batch sampler over iterations ``start``..``stop`` - 1 (see :func:`batch_keys`)."""
+
+    def __init__(self, n: int, batch: int, seed: int, start: int, stop: int, rank: int = 0, world: int = 1):
+        self.args = (n, batch, seed)
+        self.start, self.stop, self.rank, self.world = start, stop, rank, world
+
+    def __len__(self) -> int:
+        return max(self.stop - self.start, 0)
+
+    def __iter__(self):
+        for it in range(self.start, self.stop):
+            yield batch_keys(*self.args, it, self.rank, self.world)

@@ -1,0 +1,272 @@
+"""`maskclip eval` end to end through Typer's runner: label folders against ground truth, and
+benchmark mode with a tiny random CLIP built from a config file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import TINY_CONFIGS
+from maskclip_cli import __version__
+from maskclip_cli.cli import app
+from maskclip_cli.evaluation.metrics import ConfusionMatrix
+
+runner = CliRunner()
+CLASSES = ["cat", "dog", "tree"]
+
+
+def save_png(path, values, palette=True):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(np.asarray(values, dtype=np.uint8), mode="P" if palette else "L")
+    if palette:
+        img.putpalette([i % 256 for i in range(768)])
+    img.save(path)
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """A `maskclip label`-style output (labels/ + classes.json) and a ground-truth folder."""
+    rng = np.random.default_rng(0)
+    out, gt = tmp_path / "out", tmp_path / "gt"
+    maps = {}
+    for rel in ["a", "nested/b", "nested/c"]:
+        g = rng.integers(0, 3, (12, 16))
+        g[0, :5] = 255
+        p = np.where(rng.random(g.shape) < 0.7, np.where(g == 255, 0, g), rng.integers(0, 3, g.shape))
+        p[-1, -3:] = 255  # "not sure" pixels in the prediction
+        save_png(out / "labels" / f"{rel}.png", p)
+        save_png(gt / f"{rel}.png", g, palette=False)
+        maps[rel] = (p, g)
+    save_png(out / "labels" / "only_pred.png", np.zeros((4, 4)))
+    save_png(gt / "only_gt.png", np.zeros((4, 4)), palette=False)
+    doc = {"classes": [{"id": i, "name": n, "color": [i, i, i]} for i, n in enumerate(CLASSES)],
+           "ignore_index": 255, "settings": {}}
+    (out / "classes.json").write_text(json.dumps(doc))
+    return out, gt, maps
+
+
+def expected_scores(maps, keys):
+    cm = ConfusionMatrix(len(CLASSES))
+    for k in keys:
+        cm.update(*maps[k])
+    return cm.scores()
+
+
+def test_pred_dir_end_to_end(folders, tmp_path):
+    out, gt, maps = folders
+    report = tmp_path / "report.json"
+    result = runner.invoke(app, ["eval", "--pred-dir", str(out), "--gt-dir", str(gt), "--json", str(report), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "mIoU" in result.output and "tree" in result.output
+    doc = json.loads(report.read_text())
+    want = expected_scores(maps, ["a", "nested/b", "nested/c"])
+    assert doc["mIoU"] == pytest.approx(want.miou * 100, abs=1e-3)
+    assert doc["aAcc"] == pytest.approx(want.aacc * 100, abs=1e-3)
+    assert [c["name"] for c in doc["per_class"]] == CLASSES
+    assert doc["images"] == 3
+    assert doc["missing_predictions"] == ["only_gt"] and doc["extra_predictions"] == ["only_pred"]
+    assert doc["settings"]["code_version"] == __version__ and doc["settings"]["mode"] == "folders"
+
+
+@pytest.mark.parametrize("fmt", ["json-list", "txt"])
+def test_pred_dir_class_file_formats_and_limit(folders, tmp_path, fmt):
+    out, gt, maps = folders
+    classes = tmp_path / ("names.json" if fmt == "json-list" else "names.txt")
+    classes.write_text(json.dumps(CLASSES) if fmt == "json-list" else "# names\n" + "\n".join(CLASSES) + "\n")
+    report = tmp_path / "r.json"
+    result = runner.invoke(app, ["eval", "--pred-dir", str(out / "labels"), "--gt-dir", str(gt), "--classes-file", str(classes),
+                                 "--limit", "1", "--json", str(report), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(report.read_text())
+    assert doc["images"] == 1
+    assert doc["mIoU"] == pytest.approx(expected_scores(maps, ["a"]).miou * 100, abs=1e-3)
+
+
+def test_ignore_index_option(folders, tmp_path):
+    out, gt, _ = folders
+    report = tmp_path / "r.json"
+    result = runner.invoke(app, ["eval", "--pred-dir", str(out), "--gt-dir", str(gt), "--ignore-index", "2",
+                                 "--json", str(report), "--no-progress"])
+    # GT value 255 is now neither a class nor ignored: one clear error naming the file
+    assert result.exit_code == 2
+    assert "a.png" in result.output and "255" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "either --dataset"),
+    (["--pred-dir", "x"], "needs --gt-dir"),
+    (["--dataset", "voc"], "needs --data-root"),
+    (["--dataset", "voc", "--data-root", "nowhere"], "JPEGImages"),
+    (["--dataset", "imagenet", "--data-root", "."], "Unknown dataset"),
+])
+def test_user_errors_are_one_line(args, message):
+    result = runner.invoke(app, ["eval", *args, "--no-progress"])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_classes_file_not_utf8_is_one_line(folders, tmp_path):
+    out, gt, _ = folders
+    latin1 = tmp_path / "names.txt"
+    latin1.write_bytes("caf\xe9\n".encode("latin-1"))
+    result = runner.invoke(app, ["eval", "--pred-dir", str(out), "--gt-dir", str(gt), "--classes-file", str(latin1), "--no-progress"])
+    assert result.exit_code == 2 and "Cannot read classes file" in result.output and "Traceback" not in result.output
+
+
+def test_unwritable_json_is_one_line(folders, tmp_path):
+    out, gt, _ = folders
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for target, message in ((tmp_path, "is a folder"), (blocker / "r.json", "Cannot write --json")):
+        result = runner.invoke(app, ["eval", "--pred-dir", str(out), "--gt-dir", str(gt), "--json", str(target), "--no-progress"])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_no_matching_files(folders, tmp_path):
+    out, _, _ = folders
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["eval", "--pred-dir", str(out), "--gt-dir", str(empty), "--no-progress"])
+    assert result.exit_code == 2 and "No label map" in result.output
+
+
+# -- benchmark mode with a tiny random model -------------------------------------------------------
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    path = tmp_path / "tiny-vit.json"
+    path.write_text(json.dumps(TINY_CONFIGS["vit"]))
+    return path
+
+
+@pytest.fixture
+def voc_root(tmp_path):
+    root = tmp_path / "VOC2012"
+    rng = np.random.default_rng(1)
+    stems = ["2007_000032", "2007_000033"]
+    for stem in stems:
+        (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(root / "JPEGImages" / f"{stem}.jpg")
+        g = rng.integers(0, 21, (30, 40))
+        g[:, 0] = 255
+        save_png(root / "SegmentationClass" / f"{stem}.png", g)
+    (root / "ImageSets/Segmentation").mkdir(parents=True)
+    (root / "ImageSets/Segmentation/val.txt").write_text("\n".join(stems) + "\n")
+    return root
+
+
+def run_eval(tmp_path, tiny_config, *args):
+    report = tmp_path / "bench.json"
+    result = runner.invoke(app, ["eval", "--model", str(tiny_config), "--pretrained", "none", "--device", "cpu",
+                                 "--json", str(report), "--no-progress", *args])
+    assert result.exit_code == 0, result.output
+    return result, json.loads(report.read_text())
+
+
+def test_dataset_mode_paper_protocol(tmp_path, tiny_config, voc_root):
+    result, doc = run_eval(tmp_path, tiny_config, "--dataset", "voc", "--data-root", str(voc_root),
+                           "--limit", "1", "--short-side", "48", "--templates", "simple")
+    assert "voc (paper protocol)" in result.output
+    assert doc["images"] == 1 and len(doc["per_class"]) == 20
+    gt = np.asarray(Image.open(voc_root / "SegmentationClass/2007_000032.png"))
+    assert sum(c["gt_pixels"] for c in doc["per_class"]) == int(((gt != 0) & (gt != 255)).sum())  # background ignored
+    s = doc["settings"]
+    assert s["protocol"] == "paper" and s["dataset"] == "voc" and s["code_version"] == __version__
+    seg = s["segmenter"]
+    assert seg["classes"][0] == "aeroplane" and seg["short_side"] == 48 and seg["window"] is None
+    assert seg["weights"] == "none" and seg["key_smoothing"] and seg["prompt_denoising"]
+
+
+def test_dataset_mode_sclip_protocol_with_background(tmp_path, tiny_config, voc_root):
+    _, doc = run_eval(tmp_path, tiny_config, "--dataset", "voc-bg", "--data-root", str(voc_root), "--protocol", "sclip",
+                      "--templates", "simple", "--no-key-smoothing")
+    assert doc["images"] == 2 and doc["per_class"][0]["name"] == "background"
+    s = doc["settings"]
+    assert s["bg_threshold"] == 0.1
+    seg = s["segmenter"]
+    assert (seg["window"], seg["stride"], seg["max_short_side"], seg["key_smoothing"]) == (224, 112, 336, False)
+    assert "sky" in seg["background"] and seg["classes"][0] == "background"
+
+
+def test_label_output_scores_against_itself(tmp_path, tiny_config):
+    """A real `maskclip label` output folder is read as is; scored against its own maps it is perfect."""
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(2)
+    for name in ["x.jpg", "y.png"]:
+        Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(images / name)
+    out = tmp_path / "labelled"
+    result = runner.invoke(app, ["label", str(images), "--out", str(out), "--model", str(tiny_config), "--pretrained", "none",
+                                 "--no-progress", "--workers", "0", "--short-side", "32", "--templates", "simple",
+                                 "--classes", "cat,dog"])
+    assert result.exit_code == 0, result.output
+    report = tmp_path / "self.json"
+    result = runner.invoke(app, ["eval", "--pred-dir", str(out), "--gt-dir", str(out / "labels"), "--json", str(report), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(report.read_text())
+    assert doc["images"] == 2 and doc["aAcc"] == 100.0
+    assert [c["name"] for c in doc["per_class"]] == ["cat", "dog"]
+
+
+def test_trained_segmenter_option(tmp_path, voc_root, monkeypatch):
+    """--segmenter evaluates a loaded Segmenter (here a tiny MaskCLIP standing in for a checkpoint)."""
+    from conftest import make_tiny_clip
+    from maskclip_cli.training import trained_segmenter
+    from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
+
+    from maskclip_cli.evaluation.datasets import class_names, get_spec
+
+    names = class_names(get_spec("voc"))
+    (tmp_path / "ckpt.pt").write_bytes(b"stand-in")
+    loaded = []
+    monkeypatch.setattr(trained_segmenter, "load_segmenter", lambda path, device: loaded.append(path) or MaskCLIP(
+        make_tiny_clip(), names, MaskCLIPConfig(templates="simple", short_side=32)))
+    report = tmp_path / "seg.json"
+    result = runner.invoke(app, ["eval", "--dataset", "voc", "--data-root", str(voc_root), "--segmenter", str(tmp_path / "ckpt.pt"),
+                                 "--device", "cpu", "--json", str(report), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert loaded == [tmp_path / "ckpt.pt"]
+    doc = json.loads(report.read_text())
+    assert doc["images"] == 2 and doc["settings"]["segmenter"]["classes"] == names
+
+    monkeypatch.setattr(trained_segmenter, "load_segmenter", lambda path, device: MaskCLIP(
+        make_tiny_clip(), names[:3], MaskCLIPConfig(templates="simple", short_side=32)))
+    result = runner.invoke(app, ["eval", "--dataset", "voc", "--data-root", str(voc_root), "--segmenter", str(tmp_path / "ckpt.pt"),
+                                 "--no-progress"])
+    assert result.exit_code == 2 and "other classes" in result.output
+    result = runner.invoke(app, ["eval", "--dataset", "voc", "--data-root", str(voc_root), "--segmenter", "missing.pt", "--no-progress"])
+    assert result.exit_code == 2 and "not found" in result.output
+
+
+def test_label_folder_classes_json_found_from_labels_dir(folders):
+    out, gt, _ = folders
+    result = runner.invoke(app, ["eval", "--pred-dir", str(out / "labels"), "--gt-dir", str(gt), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    (out / "classes.json").unlink()
+    result = runner.invoke(app, ["eval", "--pred-dir", str(out / "labels"), "--gt-dir", str(gt), "--no-progress"])
+    assert result.exit_code == 2 and "--classes-file" in result.output
+
+
+def test_bg_threshold_needs_a_background_class(voc_root, tiny_config):
+    result = runner.invoke(app, ["eval", "--dataset", "voc", "--data-root", str(voc_root), "--bg-threshold", "0.2",
+                                 "--model", str(tiny_config), "--pretrained", "none", "--no-progress"])
+    assert result.exit_code == 2 and "background class" in result.output
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_bad_dataset_image_is_one_clear_error(tmp_path, tiny_config, voc_root, workers):
+    """A corrupt image, or one whose size differs from its label map, stops eval with one line
+    (also when it was read in a DataLoader worker)."""
+    (voc_root / "JPEGImages/2007_000033.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    args = ["eval", "--model", str(tiny_config), "--pretrained", "none", "--device", "cpu", "--no-progress",
+            "--dataset", "voc", "--data-root", str(voc_root), "--short-side", "48", "--templates", "simple", "--workers", workers]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "Cannot read image" in result.output and "2007_000033.jpg" in result.output
+    assert "Traceback" not in result.output
+    Image.new("RGB", (10, 10)).save(voc_root / "JPEGImages/2007_000033.jpg")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "label map" in result.output

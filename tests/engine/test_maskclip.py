@@ -1,0 +1,159 @@
+"""The MaskCLIP segmenter end to end on tiny models: classes, background, refinement order, labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_tiny_clip
+from PIL import Image
+
+from maskclip_cli.errors import MaskCLIPError
+from maskclip_cli.engine.maskclip import BACKGROUND, MaskCLIP, MaskCLIPConfig, reduce_groups, validate_classes
+from maskclip_cli.clip.preprocess import snapped_size
+from maskclip_cli.engine.prompt_denoising import SOFTMAX_SCALE, prompt_denoise
+from maskclip_cli.clip.templates import get_templates
+from maskclip_cli.clip.text_embeddings import encode_classes
+
+CLASSES = ["cat", "dog", "tree", "car"]
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+def random_image(width: int, height: int, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+# -- classes ----------------------------------------------------------------------------------------
+
+
+def test_validate_classes_strips_and_rejects_empty_and_duplicates():
+    """Names are stripped; an empty list (or only blanks) and duplicates (also after stripping) fail."""
+    assert validate_classes([" cat", "dog ", ""]) == ["cat", "dog"]
+    for bad in ([], ["", "  "]):
+        with pytest.raises(MaskCLIPError, match="No classes"):
+            validate_classes(bad)
+    with pytest.raises(MaskCLIPError, match="Duplicate class names: cat"):
+        validate_classes(["cat", "dog", " cat"])
+
+
+def test_segmenter_refuses_bad_classes():
+    """MaskCLIP itself validates its classes, and reserves "background" when --background is used."""
+    clip = make_tiny_clip("vit")
+    with pytest.raises(MaskCLIPError):
+        MaskCLIP(clip, [], MaskCLIPConfig(templates="simple"))
+    with pytest.raises(MaskCLIPError, match="reserved"):
+        MaskCLIP(clip, [BACKGROUND, "cat"], MaskCLIPConfig(templates="simple", background=["sky"]))
+
+
+def test_reduce_groups_takes_the_max_per_group():
+    """(B, R, h, w) prompt scores -> per-class max over that class's prompts; identity without groups."""
+    scores = torch.randn(2, 5, 3, 4)
+    groups = torch.tensor([0, 0, 0, 1, 2])
+    out = reduce_groups(scores, groups, 3)
+    assert torch.equal(out[:, 0], scores[:, :3].amax(dim=1))
+    assert torch.equal(out[:, 1:], scores[:, 3:])
+    assert reduce_groups(scores, torch.arange(5), 5) is scores
+
+
+def test_merged_background_is_label_0_and_max_over_its_words():
+    """--background words become one class with id 0 whose logit is the max of the words' cosines;
+    a location whose best word is a background word is labelled 0."""
+    clip = make_tiny_clip("vit")
+    words = ["sky", "wall", "floor"]
+    seg = MaskCLIP(clip, ["cat", "dog"], MaskCLIPConfig(templates="simple", background=words,
+                                                        key_smoothing=False, prompt_denoising=False))
+    assert seg.class_names == [BACKGROUND, "cat", "dog"]
+    text = encode_classes(clip, words + ["cat", "dog"], get_templates("simple"))
+    assert rel_err(seg.text, text) < 1e-6
+    torch.manual_seed(0)
+    feats = F.normalize(torch.randn(1, 32, 6, 7), dim=1)
+    per_word = torch.einsum("bdhw,rd->brhw", feats, text)
+    logits = seg.class_logits(feats)
+    assert logits.shape == (1, 3, 6, 7)
+    assert torch.allclose(logits[:, 0], per_word[:, :3].amax(dim=1), atol=1e-6)
+    assert torch.allclose(logits[:, 1:], per_word[:, 3:], atol=1e-6)
+    labels = seg.refine(feats, torch.randn(1, 48, 6, 7)).argmax(dim=1)
+    is_bg = per_word.argmax(dim=1) < 3
+    assert is_bg.any() and (~is_bg).any()
+    assert torch.equal(labels == 0, is_bg)
+
+
+def test_no_background_by_default():
+    """Without --background the classes are exactly the user's, ids from 0."""
+    seg = MaskCLIP(make_tiny_clip("vit"), CLASSES, MaskCLIPConfig(templates="simple"))
+    assert seg.class_names == CLASSES and seg.text.shape == (4, 32)
+
+
+# -- refinement order -------------------------------------------------------------------------------
+
+
+def test_plain_scores_are_softmax_of_100_times_cosine():
+    """With KS and PD off: probabilities = softmax(100 * cos(dense feature, class text))."""
+    clip = make_tiny_clip("vit")
+    seg = MaskCLIP(clip, CLASSES, MaskCLIPConfig(templates="simple", key_smoothing=False, prompt_denoising=False))
+    images = torch.randn(1, 3, 32, 40)
+    feats, keys = seg.encode(images)
+    assert torch.allclose(feats.norm(dim=1), torch.ones(1, 4, 5), atol=1e-5)
+    cos = F.cosine_similarity(feats[:, None], seg.text[None, :, :, None, None], dim=2)
+    assert rel_err(seg.scores(images), (SOFTMAX_SCALE * cos).softmax(dim=1)) < 1e-5
+
+
+def test_denoising_comes_before_smoothing():
+    """With identity key similarity, KS+PD = softmax(100 * prompt_denoise(logits)): PD acts on the
+    logits first and KS (a no-op here) on the result."""
+    clip = make_tiny_clip("vit")
+    seg = MaskCLIP(clip, CLASSES, MaskCLIPConfig(templates="simple", denoise_threshold=0.4))
+    torch.manual_seed(1)
+    # mostly "cat" and "dog" directions, so the other classes stay below the threshold and are removed
+    mix = torch.rand(1, 1, 3, 4)
+    feats = mix * seg.text[0, :, None, None] + (1 - mix) * seg.text[1, :, None, None]
+    feats = F.normalize(feats + 0.05 * torch.randn(1, 32, 3, 4), dim=1)
+    keys = torch.eye(48)[:12].T.reshape(1, 48, 3, 4)
+    logits = seg.class_logits(feats)
+    denoised = prompt_denoise(logits, 0.4)
+    assert not torch.equal(denoised, logits)  # denoising does something here
+    want = (SOFTMAX_SCALE * denoised).softmax(dim=1)
+    assert rel_err(seg.refine(feats, keys), want) < 1e-5
+
+
+# -- labelling PIL images ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind,cfg", [("resnet", {}), ("vit", {"short_side": 64}), ("vit", {"short_side": 64, "window": 32, "stride": 16})])
+def test_label_image_odd_size(kind, cfg):
+    """An odd-sized PIL image gives labels/confidence at the original size, ids within the class
+    range, confidence in [0, 1], and per-class probabilities at feature resolution summing to 1.
+    (The ResNet case runs at the default 512 short side.)"""
+    seg = MaskCLIP(make_tiny_clip(kind), CLASSES, MaskCLIPConfig(templates="simple", **cfg))
+    image = random_image(37, 23)
+    pred = seg.label_image(image)
+    assert pred.labels.shape == (23, 37) and pred.confidence.shape == (23, 37)
+    assert pred.labels.dtype == np.int64 and pred.confidence.dtype == np.float32
+    assert pred.labels.min() >= 0 and pred.labels.max() < len(CLASSES)
+    assert pred.confidence.min() >= 0 and pred.confidence.max() <= 1
+    w, h = snapped_size(37, 23, seg.config.short_side, seg.patch)
+    assert pred.scores.shape == (len(CLASSES), h // seg.patch, w // seg.patch)
+    assert torch.allclose(pred.scores.sum(dim=0), torch.ones(pred.scores.shape[1:]), atol=1e-4)
+
+
+def test_label_image_labels_are_argmax_of_upsampled_scores():
+    """Labels and confidence are the arg-max and max of the probabilities upsampled bilinearly."""
+    seg = MaskCLIP(make_tiny_clip("vit"), CLASSES, MaskCLIPConfig(templates="simple", short_side=48))
+    pred = seg.label_image(random_image(50, 31, seed=4))
+    up = F.interpolate(pred.scores[None], size=(31, 50), mode="bilinear", align_corners=False)[0]
+    assert np.array_equal(pred.labels, up.argmax(dim=0).numpy())
+    assert np.allclose(pred.confidence, up.amax(dim=0).numpy(), atol=1e-6)
+
+
+def test_snapped_size_is_a_stride_multiple_near_the_short_side():
+    """Model input sizes are multiples of the stride with the short side near the request."""
+    for width, height in [(37, 23), (640, 480), (333, 1000)]:
+        w, h = snapped_size(width, height, 512, 16)
+        assert w % 16 == 0 and h % 16 == 0
+        assert abs(min(w, h) - 512) <= 8
+        assert abs(w / h - width / height) < 0.05 * width / height

@@ -1,0 +1,51 @@
+"""The paper and sclip protocols: per-dataset settings, user overrides and the rescale rule."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from maskclip_cli.errors import MaskCLIPError
+from maskclip_cli.engine.maskclip import MaskCLIP
+from maskclip_cli.evaluation.protocols import RescaledMaskCLIP, eval_config, fit_scale, protocol_segmenter, protocol_settings
+
+
+def test_rescale_rule_matches_mmsegmentation_resize():
+    assert fit_scale(500, 375, 520, 520) == pytest.approx(520 / 500)  # Context: fit the 520x520 box
+    assert fit_scale(640, 480, 2048, 512) == pytest.approx(512 / 480)  # short side 512
+    assert fit_scale(4000, 500, 2048, 512) == pytest.approx(2048 / 4000)  # very wide: long side capped
+
+
+def test_protocol_settings_per_dataset():
+    paper = protocol_settings("paper", "pascal-context")
+    assert (paper.max_long, paper.max_short, paper.templates, paper.window) == (520, 520, "vild", None)
+    assert protocol_settings("paper", "coco-stuff").max_short == 512
+    sclip = protocol_settings("sclip", "voc-bg")
+    assert (sclip.max_short, sclip.templates, sclip.window, sclip.stride, sclip.bg_threshold) == (336, "imagenet", 224, 112, 0.1)
+    assert "sky" in sclip.background
+    assert protocol_settings("sclip", "voc").bg_threshold == 0.0 and protocol_settings("sclip", "voc").background == ()
+    assert protocol_settings("sclip", "coco-stuff").max_short == 448
+    with pytest.raises(MaskCLIPError, match="Unknown protocol"):
+        protocol_settings("fast", "voc")
+
+
+def test_user_overrides_beat_the_protocol():
+    ps = protocol_settings("sclip", "pascal-context")
+    cfg = eval_config(ps, key_smoothing=False)
+    assert (cfg.templates, cfg.window, cfg.stride, cfg.short_side, cfg.key_smoothing) == ("imagenet", 224, 112, 336, False)
+    cfg = eval_config(ps, templates="simple", window=0, short_side=200)
+    assert (cfg.templates, cfg.window, cfg.stride, cfg.short_side) == ("simple", None, None, 200)
+    with pytest.raises(MaskCLIPError, match="background class"):
+        eval_config(ps, background=["sky"])
+
+
+def test_rescaled_maskclip_input_size(tiny_vit):
+    mc = MaskCLIP(tiny_vit, ["cat", "dog"])
+    seg = protocol_segmenter(mc, protocol_settings("paper", "pascal-context"), short_side=None)
+    assert isinstance(seg, RescaledMaskCLIP)
+    x = seg.prepare(Image.new("RGB", (500, 375)))
+    assert x.shape[1:] == (392, 520)  # long side 520, short 390 snapped to the stride 8
+    assert seg.settings()["max_long_side"] == 520 and seg.settings()["short_side"] is None
+    assert protocol_segmenter(mc, protocol_settings("paper", "pascal-context"), short_side=64) is mc
+    pred = seg.label_image(Image.new("RGB", (40, 30)))
+    assert pred.labels.shape == (30, 40)
