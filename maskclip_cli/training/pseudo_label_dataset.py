@@ -115,16 +115,21 @@ class PseudoLabelDataset(Dataset):
             image = TF.pil_to_tensor(im.convert("RGB"))
         size = (image.shape[2], image.shape[1])
         pseudo = read_map(s.label, size)
+        self._check_ids(pseudo, s.label)
         if s.confidence is not None and self.min_confidence > 0:
             pseudo[read_map(s.confidence, size) < round(self.min_confidence * 255)] = IGNORE_INDEX
         gt = torch.full_like(pseudo, IGNORE_INDEX)
         if s.gt is not None:
             gt = read_map(s.gt, size)
-            bad = (gt >= self.n_classes) & (gt != IGNORE_INDEX)
-            if bad.any():
-                raise MaskCLIPError(f"{s.gt} holds class id {int(gt[bad].max())}, beyond the {self.n_classes} classes of classes.json.")
+            self._check_ids(gt, s.gt)
             gt = mask_unseen(gt, self.unseen)
         return image, pseudo, gt
+
+    def _check_ids(self, values: torch.Tensor, path: Path) -> None:
+        """Pseudo labels and ground truth alike: every value a class id of classes.json or ignore."""
+        bad = (values >= self.n_classes) & (values != IGNORE_INDEX)
+        if bad.any():
+            raise MaskCLIPError(f"{path} holds class id {int(values[bad].max())}, beyond the {self.n_classes} classes of classes.json.")
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
         """The augmented sample, or ``{"error": message}`` for a bad file: raised in a loader worker,

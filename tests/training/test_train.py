@@ -226,3 +226,14 @@ def test_resume_drops_a_half_written_metrics_line(tmp_path):
     path.write_text('{"iter": 10, "loss": 1.0}\n{"iter": 20, "loss": 0.5}\n{"iter": 30, "lo')
     _trim_metrics(path, 20)
     assert [json.loads(ln)["iter"] for ln in path.read_text().splitlines()] == [10, 20]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_pseudo_label_beyond_the_classes_is_one_clear_error(tmp_path, text, workers):
+    """A pseudo label id >= the class count names its file instead of an IndexError in the loss."""
+    images, labels = make_dataset(tmp_path, n=2)
+    bad = labels / "labels" / "img0.png"
+    write_label_png(bad, np.full((48, 64), 77, np.uint8), palette(78))
+    with pytest.raises(MaskCLIPError, match="holds class id 77") as err:
+        train(config(images, labels, tmp_path / "run", iters=2, workers=workers), text)
+    assert str(bad) in str(err.value) and "\n" not in str(err.value)
