@@ -9,7 +9,8 @@ import typer
 
 from ..errors import MaskCLIPError
 from ..labelling.label_job import LabelOptions, label_folder
-from ..engine.maskclip import MaskCLIPConfig
+from ..engine.maskclip import MaskCLIPConfig, validate_classes
+from ..formats.label_files import check_class_count
 from .app import app
 from .common import (
     load_trained,
@@ -64,6 +65,8 @@ def label(
         options = LabelOptions(min_confidence=min_confidence, confidence_format=confidence_format,
                                batch_size=batch_size, workers=workers, writers=writers, overwrite=overwrite)
         names = read_classes(classes, classes_file) + extra_class_names(ctx, classes)
+        if segmenter_path is None:  # refused before any model or text embedding is loaded
+            check_class_count(len(validate_classes(names)) + any(w.strip() for w in config.background))
         if segmenter_path is not None:
             segmenter = load_trained(segmenter_path, names, device)
         else:

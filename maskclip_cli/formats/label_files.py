@@ -21,6 +21,12 @@ IGNORE_INDEX = 255
 CLASSES_FILE = "classes.json"
 
 
+def check_class_count(n: int) -> None:
+    """Label maps are 8-bit PNGs with 255 marking ignore, so at most 255 classes (ids 0..254) fit."""
+    if n > IGNORE_INDEX:
+        raise MaskCLIPError(f"{n} classes given; at most {IGNORE_INDEX} fit an 8-bit label map (255 marks ignore).")
+
+
 def palette(n: int) -> list[list[int]]:
     """The PASCAL VOC colour map (bits of the class id spread over R, G, B): distinct, standard."""
     colours = []

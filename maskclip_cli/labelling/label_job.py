@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import MaskCLIPError
 from ..hooks import SILENT, ProgressHook
 from ..formats.image_files import find_images, output_stems
-from ..formats.label_files import CLASSES_FILE, IGNORE_INDEX, classes_document, palette, write_confidence, write_json, write_label_png
+from ..formats.label_files import CLASSES_FILE, IGNORE_INDEX, check_class_count, classes_document, palette, write_confidence, write_json, write_label_png
 from ..formats.manifest import Manifest, settings_hash
 from ..engine.segmenter import Prediction, Segmenter
 
@@ -170,8 +170,7 @@ def label_folder(
 ) -> LabelSummary:
     """Label every image under ``input_dir`` into ``out_dir`` and return a summary."""
     options = options or LabelOptions()
-    if len(segmenter.class_names) > IGNORE_INDEX:
-        raise MaskCLIPError(f"At most {IGNORE_INDEX} classes fit an 8-bit label map (255 marks ignore).")
+    check_class_count(len(segmenter.class_names))
     own = _own_outputs(input_dir, out_dir)
     paths = [p for p in find_images(input_dir) if not any(p.is_relative_to(o) for o in own)]
     if not paths:

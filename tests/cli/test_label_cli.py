@@ -246,3 +246,18 @@ def test_bad_confidence_format_refused_before_model_load(images, tmp_path):
     result = runner.invoke(app, ["label", str(images), "--classes", "cat", "--out", str(tmp_path / "o"), "--model", "RN50",
                                  "--confidence-format", "tiff", "--no-progress"])
     assert result.exit_code == 2 and "--confidence-format must be png or npy" in result.output
+
+
+@pytest.mark.parametrize("background", [[], ["--background", "sky"]])
+def test_too_many_classes_refused_before_model_load(images, tmp_path, monkeypatch, background):
+    """256 classes (or 255 plus the merged background) do not fit an 8-bit label map: one line, exit 2,
+    before any weights are loaded or any text is embedded."""
+    import maskclip_cli.cli.common as common
+
+    monkeypatch.setattr(common, "load_clip", lambda *a, **k: pytest.fail("the model was loaded"))
+    names = [f"class{i}" for i in range(256 - len(background) // 2)]
+    result = runner.invoke(app, ["label", str(images), "--classes", ",".join(names), *background,
+                                 "--out", str(tmp_path / "o"), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert "256 classes given; at most 255" in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
