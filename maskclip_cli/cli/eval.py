@@ -55,6 +55,7 @@ def eval_command(
     gt_dir: Annotated[Optional[Path], typer.Option(help="Folder of ground-truth PNG label maps, paired with --pred-dir files by relative path.")] = None,
     classes_file: Annotated[Optional[Path], typer.Option(help="Class names for --pred-dir: classes.json of `maskclip label`, a JSON list, or one name per line; default: classes.json in PRED_DIR or its parent.")] = None,
     ignore_index: Annotated[int, typer.Option(help="Ground-truth value that is not scored (--pred-dir mode).")] = 255,
+    skip_missing: Annotated[bool, typer.Option(help="--pred-dir mode: leave out ground-truth maps without a prediction instead of scoring them as all wrong.")] = False,
     segmenter_path: Annotated[Optional[Path], typer.Option("--segmenter", help="Evaluate a trained MaskCLIP+ checkpoint (from `maskclip train`) instead of MaskCLIP.")] = None,
     model: Model = "ViT-B-16",
     pretrained: Pretrained = "openai",
@@ -92,9 +93,9 @@ def eval_command(
                 raise MaskCLIPError("--pred-dir needs --gt-dir.")
             labels_dir, classes_file = prediction_layout(pred_dir, classes_file)
             names = read_class_names(classes_file)
-            result = score_folders(labels_dir, gt_dir, names, ignore_index, limit, hook)
+            result = score_folders(labels_dir, gt_dir, names, ignore_index, limit, hook, skip_missing)
             settings = {"mode": "folders", "pred_dir": str(labels_dir), "gt_dir": str(gt_dir), "classes_file": str(classes_file),
-                        "class_names": names, "ignore_index": ignore_index}
+                        "class_names": names, "ignore_index": ignore_index, "skip_missing": skip_missing}
             title = f"{labels_dir} vs {gt_dir}"
         else:
             if data_root is None:

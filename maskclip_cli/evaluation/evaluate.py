@@ -135,39 +135,45 @@ def score_folders(
     ignore_index: int = IGNORE_INDEX,
     limit: int | None = None,
     hook: ProgressHook = SILENT,
+    skip_missing: bool = False,
 ) -> EvalResult:
     """Score the PNG label maps in ``pred_dir`` against those in ``gt_dir``, paired by relative path.
 
     Values are class ids. Ground-truth pixels equal to ``ignore_index`` are not scored; predicted
-    values that are not class ids (e.g. 255 for "not sure") count as errors. Unpaired files are
-    listed in the result (and warned about) and otherwise skipped; no model is loaded.
+    values that are not class ids (e.g. 255 for "not sure") count as errors. A ground-truth map
+    without a prediction counts as all wrong (every scored pixel an error), so a labeller that
+    failed on some images does not score higher for it; with ``skip_missing`` it is left out.
+    ``limit`` takes the first ground-truth maps. Unpaired files are listed in the result and warned
+    about; no model is loaded.
     """
     for d, what in ((pred_dir, "Prediction"), (gt_dir, "Ground-truth")):
         if not d.is_dir():
             raise MaskCLIPError(f"{what} folder not found: {d}")
     preds, gts = _pngs(pred_dir), _pngs(gt_dir)
-    keys = sorted(preds.keys() & gts.keys())
     missing, extra = sorted(gts.keys() - preds.keys()), sorted(preds.keys() - gts.keys())
-    if not keys:
+    if not preds.keys() & gts.keys():
         raise MaskCLIPError(
             f"No label map in {pred_dir} has a ground-truth map at the same relative path in {gt_dir} "
             f"({len(preds)} and {len(gts)} PNG files)."
         )
     if missing:
-        hook.warn(f"{len(missing)} ground-truth map(s) without a prediction, not scored, e.g. {missing[0]}.png")
+        how = "not scored" if skip_missing else "scored as all wrong (--skip-missing leaves them out)"
+        hook.warn(f"{len(missing)} ground-truth map(s) without a prediction, {how}, e.g. {missing[0]}.png")
     if extra:
         hook.warn(f"{len(extra)} prediction(s) without ground truth, not scored, e.g. {extra[0]}.png")
+    keys = sorted(k for k in gts if k in preds or not skip_missing)
     keys = keys[:limit] if limit is not None else keys
     cm = ConfusionMatrix(len(class_names), ignore_index)
     hook.start(len(keys), "scoring")
     start = time.perf_counter()
     try:
         for key in keys:
-            pred, gt = read_label_png(preds[key]), read_label_png(gts[key])
+            gt = read_label_png(gts[key])
+            pred = read_label_png(preds[key]) if key in preds else np.full(gt.shape, -1)  # -1: never a class id
             try:
                 cm.update(pred, gt)
             except MaskCLIPError as exc:
-                raise MaskCLIPError(f"{preds[key]} vs {gts[key]}: {exc}") from exc
+                raise MaskCLIPError(f"{preds.get(key, 'missing prediction')} vs {gts[key]}: {exc}") from exc
             _advance(hook, cm)
     finally:
         hook.finish()
@@ -176,13 +182,29 @@ def score_folders(
 
 def prediction_layout(pred_dir: Path, classes_file: Path | None) -> tuple[Path, Path]:
     """(label-map folder, classes file) of a prediction folder: ``maskclip label``'s output folder
-    (``labels/`` + ``classes.json``) or its ``labels/`` folder work as they are."""
+    (``labels/`` + ``classes.json``) or its ``labels/`` folder work as they are.
+
+    A ``classes_file`` given next to the folder's own classes.json must name the same classes in the
+    same order: the folder's file defines what its label ids mean, and a reordered list would
+    silently score each class under another's name (no remapping by name is attempted).
+    """
+    if not pred_dir.is_dir():
+        raise MaskCLIPError(f"Prediction folder not found: {pred_dir}")
     labels_dir = pred_dir / "labels" if (pred_dir / "labels").is_dir() else pred_dir
+    own = next((d / CLASSES_FILE for d in (pred_dir, pred_dir.parent) if (d / CLASSES_FILE).is_file()), None)
     if classes_file is None:
-        found = [d / CLASSES_FILE for d in (pred_dir, pred_dir.parent) if (d / CLASSES_FILE).is_file()]
-        if not found:
+        if own is None:
             raise MaskCLIPError(f"No classes.json in {pred_dir} or its parent; pass --classes-file.")
-        classes_file = found[0]
+        return labels_dir, own
+    if own is not None and own.resolve() != classes_file.resolve():
+        theirs, given = read_class_names(own), read_class_names(classes_file)
+        if theirs != given:
+            first = next((i for i, (a, b) in enumerate(zip(theirs, given)) if a != b), min(len(theirs), len(given)))
+            raise MaskCLIPError(
+                f"--classes-file {classes_file} disagrees with {own}, which gives the predictions' label ids "
+                f"({len(given)} vs {len(theirs)} classes; first difference at id {first}); drop --classes-file "
+                "or pass one with the same names in the same order."
+            )
     return labels_dir, classes_file
 
 

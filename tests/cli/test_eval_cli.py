@@ -59,7 +59,7 @@ def expected_scores(maps, keys):
 def test_pred_dir_end_to_end(folders, tmp_path):
     out, gt, maps = folders
     report = tmp_path / "report.json"
-    result = runner.invoke(app, ["eval", "--pred-dir", str(out), "--gt-dir", str(gt), "--json", str(report), "--no-progress"])
+    result = runner.invoke(app, ["eval", "--pred-dir", str(out), "--gt-dir", str(gt), "--json", str(report), "--skip-missing", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "mIoU" in result.output and "tree" in result.output
     doc = json.loads(report.read_text())
@@ -270,3 +270,41 @@ def test_bad_dataset_image_is_one_clear_error(tmp_path, tiny_config, voc_root, w
     Image.new("RGB", (10, 10)).save(voc_root / "JPEGImages/2007_000033.jpg")
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "label map" in result.output
+
+
+def test_missing_predictions_count_as_all_wrong(folders, tmp_path):
+    """By default a ground-truth map without a prediction scores every pixel as an error, so a labeller
+    that failed on an image cannot score higher for it; --skip-missing (above) leaves it out."""
+    out, gt, maps = folders
+    report = tmp_path / "report.json"
+    result = runner.invoke(app, ["eval", "--pred-dir", str(out), "--gt-dir", str(gt), "--json", str(report), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "scored as all wrong" in " ".join(result.output.split())
+    maps = {**maps, "only_gt": (np.full((4, 4), 255), np.zeros((4, 4), np.int64))}
+    want = expected_scores(maps, ["a", "nested/b", "nested/c", "only_gt"])
+    doc = json.loads(report.read_text())
+    assert doc["images"] == 4 and doc["settings"]["skip_missing"] is False
+    assert doc["mIoU"] == pytest.approx(want.miou * 100, abs=1e-3) and doc["aAcc"] == pytest.approx(want.aacc * 100, abs=1e-3)
+    assert doc["per_class"][0]["gt_pixels"] == int(want.gt_pixels[0])
+    assert doc["aAcc"] < expected_scores(maps, ["a", "nested/b", "nested/c"]).aacc * 100
+
+
+def test_reordered_classes_file_is_refused(folders, tmp_path):
+    """The prediction folder's classes.json says what its ids mean: a --classes-file listing the same
+    names in another order would rename every per-class row, so it is an error."""
+    out, gt, _ = folders
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(["dog", "cat", "tree"]) + "\n")
+    result = runner.invoke(app, ["eval", "--pred-dir", str(out), "--gt-dir", str(gt), "--classes-file", str(names), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    flat = " ".join(result.output.split())
+    assert "disagrees with" in flat and "first difference at id 0" in flat and "Traceback" not in result.output
+    names.write_text("\n".join(CLASSES) + "\n")  # the same order is fine
+    result = runner.invoke(app, ["eval", "--pred-dir", str(out), "--gt-dir", str(gt), "--classes-file", str(names), "--no-progress"])
+    assert result.exit_code == 0, result.output
+
+
+def test_missing_pred_dir_says_so(tmp_path):
+    (tmp_path / "gt").mkdir()
+    result = runner.invoke(app, ["eval", "--pred-dir", str(tmp_path / "nope"), "--gt-dir", str(tmp_path / "gt"), "--no-progress"])
+    assert result.exit_code == 2 and "Prediction folder not found" in result.output and "classes.json" not in result.output
