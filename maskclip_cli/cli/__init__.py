@@ -4,6 +4,7 @@ from . import label  # noqa: F401  (each import registers a command)
 from . import eval  # noqa: F401
 from . import train  # noqa: F401
 from . import demo  # noqa: F401
+from . import overlay  # noqa: F401
 from .app import app
 
 

@@ -46,6 +46,7 @@ def label(
     workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes for reading and resizing images.")] = 2,
     writers: Annotated[int, typer.Option(help="Threads writing PNG outputs.")] = 4,
     overwrite: Annotated[bool, typer.Option(help="Relabel every image, even those already done with the same settings.")] = False,
+    overlays: Annotated[bool, typer.Option(help="Also write overlays/<path>.jpg: the photo blended with the class colours, with a legend.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Label every image with MaskCLIP (dense CLIP features + text embeddings, key smoothing, prompt denoising).
@@ -63,7 +64,8 @@ def label(
         if not input_dir.is_dir():  # checked before the (slow) model load
             raise MaskCLIPError(f"Input folder not found: {input_dir}")
         options = LabelOptions(min_confidence=min_confidence, confidence_format=confidence_format,
-                               batch_size=batch_size, workers=workers, writers=writers, overwrite=overwrite)
+                               batch_size=batch_size, workers=workers, writers=writers, overwrite=overwrite,
+                               overlays=overlays)
         names = read_classes(classes, classes_file) + extra_class_names(ctx, classes)
         if segmenter_path is None:  # refused before any model or text embedding is loaded
             check_class_count(len(validate_classes(names)) + any(w.strip() for w in config.background))

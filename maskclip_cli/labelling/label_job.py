@@ -27,6 +27,8 @@ from ..formats.image_files import find_images, output_stems
 from ..formats.label_files import CLASSES_FILE, IGNORE_INDEX, check_class_count, classes_document, palette, write_confidence, write_json, write_label_png
 from ..formats.manifest import Manifest, settings_hash
 from ..engine.segmenter import Prediction, Segmenter
+from ..formats._label_dir import overlay_path
+from ..review.overlay import write_overlay, write_overlays
 
 MANIFEST_FILE = "manifest.jsonl"
 
@@ -41,6 +43,7 @@ class LabelOptions:
     workers: int = 2
     writers: int = 4
     overwrite: bool = False
+    overlays: bool = False  # also write overlays/<path>.jpg (photo blended with the label colours)
 
     def __post_init__(self) -> None:  # checked on construction, before any model is loaded
         if self.confidence_format not in ("png", "npy"):
@@ -84,7 +87,7 @@ def _own_outputs(input_dir: Path, out_dir: Path) -> list[PurePosixPath]:
     """The output's labels/ and confidence/ folders as paths relative to ``input_dir``, where the
     output folder lies inside it: their PNGs are this job's results, not images to label."""
     inside = []
-    for sub in ("labels", "confidence"):
+    for sub in ("labels", "confidence", "overlays"):
         try:
             inside.append(PurePosixPath((out_dir / sub).resolve().relative_to(input_dir.resolve()).as_posix()))
         except ValueError:
@@ -123,7 +126,9 @@ def _check_same_settings(out_dir: Path, document: dict) -> None:
 class _Writer:
     """Writes one image's files in a thread pool and records it in the manifest when done."""
 
-    def __init__(self, out_dir: Path, options: LabelOptions, class_names: list[str], manifest: Manifest, tag: str):
+    def __init__(self, out_dir: Path, options: LabelOptions, class_names: list[str], manifest: Manifest, tag: str,
+                 input_dir: Path):
+        self.input_dir = input_dir
         self.out_dir, self.options, self.class_names, self.manifest, self.tag = out_dir, options, class_names, manifest, tag
         self.colours = palette(len(class_names))
         self.pool = ThreadPoolExecutor(max_workers=max(1, options.writers))
@@ -146,6 +151,8 @@ class _Writer:
         label_path, conf_path = self.paths(stem)
         write_label_png(label_path, labels, self.colours)
         write_confidence(conf_path, pred.confidence)
+        if self.options.overlays:
+            write_overlay(overlay_path(self.out_dir, stem), self.input_dir / rel, labels, self.colours, self.class_names)
         present = np.unique(labels)
         self.manifest.add({
             "source": str(rel), "label": str(label_path.relative_to(self.out_dir)),
@@ -186,7 +193,7 @@ def label_folder(
     stems = output_stems(paths)
     todo = [p for p in paths if options.overwrite or not _is_done(manifest.entries.get(str(p)), out_dir, tag)]
     summary = LabelSummary(total=len(paths), skipped=len(paths) - len(todo))
-    writer = _Writer(out_dir, options, segmenter.class_names, manifest, tag)
+    writer = _Writer(out_dir, options, segmenter.class_names, manifest, tag, input_dir)
     loader = DataLoader(
         _ImageFolder(input_dir, todo, segmenter.prepare), batch_size=max(1, options.batch_size),
         num_workers=options.workers, collate_fn=list, pin_memory=segmenter.device.type == "cuda",
@@ -218,4 +225,6 @@ def label_folder(
         writer.close()
         summary.seconds = time.perf_counter() - start
         manifest.close()
+    if options.overlays:  # images labelled by an earlier run without --overlays
+        write_overlays(out_dir, input_dir, missing_only=True)
     return summary
