@@ -5,6 +5,7 @@ from . import eval  # noqa: F401
 from . import train  # noqa: F401
 from . import demo  # noqa: F401
 from . import overlay  # noqa: F401
+from . import export  # noqa: F401
 from .app import app
 
 

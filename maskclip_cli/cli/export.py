@@ -1,0 +1,43 @@
+"""`maskclip export`: a label folder -> COCO, Ultralytics YOLO segmentation or CVAT mask files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..export import FORMATS, ExportOptions, export_folder
+from .app import app
+from .common import RichHook, console, user_errors
+
+
+@app.command("export")
+def export(
+    label_dir: Annotated[Path, typer.Argument(help="Output folder of `maskclip label` (holds classes.json, manifest.jsonl, labels/).")],
+    format: Annotated[str, typer.Option("--format", "-f", help=f"{' | '.join(FORMATS)}: COCO JSON (COCO-Stuff style RLE), Ultralytics YOLO segmentation, CVAT Segmentation mask 1.1.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the export into (must be empty unless --overwrite).")],
+    images: Annotated[Optional[Path], typer.Option("--images", "-i", help="The folder of photos that was labelled: copied (hard-linked when possible) into the export. Required by yolo-seg.")] = None,
+    instances: Annotated[bool, typer.Option(help="coco: one annotation per connected component of a class instead of one per class and image.")] = False,
+    min_area: Annotated[int, typer.Option(help="yolo-seg: drop components and fill holes smaller than this many pixels.")] = 0,
+    val_fraction: Annotated[float, typer.Option(help="yolo-seg: share of images in the validation split (per-image hash, deterministic).")] = 0.1,
+    seed: Annotated[int, typer.Option(help="yolo-seg: seed of the train/val split.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier export in --out.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Export pseudo labels for another trainer or labelling tool.
+
+    Images that failed to label or whose files cannot be read are skipped and listed in OUT/failed.jsonl (exit code 1); bad input exits with code 2.
+    """
+    with user_errors():
+        options = ExportOptions(format=format, images=images, overwrite=overwrite, instances=instances,
+                                min_area=min_area, val_fraction=val_fraction, seed=seed)
+        summary = export_folder(label_dir, out, options, RichHook(enabled=progress))
+    console.print(
+        f"{summary.exported} exported, {summary.failed} skipped of {summary.total} images in {summary.seconds:.1f} s "
+        f"({summary.images_per_second:.1f} img/s) -> {out}"
+    )
+    for source, error in summary.failures[:10]:
+        console.print(f"  skipped: {source}: {error}", highlight=False)
+    if summary.failed:
+        raise typer.Exit(1)

@@ -1,0 +1,52 @@
+"""CVAT's "Segmentation mask 1.1" layout (the PASCAL VOC segmentation layout that CVAT, Datumaro
+and many labelling tools import), so pseudo labels can be corrected by hand:
+``SegmentationClass/<stem>.png`` colour masks, ``labelmap.txt`` naming each colour, and
+``ImageSets/Segmentation/default.txt`` listing the images (``JPEGImages/`` with ``--images``).
+
+CVAT reads black (0, 0, 0) as "background"/unlabelled. When class 0 is named background it keeps
+that colour; otherwise a ``background`` entry is added for black and the classes take the next
+colours of the same VOC palette. Ignore pixels become background (unlabelled in CVAT).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from ..formats._label_dir import Entry, LabelDir
+from ..formats.label_files import atomic_write, palette, write_label_png
+from .run import ExportOptions, copy_photo
+
+LABELMAP = "labelmap.txt"
+IMAGE_SET = "ImageSets/Segmentation/default.txt"
+
+
+class CvatMaskWriter:
+    outputs = ("SegmentationClass", "ImageSets", "JPEGImages", LABELMAP)
+    needs_images = False
+
+    def __init__(self, folder: LabelDir, out: Path, options: ExportOptions):
+        self.folder, self.out = folder, out
+        names = folder.class_names
+        self.shift = 0 if names and names[0].lower() == "background" else 1
+        self.names = (["background"] if self.shift else []) + names
+        self.colours = palette(len(self.names))
+        self.lut = np.zeros(256, np.uint8)  # ignore and anything unknown -> background (0)
+        self.lut[: len(names)] = np.arange(len(names)) + self.shift
+        (out / IMAGE_SET).parent.mkdir(parents=True, exist_ok=True)
+        self._image_set = open(out / f"{IMAGE_SET}.part", "w", encoding="utf-8")
+
+    def add(self, entry: Entry, labels: np.ndarray, confidence: np.ndarray | None, photo: Path | None) -> None:
+        write_label_png(self.out / "SegmentationClass" / f"{entry.stem}.png", self.lut[labels], self.colours)
+        if photo is not None:
+            copy_photo(photo, self.out / "JPEGImages" / f"{entry.stem}{PurePosixPath(entry.source).suffix}")
+        self._image_set.write(entry.stem + "\n")
+
+    def close(self) -> None:
+        self._image_set.close()
+        Path(self._image_set.name).replace(self.out / IMAGE_SET)
+        lines = ["# label:color_rgb:parts:actions"]
+        lines += [f"{name}:{','.join(str(v) for v in colour)}::" for name, colour in zip(self.names, self.colours)]
+        text = "\n".join(lines) + "\n"
+        atomic_write(self.out / LABELMAP, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -1,0 +1,140 @@
+"""Running an export: one image at a time from a label folder into a format's writer.
+
+Memory holds one image's maps (plus the manifest's offsets); a failed image (recorded as failed by
+the label job, or whose files cannot be read now) is skipped, listed in the summary and in
+``failed.jsonl``. An output folder that is not empty is refused unless ``overwrite``, and then only
+the paths the format writes are replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import MaskCLIPError
+from ..formats._label_dir import Entry, LabelDir, image_path
+from ..hooks import SILENT, ProgressHook
+
+FAILED_FILE = "failed.jsonl"
+
+
+@dataclass
+class ExportOptions:
+    """What and how to export; the format-specific fields are ignored by the other formats."""
+
+    format: str
+    images: Path | None = None  # the labelled photo folder: copied (hard-linked where possible) into the export
+    overwrite: bool = False
+    instances: bool = False  # coco: one annotation per connected component instead of per class
+    min_area: int = 0  # yolo-seg: components and holes below this many pixels are dropped / filled
+    val_fraction: float = 0.1  # yolo-seg: share of images in the validation split
+    seed: int = 0  # yolo-seg: split seed
+
+    def __post_init__(self) -> None:
+        from . import FORMATS
+
+        if self.format not in FORMATS:
+            raise MaskCLIPError(f"Unknown export format '{self.format}'; choose one of {', '.join(FORMATS)}.")
+        if not 0.0 <= self.val_fraction <= 1.0:
+            raise MaskCLIPError("--val-fraction must be between 0 and 1.")
+        if self.min_area < 0:
+            raise MaskCLIPError("--min-area must be >= 0.")
+        if self.images is not None and not self.images.is_dir():
+            raise MaskCLIPError(f"Image folder not found: {self.images}")
+
+
+class Writer(Protocol):
+    """One export format: takes the images one by one, finishes its index files on close."""
+
+    outputs: tuple[str, ...]  # top-level names it writes under the output folder
+
+    def add(self, entry: Entry, labels: np.ndarray, confidence: np.ndarray | None, photo: Path | None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class ExportSummary:
+    total: int = 0
+    exported: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.exported / self.seconds if self.seconds > 0 else 0.0
+
+
+def copy_photo(photo: Path, target: Path) -> None:
+    """Hard-link the photo into the export (free, same bytes), or copy it across file systems."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)
+    try:
+        target.hardlink_to(photo)
+    except OSError:
+        shutil.copyfile(photo, target)
+
+
+def _prepare_out(out: Path, outputs: tuple[str, ...], overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise MaskCLIPError(f"--out {out} is a file, not a folder.")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise MaskCLIPError(f"Output folder {out} is not empty; pass --overwrite to replace its export, or choose another --out.")
+        for name in (*outputs, FAILED_FILE):
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MaskCLIPError(f"Cannot create output folder {out}: {exc.strerror or exc}") from exc
+
+
+def export_folder(label_dir: Path, out: Path, options: ExportOptions, hook: ProgressHook = SILENT) -> ExportSummary:
+    """Export the label folder ``label_dir`` into ``out`` in ``options.format``."""
+    from . import FORMATS
+
+    folder = LabelDir(label_dir)
+    writer_class = FORMATS[options.format]
+    if writer_class.needs_images and options.images is None:
+        raise MaskCLIPError(f"--format {options.format} needs the photos: pass --images IMG_DIR.")
+    _prepare_out(out, writer_class.outputs, options.overwrite)
+    writer = writer_class(folder, out, options)
+    summary = ExportSummary(total=folder.count())
+    failed = []
+    start = time.perf_counter()
+    hook.start(summary.total, f"export {options.format}")
+    try:
+        for entry in folder.entries():
+            hook.advance(1)
+            try:
+                if entry.status != "ok":
+                    raise MaskCLIPError(f"not labelled: {entry.error or entry.status}")
+                photo = None
+                if options.images is not None:
+                    photo = image_path(options.images, entry)
+                    if not photo.is_file():
+                        raise MaskCLIPError(f"photo not found: {photo}")
+                writer.add(entry, folder.labels(entry), folder.confidence(entry), photo)
+                summary.exported += 1
+            except (MaskCLIPError, OSError) as exc:
+                summary.failed += 1
+                summary.failures.append((entry.source, str(exc)))
+                failed.append(json.dumps({"source": entry.source, "error": str(exc)}) + "\n")
+        writer.close()
+    finally:
+        hook.finish()
+        summary.seconds = time.perf_counter() - start
+    if failed:
+        (out / FAILED_FILE).write_text("".join(failed), encoding="utf-8")
+    return summary

@@ -1,0 +1,103 @@
+"""Ultralytics YOLO segmentation datasets: ``images/{train,val}/``, ``labels/{train,val}/<stem>.txt``
+with one polygon per 8-connected component (``class x1 y1 x2 y2 ...``, normalised to 0-1), and
+``data.yaml`` naming the classes.
+
+YOLO polygons cannot have holes, so each hole is joined to its outer boundary by a zero-width cut
+(the "keyhole" that Ultralytics' own mask converter also uses); a filled polygon then leaves the
+hole empty. Components and holes smaller than ``min_area`` pixels are dropped / filled. Contours
+come from OpenCV's ``findContours``. The split is deterministic per image: a hash of the seed and
+the image path, so adding images never moves the others between splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path, PurePosixPath
+
+import cv2
+import numpy as np
+
+from ..formats._label_dir import Entry, LabelDir
+from ..formats.label_files import atomic_write
+from .run import ExportOptions, copy_photo
+
+DATA_YAML = "data.yaml"
+
+
+def in_val_split(source: str, seed: int, val_fraction: float) -> bool:
+    digest = hashlib.sha256(f"{seed}:{source}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
+
+
+def _keyhole(outer: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """``outer`` with ``hole`` spliced in at their closest pair of points (there and back)."""
+    best, i, j = np.inf, 0, 0
+    outer_f = outer.astype(np.float64)
+    for start in range(0, len(hole), 256):  # chunks keep the distance matrix small
+        d = ((outer_f[:, None, :] - hole[None, start: start + 256, :]) ** 2).sum(-1)
+        k = int(np.argmin(d))
+        if d.flat[k] < best:
+            best, (i, j) = d.flat[k], np.unravel_index(k, d.shape)
+            j += start
+    return np.concatenate([outer[: i + 1], hole[j:], hole[: j + 1], outer[i:]])
+
+
+def component_polygons(mask: np.ndarray, min_area: int = 0) -> list[np.ndarray]:
+    """One (N, 2) polygon in pixel coordinates (x, y) per 8-connected component of ``mask``."""
+    count, components, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    polygons = []
+    for k in range(1, count):
+        x, y, w, h, area = stats[k]
+        if area < max(min_area, 1):
+            continue
+        sub = np.pad((components[y: y + h, x: x + w] == k).astype(np.uint8), 1)
+        contours, hierarchy = cv2.findContours(sub, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+        offset = np.array([x - 1, y - 1])
+        for c, (_, _, child, parent) in enumerate(hierarchy[0]):
+            if parent != -1:
+                continue  # holes are handled with their outer boundary
+            polygon = contours[c][:, 0, :]
+            while child != -1:
+                hole = contours[child][:, 0, :]
+                # a hole's contour runs along its bordering foreground pixels: count its inside only
+                if len(hole) >= 3 and cv2.contourArea(hole) >= max(min_area, 1):
+                    polygon = _keyhole(polygon, hole)
+                child = hierarchy[0][child][0]
+            if len(polygon) >= 3:  # a one- or two-pixel-wide sliver has no area to draw
+                polygons.append(polygon + offset)
+    return polygons
+
+
+class YoloSegWriter:
+    outputs = ("images", "labels", DATA_YAML)
+    needs_images = True
+
+    def __init__(self, folder: LabelDir, out: Path, options: ExportOptions):
+        self.folder, self.out, self.options = folder, out, options
+        self.counts = {"train": 0, "val": 0}
+
+    def add(self, entry: Entry, labels: np.ndarray, confidence: np.ndarray | None, photo: Path | None) -> None:
+        h, w = labels.shape
+        split = "val" if in_val_split(entry.source, self.options.seed, self.options.val_fraction) else "train"
+        lines = []
+        for class_id in np.unique(labels):
+            if class_id >= len(self.folder.class_names):
+                continue  # ignore index
+            for polygon in component_polygons(labels == class_id, self.options.min_area):
+                xy = polygon.astype(np.float64) / (w, h)
+                lines.append(f"{class_id} " + " ".join(f"{v:.6f}" for v in xy.reshape(-1)))
+        text = "".join(line + "\n" for line in lines)
+        atomic_write(self.out / "labels" / split / f"{entry.stem}.txt", lambda tmp: Path(tmp).write_text(text))
+        copy_photo(photo, self.out / "images" / split / f"{entry.stem}{PurePosixPath(entry.source).suffix}")
+        self.counts[split] += 1
+
+    def close(self) -> None:
+        val = "images/val" if self.counts["val"] else "images/train"  # Ultralytics needs a val entry
+        names = "".join(f"  {i}: {json.dumps(n)}\n" for i, n in enumerate(self.folder.class_names))
+        text = (
+            "# Ultralytics YOLO segmentation dataset written by `maskclip export --format yolo-seg`.\n"
+            "# Paths are relative to this file's folder.\n"
+            f"train: images/train\nval: {val}\nnc: {len(self.folder.class_names)}\nnames:\n{names}"
+        )
+        atomic_write(self.out / DATA_YAML, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
