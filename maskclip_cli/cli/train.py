@@ -15,8 +15,15 @@ from .common import Checkpoint, Device, RichHook, console, resolve_device, user_
 OptPath = Optional[Path]
 
 
+def _typed(ctx: typer.Context) -> set[str]:
+    """Options the user set (command line or environment), as opposed to defaults: a resume warns only about these."""
+    sources = {name: ctx.get_parameter_source(name) for name in ctx.params}  # typer may bundle its own click: compare names
+    return {name for name, source in sources.items() if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")}
+
+
 @app.command("train")
 def train(
+    ctx: typer.Context,
     images: Annotated[Path, typer.Option(help="Folder of training images (the one given to `maskclip label`).")],
     labels: Annotated[Path, typer.Option(help="Output folder of `maskclip label` (labels/, confidence/, classes.json).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoint.pt, metrics.jsonl, config.json.")],
@@ -80,7 +87,7 @@ def train(
             folder = read_label_folder(labels)
             text = class_text_for_labels(folder.class_names, folder.settings, model, pretrained, checkpoint, dev, hook)
         try:
-            summary = run_training(cfg, text, dev, resume=resume, hook=hook)
+            summary = run_training(cfg, text, dev, resume=resume, hook=hook, given=_typed(ctx))
         except KeyboardInterrupt:
             raise typer.Exit(130)
     if not main_rank:

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Collection, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -121,10 +121,11 @@ def _ignore_sigint(_worker: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _check_resume(saved: dict, cfg: TrainConfig, hook: ProgressHook) -> TrainConfig:
-    """Resume with the saved configuration; say which given options it overrides."""
-    given = cfg.as_json()
-    changed = sorted(k for k, v in saved.items() if k in given and given[k] != v and k not in ("out", "workers"))
+def _check_resume(saved: dict, cfg: TrainConfig, hook: ProgressHook, given: Collection[str] | None = None) -> TrainConfig:
+    """Resume with the saved configuration; say which of the ``given`` options (default: all) it overrides."""
+    values = cfg.as_json()
+    changed = sorted(k for k, v in saved.items() if k in values and values[k] != v and k not in ("out", "workers")
+                     and (given is None or k in given))
     if changed:
         hook.warn(f"--resume continues the saved run; ignoring changed options: {', '.join(changed)}.")
     merged = {**saved, "out": cfg.out, "workers": cfg.workers}
@@ -167,17 +168,20 @@ def _trim_metrics(path: Path, upto: int) -> None:
         path.write_text("".join(ln + "\n" for ln in keep))
 
 
-def train(cfg: TrainConfig, text: ClassText | None, device: str | torch.device = "cpu", resume: bool = False, hook: ProgressHook = SILENT) -> TrainSummary:
+def train(cfg: TrainConfig, text: ClassText | None, device: str | torch.device = "cpu", resume: bool = False,
+          hook: ProgressHook = SILENT, given: Collection[str] | None = None) -> TrainSummary:
     """Train (or with ``resume`` continue) the run in ``cfg.out``; returns when ``cfg.iters`` are done.
 
     ``text`` is the frozen classifier; a resumed run takes its own from the checkpoint (so ``None``
-    will do). Raises KeyboardInterrupt after saving a checkpoint when interrupted.
+    will do). A resumed run keeps its saved options and warns about those of ``cfg`` that differ,
+    among ``given`` (the fields the caller set on purpose, e.g. typed flags; default: every field).
+    Raises KeyboardInterrupt after saving a checkpoint when interrupted.
     """
     ckpt_path = cfg.out / CHECKPOINT_FILE
     state = None
     if resume:
         state = load_checkpoint(ckpt_path)
-        cfg = _check_resume(state["config"], cfg, hook)
+        cfg = _check_resume(state["config"], cfg, hook, given)
         m = state["meta"]
         text = ClassText(m["class_names"], m["text"], m["groups"], m["clip"])
     elif ckpt_path.is_file():
@@ -205,7 +209,7 @@ def train(cfg: TrainConfig, text: ClassText | None, device: str | torch.device =
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=cfg.iters, power=cfg.poly_power)
     use_amp = cfg.amp and d.device.type == "cuda"
     scaler = torch.amp.GradScaler(d.device.type, enabled=use_amp)
-    start = 0
+    start, window = 0, []
     if state:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -213,6 +217,7 @@ def train(cfg: TrainConfig, text: ClassText | None, device: str | torch.device =
         scaler.load_state_dict(state["scaler"])
         restore_rng(state["rng"])
         start = state["iteration"]
+        window = list(state.get("log_window", []))  # losses since the last metrics line (absent before 0.2)
         del state
     net = distributed.wrap(model, d)
 
@@ -236,7 +241,7 @@ def train(cfg: TrainConfig, text: ClassText | None, device: str | torch.device =
             save_checkpoint(ckpt_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "iteration": iteration, "rng": rng_state(),
-                "config": cfg.as_json(), "meta": {**meta, "iteration": iteration},
+                "config": cfg.as_json(), "meta": {**meta, "iteration": iteration}, "log_window": list(window),
             })
 
     def log(record: dict) -> None:
@@ -244,7 +249,7 @@ def train(cfg: TrainConfig, text: ClassText | None, device: str | torch.device =
             with open(cfg.out / METRICS_FILE, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
 
-    stop, losses, window = _StopRequest(), [], []
+    stop, losses, timed = _StopRequest(), [], 0  # timed: iterations this process ran since the last line
     summary = TrainSummary(start, start, 0.0, float("nan"), ckpt_path)
     began = tick = time.perf_counter()
     if d.main:
@@ -278,11 +283,12 @@ def train(cfg: TrainConfig, text: ClassText | None, device: str | torch.device =
                 completed = done = iteration + 1  # what a save must say from here on
                 losses.append(loss.item())
                 window.append(losses[-1])
+                timed += 1
                 if done % cfg.log_every == 0 or done == cfg.iters:
                     now = time.perf_counter()
                     log({"iter": done, "phase": "guided" if guided else "self", "loss": sum(window) / len(window),
-                         "lr": lr, "it_per_s": len(window) / (now - tick)})
-                    window, tick = [], now
+                         "lr": lr, "it_per_s": timed / (now - tick)})
+                    window, timed, tick = [], 0, now
                 if val_pairs and (done % cfg.val_every == 0 or done == cfg.iters) and d.main:
                     scores = validate(TrainedSegmenter(model, {**meta, "iteration": done}), val_pairs)
                     summary.val_miou = scores.miou

@@ -237,3 +237,43 @@ def test_pseudo_label_beyond_the_classes_is_one_clear_error(tmp_path, text, work
     with pytest.raises(MaskCLIPError, match="holds class id 77") as err:
         train(config(images, labels, tmp_path / "run", iters=2, workers=workers), text)
     assert str(bad) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_resumed_metrics_average_the_same_window(tmp_path, text):
+    """Interrupted between two metrics lines and resumed: the next line averages the same log_every
+    losses as the uninterrupted run's (the running window travels in the checkpoint)."""
+    images, labels = make_dataset(tmp_path, n=4)
+    kw = dict(iters=8, checkpoint_every=100, log_every=4)
+    train(config(images, labels, tmp_path / "a", **kw), text)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(images, labels, tmp_path / "b", **kw), text, hook=InterruptAt(2))
+    train(config(images, labels, tmp_path / "b", **kw), None, resume=True)
+
+    def lines(run):
+        return [json.loads(ln) for ln in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+
+    assert [r["iter"] for r in lines("b")] == [4, 8]
+    for want, got in zip(lines("a"), lines("b")):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-6)
+
+
+def test_resume_warns_only_about_typed_options_that_differ(tmp_path):
+    """Options left at their defaults on the resume command line are not 'changed options'."""
+    from typer.testing import CliRunner
+
+    from maskclip_cli.cli import app
+
+    images, labels = make_dataset(tmp_path, n=2)
+    model_cfg = tmp_path / "tiny-train-vit.json"
+    model_cfg.write_text(json.dumps(TINY_CONFIGS["vit"]))
+    where = ["--images", str(images), "--labels", str(labels), "--out", str(tmp_path / "run"), "--workers", "0",
+             "--device", "cpu", "--no-progress"]
+    first = ["--backbone", "resnet18", "--backbone-weights", "none", "--iters", "1", "--batch-size", "1",
+             "--crop-size", "48", "--lr", "0.02", "--model", str(model_cfg), "--pretrained", "none"]
+    result = CliRunner().invoke(app, ["train", *where, *first])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["train", *where, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "ignoring changed options" not in result.output and "already at iteration 1" in result.output
+    result = CliRunner().invoke(app, ["train", *where, "--resume", "--crop-size", "48", "--lr", "0.5"])
+    assert "ignoring changed options: lr." in " ".join(result.output.split())
