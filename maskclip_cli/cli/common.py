@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..errors import MaskCLIPError
 from ..hooks import ProgressHook
 from ..formats.label_files import class_lines, read_class_file
+from ..clip.last_block import METHODS, check_method
 from ..clip.loading import load_clip
 from ..engine.maskclip import MaskCLIP, MaskCLIPConfig, validate_classes
 from ..engine.segmenter import Segmenter
@@ -103,6 +104,7 @@ Classes = Annotated[Optional[list[str]], typer.Option("--classes", "-c", help="C
 ClassesFile = Annotated[Optional[Path], typer.Option(help="Text file with one class name per line (# starts a comment).")]
 Templates = Annotated[str, typer.Option(help="Prompt template set: vild (85, the paper's), imagenet (80) or simple (1).")]
 Background = Annotated[Optional[str], typer.Option(help="Comma-separated words merged into one background class with id 0, e.g. 'sky,wall,floor,ground'. Off when not given.")]
+Method = Annotated[str, typer.Option(help=f"Dense-feature method (the last ViT block's recipe): {', '.join(METHODS)}. maskclip is the paper; sclip, clearclip and naclip are its training-free successors (ViT models only). See README 'Which method'.")]
 KeySmoothing = Annotated[bool, typer.Option("--key-smoothing/--no-key-smoothing", help="Key smoothing (paper eq. 5).")]
 PromptDenoising = Annotated[bool, typer.Option("--prompt-denoising/--no-prompt-denoising", help="Prompt denoising: drop classes never confident in an image.")]
 DenoiseThreshold = Annotated[float, typer.Option(help="Prompt-denoising threshold t (paper: 0.5).")]
@@ -117,6 +119,7 @@ def build_maskclip(
 ) -> MaskCLIP:
     """Validate the classes first (cheap), then load CLIP and the text embeddings."""
     classes = validate_classes(classes)
+    check_method(config.method)
     clip = load_clip(model, pretrained, checkpoint, resolve_device(device), hook=hook)
     return MaskCLIP(clip, classes, config)
 

@@ -19,7 +19,7 @@ from ..clip.loading import file_sha256
 from ..evaluation.protocols import PROTOCOLS, background_threshold, eval_config, protocol_segmenter, protocol_settings
 from .app import app
 from .common import (
-    Checkpoint, DenoiseThreshold, Device, KeySmoothing, Model, Pretrained, PromptDenoising, RichHook,
+    Checkpoint, DenoiseThreshold, Device, KeySmoothing, Method, Model, Pretrained, PromptDenoising, RichHook,
     build_maskclip, load_trained, user_errors,
 )
 
@@ -61,6 +61,7 @@ def eval_command(
     pretrained: Pretrained = "openai",
     checkpoint: Checkpoint = None,
     device: Device = "auto",
+    method: Method = "maskclip",
     templates: Annotated[Optional[str], typer.Option(help=f"Prompt template set: vild (85), imagenet (80) or simple (1); {PROTOCOL_DEFAULT}.")] = None,
     background: Annotated[Optional[str], typer.Option(help=f"Comma-separated words merged into the background class (voc-bg, pascal-context-60 only); {PROTOCOL_DEFAULT}.")] = None,
     key_smoothing: KeySmoothing = True,
@@ -113,7 +114,7 @@ def eval_command(
             else:
                 config = eval_config(
                     ps, templates, background.split(",") if background else None, short_side, window, stride,
-                    key_smoothing=key_smoothing, prompt_denoising=prompt_denoising,
+                    method=method, key_smoothing=key_smoothing, prompt_denoising=prompt_denoising,
                     denoise_threshold=denoise_threshold, baseline=baseline,
                 )
                 foreground = names[1:] if spec.background else names

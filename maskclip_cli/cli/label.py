@@ -15,7 +15,7 @@ from .app import app
 from .common import (
     load_trained,
     extra_class_names,
-    Background, Checkpoint, Classes, ClassesFile, DenoiseThreshold, Device, KeySmoothing, Model, Pretrained,
+    Background, Checkpoint, Classes, ClassesFile, DenoiseThreshold, Device, KeySmoothing, Method, Model, Pretrained,
     PromptDenoising, RichHook, ShortSide, Stride, Templates, Window, build_maskclip, console, read_classes, user_errors,
 )
 
@@ -31,6 +31,7 @@ def label(
     model: Model = "ViT-B-16",
     pretrained: Pretrained = "openai",
     checkpoint: Checkpoint = None,
+    method: Method = "maskclip",
     templates: Templates = "vild",
     key_smoothing: KeySmoothing = True,
     prompt_denoising: PromptDenoising = True,
@@ -57,7 +58,7 @@ def label(
     hook = RichHook(enabled=progress)
     with user_errors():
         config = MaskCLIPConfig(
-            templates=templates, background=background.split(",") if background else [],
+            method=method, templates=templates, background=background.split(",") if background else [],
             key_smoothing=key_smoothing, prompt_denoising=prompt_denoising, denoise_threshold=denoise_threshold,
             short_side=short_side, window=window, stride=stride,
         )

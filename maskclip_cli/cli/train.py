@@ -59,6 +59,7 @@ def train(
     model: Annotated[Optional[str], typer.Option(help="CLIP for the text classifier (use the one that made the labels); default: the one recorded in classes.json.")] = None,
     pretrained: Annotated[Optional[str], typer.Option(help="Its open_clip pretrained tag; default: from classes.json.")] = None,
     checkpoint: Checkpoint = None,
+    method: Annotated[Optional[str], typer.Option(help="Dense-feature method the pseudo labels were made with (maskclip, sclip, clearclip, naclip); checked against classes.json and kept in the checkpoint. Default: the one recorded.")] = None,
     device: Device = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -85,7 +86,7 @@ def train(
         text = None  # a resumed run brings its own
         if not resume:
             folder = read_label_folder(labels)
-            text = class_text_for_labels(folder.class_names, folder.settings, model, pretrained, checkpoint, dev, hook)
+            text = class_text_for_labels(folder.class_names, folder.settings, model, pretrained, checkpoint, dev, hook, method)
         try:
             summary = run_training(cfg, text, dev, resume=resume, hook=hook, given=_typed(ctx))
         except KeyboardInterrupt:

@@ -1,9 +1,10 @@
-"""MaskCLIP on a ViT: dense features from the last block's value embeddings (paper §3.3).
+"""Dense features from a CLIP ViT: all blocks but the last as usual, the last one replaced.
 
-All blocks but the last run normally. In the last block the query/key attention is skipped:
-each patch keeps its own value, ``x + out_proj(v)`` (residual kept), then the block's MLP,
-``ln_post`` and the visual projection are applied per patch. The last block's keys (after
-``out_proj``, as in the authors' code) are returned for key smoothing.
+MaskCLIP (paper §3.3) skips the last block's query/key attention: each patch keeps its own value,
+``x + out_proj(v)``, then the block's MLP. Its successors (SCLIP, ClearCLIP, NACLIP) change the
+same block in other ways (:mod:`maskclip_cli.clip.last_block`). ``ln_post`` and the visual
+projection are then applied per patch. Whatever the method, the last block's keys (after
+``out_proj``, as in MaskCLIP's code) are returned for key smoothing.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 
 from ..errors import MaskCLIPError
+from .last_block import DEFAULT_METHOD, last_block
 from .pos_embed import interpolate_pos_embed
 
 
@@ -34,25 +36,23 @@ def _project(visual: VisionTransformer, tokens: torch.Tensor, grid: tuple[int, i
     return x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
 
 
-def _value_path(block: ResidualAttentionBlock, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    attn = block.attn
-    width = x.shape[-1]
-    y = block.ln_1(x)
-    w, b = attn.in_proj_weight, attn.in_proj_bias
-    k = F.linear(y, w[width : 2 * width], None if b is None else b[width : 2 * width])
-    v = F.linear(y, w[2 * width :], None if b is None else b[2 * width :])
-    k, v = attn.out_proj(k), attn.out_proj(v)
-    x = x + block.ls_1(v)
-    x = x + block.ls_2(block.mlp(block.ln_2(x)))
-    return x, k
+def _keys(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
+    """The last block's keys passed through ``out_proj`` (MaskCLIP's code), (B, 1 + hw, W)."""
+    attn, width = block.attn, x.shape[-1]
+    w, b = attn.in_proj_weight[width : 2 * width], None if attn.in_proj_bias is None else attn.in_proj_bias[width : 2 * width]
+    return attn.out_proj(F.linear(block.ln_1(x), w, b))
 
 
-def vit_dense(visual: VisionTransformer, images: torch.Tensor, baseline: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def vit_dense(
+    visual: VisionTransformer, images: torch.Tensor, baseline: bool = False, method: str = DEFAULT_METHOD,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(features (B, D, h, w), keys (B, W, h, w))`` for a batch of normalised images.
 
-    ``baseline=True`` gives the paper's naive baseline instead: ordinary last-layer patch tokens
-    (full attention in the last block), projected the same way; keys are still returned.
+    ``method`` picks the last block's recipe. ``baseline=True`` gives the paper's naive baseline
+    instead: ordinary last-layer patch tokens (full attention in the last block), projected the
+    same way; keys are still returned.
     """
+    recipe = last_block(method)
     blocks = list(visual.transformer.resblocks)
     last = blocks[-1]
     if not isinstance(last, ResidualAttentionBlock) or not isinstance(last.attn, torch.nn.MultiheadAttention):
@@ -62,9 +62,7 @@ def vit_dense(visual: VisionTransformer, images: torch.Tensor, baseline: bool = 
     x, grid = _embed(visual, images)
     for blk in blocks[:-1]:
         x = blk(x)
-    dense_x, keys = _value_path(last, x)
-    if baseline:
-        dense_x = last(x)
-    feats = _project(visual, dense_x, grid)
+    keys = _keys(last, x)
+    feats = _project(visual, last(x) if baseline else recipe(last, x, grid), grid)
     keys = keys[:, 1:].transpose(1, 2).reshape(keys.shape[0], -1, *grid)
     return feats, keys

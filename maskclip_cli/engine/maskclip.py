@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..clip.dense import dense_features, output_stride
+from ..clip.dense import check_method_for, dense_features, output_stride
+from ..clip.last_block import DEFAULT_METHOD
 from ..errors import MaskCLIPError
 from .key_smoothing import key_smooth
 from ..clip.loading import LoadedCLIP
@@ -51,8 +52,14 @@ def reduce_groups(per_prompt: torch.Tensor, groups: torch.Tensor, n_classes: int
 
 @dataclass
 class MaskCLIPConfig:
-    """Inference settings. Defaults follow the paper (whole image, short side 512, KS + PD)."""
+    """Inference settings. Defaults follow the paper (whole image, short side 512, KS + PD).
 
+    ``method`` picks the dense-feature recipe of the last ViT block: maskclip (the paper), sclip,
+    clearclip or naclip (training-free successors; ViT only). Key smoothing and prompt denoising
+    apply on top of any method.
+    """
+
+    method: str = DEFAULT_METHOD
     templates: str = "vild"
     background: list[str] = field(default_factory=list)
     key_smoothing: bool = True
@@ -70,6 +77,7 @@ class MaskCLIP(Segmenter):
     def __init__(self, clip: LoadedCLIP, classes: list[str], config: MaskCLIPConfig | None = None, cache_dir: Path | None = None):
         self.clip = clip
         self.config = cfg = replace(config) if config else MaskCLIPConfig()  # a copy: defaults are filled in
+        check_method_for(clip.model.visual, cfg.method, cfg.baseline)
         classes = validate_classes(classes)
         background = [w.strip() for w in cfg.background if w.strip()]
         if BACKGROUND in classes and background:
@@ -104,6 +112,7 @@ class MaskCLIP(Segmenter):
         cfg = self.config
         return {
             "segmenter": "maskclip",
+            "method": cfg.method,
             "model": self.clip.model_name,
             "weights": self.clip.pretrained,
             "classes": self.class_names,
@@ -127,7 +136,7 @@ class MaskCLIP(Segmenter):
         unit features then taking cosines equals averaging the windows' logits.
         """
         if self.config.window is None:
-            feats, keys = dense_features(self.clip.model.visual, images, self.config.baseline)
+            feats, keys = dense_features(self.clip.model.visual, images, self.config.baseline, self.config.method)
             return F.normalize(feats.float(), dim=1), keys.float()
         return self._encode_sliding(images)
 
@@ -141,7 +150,7 @@ class MaskCLIP(Segmenter):
         for i in range(0, len(starts), max(1, windows_per_pass // b)):
             chunk = starts[i : i + max(1, windows_per_pass // b)]
             crops = torch.cat([images[:, :, y : y + cfg.window, x : x + cfg.window] for y, x in chunk])
-            feats, keys = dense_features(self.clip.model.visual, crops, cfg.baseline)
+            feats, keys = dense_features(self.clip.model.visual, crops, cfg.baseline, cfg.method)
             feats = F.normalize(feats.float(), dim=1)
             if feat_sum is None:
                 feat_sum = feats.new_zeros(b, feats.shape[1], height // p, width // p)

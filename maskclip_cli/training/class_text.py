@@ -14,6 +14,7 @@ import torch
 
 from ..errors import MaskCLIPError
 from ..hooks import SILENT, ProgressHook
+from ..clip.last_block import DEFAULT_METHOD
 from ..engine.maskclip import BACKGROUND, MaskCLIP, MaskCLIPConfig
 
 
@@ -30,7 +31,8 @@ class ClassText:
 
 def from_maskclip(mc: MaskCLIP) -> ClassText:
     s = mc.settings()
-    clip = {"model": s["model"], "weights": s["weights"], "templates": s["templates"], "background": s["background"]}
+    clip = {"model": s["model"], "weights": s["weights"], "templates": s["templates"], "background": s["background"],
+            "method": s["method"]}
     return ClassText(list(mc.class_names), mc.text.cpu(), mc.groups.cpu(), clip)
 
 
@@ -42,11 +44,18 @@ def clip_settings(label_settings: dict) -> dict:
 def class_text_for_labels(
     class_names: list[str], label_settings: dict, model: str | None = None, pretrained: str | None = None,
     checkpoint: Path | None = None, device: str | torch.device = "cpu", hook: ProgressHook = SILENT,
+    method: str | None = None,
 ) -> ClassText:
-    """Load the CLIP recorded in ``label_settings`` (or the one given) and embed ``class_names``."""
+    """Load the CLIP recorded in ``label_settings`` (or the one given) and embed ``class_names``.
+
+    ``method``, when given, must be the dense-feature method recorded for the labels (a guard
+    against training on labels other than the ones meant); it is kept in the classifier's record."""
     from ..clip.loading import load_clip
 
     s = clip_settings(label_settings)
+    recorded = s.get("method", DEFAULT_METHOD)
+    if method is not None and method != recorded:
+        raise MaskCLIPError(f"--method {method} was asked for, but the labels were made with --method {recorded}.")
     model = model or s.get("model")
     weights = s.get("weights", "")
     if checkpoint is None and pretrained is None and str(weights).startswith("checkpoint:"):
@@ -59,7 +68,7 @@ def class_text_for_labels(
     background = list(s.get("background") or [])
     fg = class_names[1:] if background and class_names[:1] == [BACKGROUND] else class_names
     clip = load_clip(model, pretrained, checkpoint, device, hook=hook)
-    mc = MaskCLIP(clip, fg, MaskCLIPConfig(templates=s.get("templates", "vild"), background=background))
+    mc = MaskCLIP(clip, fg, MaskCLIPConfig(method=recorded, templates=s.get("templates", "vild"), background=background))
     if mc.class_names != class_names:
         raise MaskCLIPError(f"Rebuilt classes {mc.class_names} differ from classes.json {class_names}.")
     text = from_maskclip(mc)

@@ -261,3 +261,22 @@ def test_too_many_classes_refused_before_model_load(images, tmp_path, monkeypatc
     assert result.exit_code == 2, result.output
     assert "256 classes given; at most 255" in " ".join(result.output.split()) and "Traceback" not in result.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("method", ["sclip", "clearclip", "naclip"])
+def test_method_is_used_and_recorded(images, tmp_path, tiny_config, method):
+    """--method changes the labels' scores and is recorded; a different method on the same folder is refused."""
+    out = tmp_path / "out"
+    assert run_label(images, out, tiny_config, "--classes", "cat", "dog", "--method", method).exit_code == 0
+    assert json.loads((out / "classes.json").read_text())["settings"]["method"] == method
+    result = run_label(images, out, tiny_config, "--classes", "cat", "dog")
+    assert result.exit_code == 2 and "method" in result.output
+
+
+def test_unknown_method_and_resnet_method_refused(images, tmp_path, tiny_config):
+    result = run_label(images, tmp_path / "o", tiny_config, "--classes", "cat", "--method", "gem")
+    assert result.exit_code == 2 and "Unknown method 'gem'" in result.output
+    rn = tmp_path / "rn.json"
+    rn.write_text(json.dumps(TINY_CONFIGS["resnet"]))
+    result = run_label(images, tmp_path / "o", rn, "--classes", "cat", "--method", "naclip")
+    assert result.exit_code == 2 and "needs a ViT" in result.output

@@ -157,3 +157,19 @@ def test_snapped_size_is_a_stride_multiple_near_the_short_side():
         assert w % 16 == 0 and h % 16 == 0
         assert abs(min(w, h) - 512) <= 8
         assert abs(w / h - width / height) < 0.05 * width / height
+
+
+@pytest.mark.parametrize("method", ["sclip", "clearclip", "naclip"])
+def test_method_features_feed_the_classifier(method):
+    """MaskCLIPConfig(method=...) encodes with that method's dense features (whole image and windows)."""
+    from maskclip_cli.clip.dense import dense_features
+
+    clip = make_tiny_clip("vit")
+    x = torch.randn(1, 3, 32, 48)
+    mc = MaskCLIP(clip, CLASSES, MaskCLIPConfig(method=method, templates="simple"))
+    feats, keys = dense_features(clip.model.visual, x, method=method)
+    got_f, got_k = mc.encode(x)
+    assert rel_err(got_f, F.normalize(feats, dim=1)) < 1e-6 and torch.allclose(got_k, keys)
+    plain = MaskCLIP(clip, CLASSES, MaskCLIPConfig(templates="simple")).encode(x)[0]
+    assert rel_err(got_f, plain) > 1e-3
+    assert mc.settings()["method"] == method
