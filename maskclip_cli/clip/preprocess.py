@@ -1,4 +1,10 @@
-"""Image -> model input: resize to a short side, snap to the feature stride, normalise."""
+"""Image -> model input: resize to a short side, snap to the feature stride, normalise.
+
+The number of tokens per image is bounded: the long side is capped at ``MAX_ASPECT`` times the
+short side (MMSegmentation's (2048, 512) keep-ratio rule at the default short side 512), so an
+extreme aspect ratio (a 4000x10 strip) is shrunk to fit rather than blown up to millions of
+patches; such an image then has a short side below ``short_side`` (at least one stride).
+"""
 
 from __future__ import annotations
 
@@ -6,20 +12,27 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
+MAX_ASPECT = 4  # the long side of a model input is at most this many times its short side
 
-def snapped_size(width: int, height: int, short_side: int, stride: int) -> tuple[int, int]:
-    """(width, height) scaled so the short side is ``short_side``, each rounded to a multiple of
-    ``stride`` so every pixel falls in a whole patch (aspect changes by at most stride/2 pixels)."""
-    scale = short_side / min(width, height)
+
+def snapped_size(width: int, height: int, short_side: int, stride: int, max_long_side: int | None = None) -> tuple[int, int]:
+    """(width, height) scaled so the short side is ``short_side`` -- or less, where the long side would
+    then exceed ``max_long_side`` (default ``MAX_ASPECT * short_side``) -- each rounded to a multiple
+    of ``stride`` so every pixel falls in a whole patch (aspect changes by at most stride/2 pixels).
+
+    The patch grid thus holds at most about ``MAX_ASPECT * (short_side / stride) ** 2`` tokens."""
+    long_cap = max_long_side if max_long_side is not None else MAX_ASPECT * short_side
+    scale = min(short_side / min(width, height), long_cap / max(width, height))
     snap = lambda v: max(stride, int(round(v * scale / stride)) * stride)  # noqa: E731
     return snap(width), snap(height)
 
 
 def to_model_input(
-    image: Image.Image, short_side: int, stride: int, mean: tuple[float, ...], std: tuple[float, ...]
+    image: Image.Image, short_side: int, stride: int, mean: tuple[float, ...], std: tuple[float, ...],
+    max_long_side: int | None = None,
 ) -> torch.Tensor:
-    """(3, H', W') float tensor, bicubic-resized and normalised with the model's mean/std."""
-    w, h = snapped_size(*image.size, short_side, stride)
+    """(3, H', W') float tensor, bicubic-resized (see :func:`snapped_size`) and normalised with the model's mean/std."""
+    w, h = snapped_size(*image.size, short_side, stride, max_long_side)
     x = TF.to_image(image.convert("RGB"))
     x = TF.resize(x, [h, w], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
     return TF.normalize(TF.to_dtype(x, torch.float32, scale=True), list(mean), list(std))

@@ -79,7 +79,7 @@ class RescaledMaskCLIP(Segmenter):
     def prepare(self, image: Image.Image) -> torch.Tensor:
         w, h = image.size
         short = round(min(w, h) * fit_scale(w, h, self.max_long, self.max_short))
-        return to_model_input(image, short, self.inner.patch, self.inner.clip.mean, self.inner.clip.std)
+        return to_model_input(image, short, self.inner.patch, self.inner.clip.mean, self.inner.clip.std, self.max_long)
 
     def scores(self, images: torch.Tensor) -> torch.Tensor:
         return self.inner.scores(images)

@@ -173,3 +173,22 @@ def test_method_features_feed_the_classifier(method):
     plain = MaskCLIP(clip, CLASSES, MaskCLIPConfig(templates="simple")).encode(x)[0]
     assert rel_err(got_f, plain) > 1e-3
     assert mc.settings()["method"] == method
+
+
+def test_token_count_is_bounded_for_extreme_aspect_ratios():
+    """A 4000x10 strip is shrunk so its long side is MAX_ASPECT x the short side (at most ~4 (s/p)^2
+    tokens) instead of being blown up to a 204800-px-long input; up to that ratio nothing changes."""
+    from maskclip_cli.clip.preprocess import MAX_ASPECT
+
+    assert snapped_size(4000, 10, 512, 16) == (MAX_ASPECT * 512, 16)
+    assert snapped_size(10, 4000, 224, 16) == (16, MAX_ASPECT * 224)
+    for width, height in [(640, 480), (2048, 512), (300, 1200), (37, 23)]:  # aspect <= 4: the short-side rule
+        scale = 512 / min(width, height)
+        want = tuple(max(16, round(v * scale / 16) * 16) for v in (width, height))
+        assert snapped_size(width, height, 512, 16) == want
+    assert snapped_size(4000, 10, 512, 16, max_long_side=1024) == (1024, 16)  # the protocols' own cap
+    seg = MaskCLIP(make_tiny_clip("vit"), CLASSES, MaskCLIPConfig(templates="simple", short_side=32))
+    x = seg.prepare(random_image(4000, 10))
+    assert x.shape[1:] == (8, MAX_ASPECT * 32)
+    pred = seg.label_image(random_image(4000, 10))
+    assert pred.labels.shape == (10, 4000)

@@ -252,3 +252,34 @@ def test_upsample_argmax_chunked_equals_full_bilinear_argmax():
     assert torch.equal(labels, up.argmax(dim=0))
     assert torch.allclose(conf, up.amax(dim=0))
     assert conf.min() >= 0 and conf.max() <= 1
+
+
+@pytest.mark.parametrize("max_elements", [1, 37, 1 << 24])
+def test_chunked_key_smoothing_equals_the_whole_similarity(max_elements):
+    """Rows of the similarity computed a block at a time give today's result (the whole (hw x hw)
+    matrix) within 1e-6, whatever the block size."""
+    torch.manual_seed(0)
+    keys, logits = torch.randn(2, 16, 9, 13), torch.randn(2, 5, 9, 13) * 0.05
+    want = smooth((SOFTMAX_SCALE * logits).softmax(dim=1), key_similarity(keys))
+    assert rel_err(key_smooth(logits, keys, max_elements), want) < 1e-6
+    assert (key_smooth(logits, keys, max_elements) - want).abs().max() < 1e-6
+
+
+def test_key_smoothing_memory_is_bounded_on_a_large_grid():
+    """On a 128x128 grid the whole similarity would be 1 GB of float32; key smoothing stays far below."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import resource, torch
+        from maskclip_cli.engine.key_smoothing import key_smooth
+        torch.set_num_threads(1)
+        keys, logits = torch.randn(1, 8, 128, 128), torch.randn(1, 3, 128, 128)
+        key_smooth(torch.randn(1, 3, 4, 4), torch.randn(1, 8, 4, 4))  # warm up the allocator
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        out = key_smooth(logits, keys)
+        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+    """)
+    grown_mb = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()[-1])
+    assert grown_mb < 300, f"key smoothing grew the peak memory by {grown_mb} MB"
