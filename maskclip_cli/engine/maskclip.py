@@ -3,6 +3,11 @@
 One object holds the frozen CLIP, the class text embeddings and the inference settings. It is a
 :class:`~maskclip_cli.engine.segmenter.Segmenter`, so the label, eval and train pipelines drive it the
 same way as a trained MaskCLIP+ network.
+
+Tokens per image are bounded: inputs are resized to ``short_side`` unless the long side would then
+exceed ``MAX_ASPECT`` (4) times it, in which case the long side is capped (see
+:mod:`maskclip_cli.clip.preprocess`); a grid thus holds at most about 4 * (short_side / patch)^2
+tokens, and key smoothing works through its similarity in bounded row blocks.
 """
 
 from __future__ import annotations
