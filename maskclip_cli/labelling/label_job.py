@@ -2,7 +2,8 @@
 
 Loading and resizing run in DataLoader workers, the segmenter runs in the main process (batched
 by input shape; each segmenter picks its own GPU precision), and PNG encoding runs in a writer
-thread pool, so I/O overlaps compute. A bad image is recorded in the manifest and the run goes on. Re-running with the
+thread pool, so I/O overlaps compute. A bad image (unreadable, or one the model cannot process,
+e.g. out of memory) is recorded in the manifest and the run goes on. Re-running with the
 same settings skips finished images; outputs are written atomically.
 """
 
@@ -172,6 +173,27 @@ def _is_done(entry: dict | None, out_dir: Path, tag: str) -> bool:
             and (out_dir / entry["label"]).is_file() and (out_dir / entry["confidence"]).is_file())
 
 
+def _predict_each(segmenter: Segmenter, group: list[dict]) -> list[Prediction | str]:
+    """Predictions for a group of same-shaped inputs, or per image the error that stopped the model.
+
+    The group runs as one batch; if that fails (RuntimeError covers torch's out-of-memory), each image
+    runs alone, so one image the model cannot process costs only its own label, not the run's.
+    """
+    def run(items: list[dict]) -> list[Prediction]:
+        inputs = torch.stack([it["input"] for it in items]).to(segmenter.device, non_blocking=True)
+        return segmenter.predict(inputs, [it["size"] for it in items])
+
+    try:
+        return run(group)
+    except (RuntimeError, MemoryError) as exc:
+        error = exc
+    if segmenter.device.type == "cuda":
+        torch.cuda.empty_cache()
+    if len(group) == 1:
+        return [f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no message'}"]
+    return [out for it in group for out in _predict_each(segmenter, [it])]
+
+
 def label_folder(
     segmenter: Segmenter, input_dir: Path, out_dir: Path, options: LabelOptions | None = None, hook: ProgressHook = SILENT
 ) -> LabelSummary:
@@ -214,11 +236,14 @@ def label_folder(
                 if "input" in item:
                     by_shape[tuple(item["input"].shape)].append(item)
             for group in by_shape.values():
-                inputs = torch.stack([it["input"] for it in group]).to(segmenter.device, non_blocking=True)
-                preds = segmenter.predict(inputs, [it["size"] for it in group])
-                for it, pred in zip(group, preds):
-                    writer.submit(it["rel"], stems[it["rel"]], it["size"], pred)
-                summary.labelled += len(group)
+                for it, pred in zip(group, _predict_each(segmenter, group)):
+                    if isinstance(pred, str):  # the model could not process this image (e.g. out of memory)
+                        summary.failed += 1
+                        summary.failures.append((str(it["rel"]), pred))
+                        manifest.add({"source": str(it["rel"]), "status": "error", "error": pred, "settings": tag})
+                    else:
+                        writer.submit(it["rel"], stems[it["rel"]], it["size"], pred)
+                        summary.labelled += 1
                 hook.advance(len(group))
     finally:
         hook.finish()

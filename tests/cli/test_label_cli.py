@@ -280,3 +280,32 @@ def test_unknown_method_and_resnet_method_refused(images, tmp_path, tiny_config)
     rn.write_text(json.dumps(TINY_CONFIGS["resnet"]))
     result = run_label(images, tmp_path / "o", rn, "--classes", "cat", "--method", "naclip")
     assert result.exit_code == 2 and "needs a ViT" in result.output
+
+
+class _FailsOnWhite(MaskCLIP):
+    """MaskCLIP that runs out of memory on any batch holding an all-white input."""
+
+    def predict(self, images, sizes):
+        if (images.flatten(1).amin(dim=1) > 1.5).any():
+            raise RuntimeError("CUDA out of memory. Tried to allocate 295.00 GiB\nmore detail")
+        return super().predict(images, sizes)
+
+
+def test_image_the_model_cannot_process_is_an_error_entry_and_the_run_goes_on(tmp_path):
+    """A model error on one image (e.g. out of memory) is recorded for that image; the images batched
+    with it and after it are labelled."""
+    root = tmp_path / "in"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (w, h) in {"a.png": (40, 10), "b.png": (40, 10), "c.png": (32, 32), "d.png": (24, 24)}.items():
+        Image.fromarray(rng.integers(0, 200, (h, w, 3), dtype=np.uint8)).save(root / name)
+    Image.new("RGB", (40, 10), "white").save(root / "a.png")  # batched with b.png (same shape)
+    seg = _FailsOnWhite(make_tiny_clip("vit"), ["cat", "dog"], MaskCLIPConfig(templates="simple", short_side=16))
+    out = tmp_path / "out"
+    summary = label_folder(seg, root, out, LabelOptions(batch_size=4, workers=0))
+    assert (summary.labelled, summary.failed) == (3, 1)
+    entries = {e["source"]: e for e in manifest_lines(out)}
+    assert entries["a.png"]["status"] == "error"
+    assert entries["a.png"]["error"] == "RuntimeError: CUDA out of memory. Tried to allocate 295.00 GiB"
+    assert all(entries[n]["status"] == "ok" and (out / "labels" / n).is_file() for n in ("b.png", "c.png", "d.png"))
+    assert not (out / "labels" / "a.png").exists()
