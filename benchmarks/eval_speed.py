@@ -18,11 +18,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from maskclip_cli.evaluation.datasets import class_names, get_spec, list_samples
-from maskclip_cli.evaluation.evaluate import evaluate_segmenter
 from maskclip_cli.clip.loading import load_clip
 from maskclip_cli.engine.maskclip import MaskCLIP
-from maskclip_cli.evaluation.protocols import eval_config, protocol_segmenter, protocol_settings
+from maskclip_cli.evaluation.datasets import class_names, get_spec, list_samples
+from maskclip_cli.evaluation.evaluate import evaluate_segmenter
+from maskclip_cli.evaluation.protocols import (
+    eval_config,
+    protocol_segmenter,
+    protocol_settings,
+)
 
 RUNS = [("paper", "pascal-context"), ("paper", "coco-stuff"), ("sclip", "pascal-context"), ("sclip", "coco-stuff")]
 

@@ -9,10 +9,10 @@ The public API::
 """
 
 from .clip.dense import dense_features
-from .errors import MaskCLIPError
 from .clip.loading import LoadedCLIP, load_clip
 from .engine.maskclip import MaskCLIP, MaskCLIPConfig
 from .engine.segmenter import Prediction, Segmenter
+from .errors import MaskCLIPError
 
 __version__ = "0.1.0"
 __all__ = [

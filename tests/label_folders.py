@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maskclip_cli.formats.label_files import classes_document, palette, write_confidence, write_label_png
+from maskclip_cli.formats.label_files import palette, write_confidence, write_label_png
+from maskclip_cli.formats.label_folder import LabelFolder
+from maskclip_cli.record import ClipSource, LabelRecord, WeightsSource
 
 CLASS_NAMES = ["background", "cat", "dog"]
 
@@ -23,8 +25,8 @@ def write_label_folder(
     rng = np.random.default_rng(seed)
     colours = palette(len(class_names))
     (root / "classes.json").parent.mkdir(parents=True, exist_ok=True)
-    settings = {"model": "test", "pretrained": "none", "templates": "simple", "min_confidence": None}
-    (root / "classes.json").write_text(json.dumps(classes_document(class_names, settings)))
+    LabelFolder(root).write_classes(LabelRecord(list(class_names), ClipSource("test", WeightsSource("random")),
+                                                inference={"templates": "simple"}))
     lines = []
     for source, labels in maps.items():
         stem = str(Path(source).with_suffix(""))

@@ -9,15 +9,22 @@ from typing import Annotated, Iterator, Optional
 import torch
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from ..errors import MaskCLIPError
-from ..hooks import ProgressHook
-from ..formats.label_files import class_lines, read_class_file
 from ..clip.last_block import METHODS, check_method
 from ..clip.loading import load_clip
 from ..engine.maskclip import MaskCLIP, MaskCLIPConfig, validate_classes
 from ..engine.segmenter import Segmenter
+from ..errors import MaskCLIPError
+from ..formats.label_files import class_lines, read_class_file
+from ..hooks import ProgressHook
 
 console = Console(stderr=True)
 
@@ -126,7 +133,9 @@ def build_maskclip(
 
 def load_trained(path: Path, classes: list[str], device: str) -> Segmenter:
     """A `maskclip train` checkpoint as a segmenter; it brings its own classes."""
-    from ..training.trained_segmenter import load_segmenter  # torchvision only when a trained network is used
+    from ..training.trained_segmenter import (
+        load_segmenter,  # torchvision only when a trained network is used
+    )
 
     if classes:
         raise MaskCLIPError("--segmenter labels with the classes it was trained on; drop --classes/--classes-file.")

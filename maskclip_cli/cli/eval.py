@@ -11,16 +11,37 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import __version__
-from ..evaluation.datasets import DATASETS, class_names, get_spec, list_samples
+from .._io import file_sha256, write_json
 from ..errors import MaskCLIPError
-from ..evaluation.evaluate import EvalResult, evaluate_segmenter, prediction_layout, read_class_names, score_folders
-from ..formats.label_files import write_json
-from ..clip.loading import file_sha256
-from ..evaluation.protocols import PROTOCOLS, background_threshold, eval_config, protocol_segmenter, protocol_settings
+from ..evaluation.datasets import DATASETS, class_names, get_spec, list_samples
+from ..evaluation.evaluate import (
+    EvalResult,
+    evaluate_segmenter,
+    prediction_layout,
+    read_class_names,
+    score_folders,
+)
+from ..evaluation.protocols import (
+    PROTOCOLS,
+    background_threshold,
+    eval_config,
+    protocol_segmenter,
+    protocol_settings,
+)
 from .app import app
 from .common import (
-    Checkpoint, DenoiseThreshold, Device, KeySmoothing, Method, Model, Pretrained, PromptDenoising, RichHook,
-    build_maskclip, load_trained, user_errors,
+    Checkpoint,
+    DenoiseThreshold,
+    Device,
+    KeySmoothing,
+    Method,
+    Model,
+    Pretrained,
+    PromptDenoising,
+    RichHook,
+    build_maskclip,
+    load_trained,
+    user_errors,
 )
 
 PROTOCOL_DEFAULT = "default: the protocol's"

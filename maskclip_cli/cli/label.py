@@ -7,16 +7,34 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import MaskCLIPError
-from ..labelling.label_job import LabelOptions, label_folder
 from ..engine.maskclip import MaskCLIPConfig, validate_classes
+from ..errors import MaskCLIPError
 from ..formats.label_files import check_class_count
+from ..labelling.label_job import LabelOptions, label_folder
 from .app import app
 from .common import (
-    load_trained,
+    Background,
+    Checkpoint,
+    Classes,
+    ClassesFile,
+    DenoiseThreshold,
+    Device,
+    KeySmoothing,
+    Method,
+    Model,
+    Pretrained,
+    PromptDenoising,
+    RichHook,
+    ShortSide,
+    Stride,
+    Templates,
+    Window,
+    build_maskclip,
+    console,
     extra_class_names,
-    Background, Checkpoint, Classes, ClassesFile, DenoiseThreshold, Device, KeySmoothing, Method, Model, Pretrained,
-    PromptDenoising, RichHook, ShortSide, Stride, Templates, Window, build_maskclip, console, read_classes, user_errors,
+    load_trained,
+    read_classes,
+    user_errors,
 )
 
 

@@ -65,8 +65,6 @@ def train(
 ) -> None:
     """Train MaskCLIP+ (DeepLabv2 with CLIP's text classifier) on MaskCLIP pseudo labels, optionally
     followed by self-training. Multi-GPU: launch with `torchrun --nproc-per-node N -m maskclip_cli train ...`."""
-    from ..training.class_text import class_text_for_labels
-    from ..training.pseudo_label_dataset import read_label_folder
     from ..training.loop import TrainConfig
     from ..training.loop import train as run_training
 
@@ -81,14 +79,10 @@ def train(
             photometric=photometric, lr=lr, head_lr_mult=head_lr_mult, momentum=momentum, weight_decay=weight_decay,
             poly_power=poly_power, amp=amp, seed=seed, workers=workers, checkpoint_every=checkpoint_every,
             log_every=log_every, val_images=val_images, val_labels=val_labels, val_every=val_every,
+            clip_model=model, clip_pretrained=pretrained, clip_checkpoint=checkpoint, method=method,
         )
-        dev = resolve_device(device)
-        text = None  # a resumed run brings its own
-        if not resume:
-            folder = read_label_folder(labels)
-            text = class_text_for_labels(folder.class_names, folder.settings, model, pretrained, checkpoint, dev, hook, method)
         try:
-            summary = run_training(cfg, text, dev, resume=resume, hook=hook, given=_typed(ctx))
+            summary = run_training(cfg, None, resolve_device(device), resume=resume, hook=hook, given=_typed(ctx))
         except KeyboardInterrupt:
             raise typer.Exit(130)
     if not main_rank:

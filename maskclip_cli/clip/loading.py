@@ -8,9 +8,7 @@ downloaded only when the hub is reachable, (b) a local checkpoint file, or (c) n
 
 from __future__ import annotations
 
-import hashlib
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +16,11 @@ import open_clip
 import torch
 from open_clip.model import get_model_preprocess_cfg
 
+from .._io import file_sha256
+from .._network import reachable
 from ..errors import CheckpointMismatchError, MaskCLIPError, WeightsUnavailableError
 from ..hooks import SILENT, ProgressHook
+from ..record import ClipSource, WeightsSource
 
 RANDOM_WEIGHTS = "none"
 
@@ -32,25 +33,22 @@ class LoadedCLIP:
     tokenizer: object
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    model_name: str
-    pretrained: str  # the tag, "none", or "checkpoint:<sha256 prefix>"
+    model_name: str  # the open_clip architecture name (a model-config file's stem)
+    source: ClipSource  # what was asked for: enough to load the same CLIP again (recorded in outputs)
+
+    @property
+    def pretrained(self) -> str:
+        """Short weights label: the tag, "none", "in-memory" or "checkpoint:<sha256 prefix>"."""
+        return self.source.weights.label
 
     @property
     def identity(self) -> str:
-        """Stable id of architecture + weights, used to key caches and recorded in outputs."""
+        """Stable id of architecture + weights, used to key caches."""
         return f"{self.model_name}@{self.pretrained}"
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve_model_name(model: str) -> str:
@@ -72,14 +70,9 @@ def resolve_model_name(model: str) -> str:
     return model
 
 
-def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+def _model_ref(model: str) -> str:
+    """How the record names the architecture: a config file by absolute path, so it reloads anywhere."""
+    return str(Path(model).resolve()) if model.endswith(".json") else model
 
 
 def _tag_weights_path(model_name: str, tag: str, cache_dir: str | None) -> str:
@@ -105,7 +98,7 @@ def _tag_weights_path(model_name: str, tag: str, cache_dir: str | None) -> str:
         where = f"https://huggingface.co/{repo_id}"
     else:
         where = cfg.get("url", "")
-    if not _hub_reachable():
+    if not reachable("huggingface.co"):
         raise WeightsUnavailableError(
             f"Weights for {model_name} (pretrained '{tag}') are not in the local cache and the hub cannot "
             f"be reached. Download them once on a connected machine ({where}) into the Hugging Face cache "
@@ -161,9 +154,9 @@ def load_clip(
     if checkpoint is not None:
         if not Path(checkpoint).is_file():  # before the (slow) model build
             raise MaskCLIPError(f"Checkpoint file not found: {checkpoint}")
-        label = f"checkpoint:{file_sha256(checkpoint)[:16]}"
+        weights = WeightsSource("checkpoint", path=str(Path(checkpoint).resolve()), sha256=file_sha256(checkpoint))
     elif pretrained == RANDOM_WEIGHTS or name.startswith(("hf-hub:", "local-dir:")):
-        label = pretrained if pretrained == RANDOM_WEIGHTS else "bundled"
+        weights = WeightsSource("random" if pretrained == RANDOM_WEIGHTS else "bundled")
         if pretrained == RANDOM_WEIGHTS:
             hook.warn(
                 f"RANDOM WEIGHTS: {name} is built with --pretrained none. Its labels are meaningless; "
@@ -171,22 +164,23 @@ def load_clip(
             )
     else:
         weights_path = _tag_weights_path(name, pretrained, cache_dir)
-        label = pretrained
+        weights = WeightsSource("tag", tag=pretrained)
     try:
         clip = open_clip.create_model(name, pretrained=weights_path, device="cpu")
     except RuntimeError as exc:
         raise CheckpointMismatchError(f"Could not load {name} weights from {weights_path}: {exc}") from exc
     if checkpoint is not None:
         _load_checkpoint(clip, name, Path(checkpoint))
-    return _frozen(clip.to(device), open_clip.get_tokenizer(name), name, label)
+    return _frozen(clip.to(device), open_clip.get_tokenizer(name), name, ClipSource(_model_ref(model), weights))
 
 
 def from_model(clip: torch.nn.Module, model_name: str = "custom", tokenizer: object | None = None) -> LoadedCLIP:
     """Wrap an already-built open_clip model (e.g. one made from a config dict in a script or test)."""
-    return _frozen(clip, tokenizer or open_clip.get_tokenizer("ViT-B-16"), model_name, "in-memory")
+    source = ClipSource(model_name, WeightsSource("in-memory"))
+    return _frozen(clip, tokenizer or open_clip.get_tokenizer("ViT-B-16"), model_name, source)
 
 
-def _frozen(clip: torch.nn.Module, tokenizer: object, model_name: str, pretrained: str) -> LoadedCLIP:
+def _frozen(clip: torch.nn.Module, tokenizer: object, model_name: str, source: ClipSource) -> LoadedCLIP:
     """``clip`` in eval mode without gradients, with the mean/std its preprocessing config gives."""
     clip = clip.eval().requires_grad_(False)
     cfg = get_model_preprocess_cfg(clip)
@@ -196,5 +190,5 @@ def _frozen(clip: torch.nn.Module, tokenizer: object, model_name: str, pretraine
         mean=tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
         std=tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD)),
         model_name=model_name,
-        pretrained=pretrained,
+        source=source,
     )

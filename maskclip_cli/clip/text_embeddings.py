@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..formats.label_files import atomic_write
+from .._io import atomic_write
 from .loading import RANDOM_WEIGHTS, LoadedCLIP
 
 UNCACHEABLE = (RANDOM_WEIGHTS, "in-memory")

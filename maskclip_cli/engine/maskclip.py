@@ -12,24 +12,27 @@ tokens, and key smoothing works through its similarity in bounded row blocks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..class_groups import reduce_groups
 from ..clip.dense import check_method_for, dense_features, output_stride
 from ..clip.last_block import DEFAULT_METHOD
-from ..errors import MaskCLIPError
-from .key_smoothing import key_smooth
 from ..clip.loading import LoadedCLIP
 from ..clip.preprocess import to_model_input
-from .prompt_denoising import SOFTMAX_SCALE, prompt_denoise
-from .segmenter import Segmenter
-from .sliding_window import window_starts
 from ..clip.templates import get_templates
 from ..clip.text_embeddings import class_embeddings
+from ..constants import SOFTMAX_SCALE
+from ..errors import MaskCLIPError
+from ..record import LabelRecord
+from .key_smoothing import key_smooth
+from .prompt_denoising import prompt_denoise
+from .segmenter import Segmenter
+from .sliding_window import window_starts
 
 BACKGROUND = "background"
 
@@ -43,16 +46,6 @@ def validate_classes(classes: list[str]) -> list[str]:
     if dupes:
         raise MaskCLIPError(f"Duplicate class names: {', '.join(dupes)}.")
     return names
-
-
-def reduce_groups(per_prompt: torch.Tensor, groups: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """(B, R, h, w) scores of R prompts -> (B, n_classes, h, w): each class takes the max over its
-    prompts (``groups[r]`` is prompt r's class). Used for the merged background class."""
-    if len(groups) == n_classes:
-        return per_prompt
-    out = per_prompt.new_full((per_prompt.shape[0], n_classes, *per_prompt.shape[2:]), -torch.inf)
-    index = groups.to(per_prompt.device)[None, :, None, None].expand_as(per_prompt)
-    return out.scatter_reduce(1, index, per_prompt, "amax")
 
 
 @dataclass
@@ -113,24 +106,8 @@ class MaskCLIP(Segmenter):
             features, keys = self.encode(images)
         return self.refine(features.float(), keys.float())
 
-    def settings(self) -> dict:
-        cfg = self.config
-        return {
-            "segmenter": "maskclip",
-            "method": cfg.method,
-            "model": self.clip.model_name,
-            "weights": self.clip.pretrained,
-            "classes": self.class_names,
-            "templates": cfg.templates,
-            "background": cfg.background,
-            "key_smoothing": cfg.key_smoothing,
-            "prompt_denoising": cfg.prompt_denoising,
-            "denoise_threshold": cfg.denoise_threshold,
-            "short_side": cfg.short_side,
-            "window": cfg.window,
-            "stride": cfg.stride,
-            "baseline": cfg.baseline,
-        }
+    def record(self) -> LabelRecord:
+        return LabelRecord(classes=list(self.class_names), clip=self.clip.source, inference=asdict(self.config))
 
     # -- MaskCLIP steps --------------------------------------------------------------------
     @torch.no_grad()

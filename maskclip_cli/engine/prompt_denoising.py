@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import torch
 
+from ..constants import SOFTMAX_SCALE
+
 REMOVED_LOGIT = -100.0
-SOFTMAX_SCALE = 100.0
 
 
 def kept_classes(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:

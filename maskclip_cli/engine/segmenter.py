@@ -1,7 +1,8 @@
 """What every segmenter (MaskCLIP, or a trained MaskCLIP+ network) offers the pipelines.
 
 A segmenter turns a PIL image into a model input, a batch of inputs into class probabilities at
-its own resolution, and describes its settings (recorded in manifests, compared on resume).
+its own resolution, and describes how it labels as a :class:`~maskclip_cli.record.LabelRecord` (written into
+classes.json, compared on resume).
 Label and confidence maps at the original size come from :meth:`Segmenter.predict`.
 """
 
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..record import LabelRecord
 from .upsampling import upsample_argmax
 
 
@@ -38,9 +40,13 @@ class Segmenter:
         """(B, C, h, w) class probabilities for a batch of same-sized inputs."""
         raise NotImplementedError
 
-    def settings(self) -> dict:
-        """Everything that changes the output; equal settings mean reusable outputs."""
+    def record(self) -> LabelRecord:
+        """Everything that changes the output; equal records mean reusable outputs."""
         raise NotImplementedError
+
+    def settings(self) -> dict:
+        """The record as JSON-ready values (as written into classes.json and eval's --json)."""
+        return self.record().to_dict()
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, sizes: list[tuple[int, int]]) -> list[Prediction]:

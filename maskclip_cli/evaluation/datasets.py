@@ -22,10 +22,10 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from ..constants import IGNORE_INDEX
 from ..errors import MaskCLIPError
-from ..formats.label_files import IGNORE_INDEX
+from ..formats.label_files import read_label_png
 
 # 0-based COCO category ids (pixel values of stuffthingmaps) that no annotation uses.
 COCO_UNUSED_IDS = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
@@ -113,17 +113,6 @@ class Sample:
     def load_label(self) -> np.ndarray:
         """(H, W) uint8 class ids with 255 = ignore."""
         return self.lut[read_label_png(self.label)]
-
-
-def read_label_png(path: Path) -> np.ndarray:
-    """Raw values of a single-channel (L or palette) label PNG; one clear error if it is not one."""
-    try:
-        with Image.open(path) as img:
-            if img.mode not in ("L", "P"):
-                raise MaskCLIPError(f"Label map {path} is a {img.mode} image; expected an 8-bit single-channel (L or palette) PNG.")
-            return np.asarray(img)
-    except (OSError, ValueError) as exc:
-        raise MaskCLIPError(f"Cannot read label map {path}: {exc}") from exc
 
 
 def class_names(spec: DatasetSpec) -> list[str]:

@@ -15,12 +15,14 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .datasets import IGNORE_INDEX, Sample, read_label_png
-from ..errors import MaskCLIPError
-from ..hooks import SILENT, ProgressHook
-from ..formats.label_files import CLASSES_FILE, class_lines, read_class_file
-from .metrics import ConfusionMatrix, Scores
+from ..constants import IGNORE_INDEX
 from ..engine.segmenter import Segmenter
+from ..errors import MaskCLIPError
+from ..formats.label_files import class_lines, read_class_file, read_label_png
+from ..formats.label_folder import CLASSES_FILE, LABELS_DIR
+from ..hooks import SILENT, ProgressHook
+from .datasets import Sample
+from .metrics import ConfusionMatrix, Scores
 
 
 @dataclass
@@ -190,7 +192,7 @@ def prediction_layout(pred_dir: Path, classes_file: Path | None) -> tuple[Path, 
     """
     if not pred_dir.is_dir():
         raise MaskCLIPError(f"Prediction folder not found: {pred_dir}")
-    labels_dir = pred_dir / "labels" if (pred_dir / "labels").is_dir() else pred_dir
+    labels_dir = pred_dir / LABELS_DIR if (pred_dir / LABELS_DIR).is_dir() else pred_dir
     own = next((d / CLASSES_FILE for d in (pred_dir, pred_dir.parent) if (d / CLASSES_FILE).is_file()), None)
     if classes_file is None:
         if own is None:

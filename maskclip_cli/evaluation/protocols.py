@@ -24,10 +24,11 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from ..errors import MaskCLIPError
-from ..engine.maskclip import MaskCLIP, MaskCLIPConfig
 from ..clip.preprocess import to_model_input
+from ..engine.maskclip import MaskCLIP, MaskCLIPConfig
 from ..engine.segmenter import Segmenter
+from ..errors import MaskCLIPError
+from ..record import LabelRecord
 
 PROTOCOLS = ("paper", "sclip")
 
@@ -84,8 +85,10 @@ class RescaledMaskCLIP(Segmenter):
     def scores(self, images: torch.Tensor) -> torch.Tensor:
         return self.inner.scores(images)
 
-    def settings(self) -> dict:
-        return {**self.inner.settings(), "short_side": None, "max_long_side": self.max_long, "max_short_side": self.max_short}
+    def record(self) -> LabelRecord:
+        record = self.inner.record()
+        record.inference.update(short_side=None, max_long_side=self.max_long, max_short_side=self.max_short)
+        return record
 
 
 def eval_config(

@@ -15,11 +15,10 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
+from ..constants import IGNORE_INDEX
 from ..errors import MaskCLIPError
-from .label_files import CLASSES_FILE, IGNORE_INDEX
-
-MANIFEST_FILE = "manifest.jsonl"
-OVERLAYS = "overlays"
+from .label_folder import CLASSES_FILE, MANIFEST_FILE
+from .label_folder import OVERLAYS_DIR as OVERLAYS
 
 
 @dataclass(frozen=True)

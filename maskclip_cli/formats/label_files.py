@@ -1,24 +1,18 @@
-"""Writing a labelled dataset: palette PNG label maps, confidence maps, classes.json.
+"""The file formats of label maps, confidence maps and class lists (encoding and decoding).
 
-Every file is written to a temporary name in the same folder and renamed into place, so an
-interrupted run never leaves a half-written output.
+Writes are atomic (see ``maskclip_cli._io``). Where these files live is formats.label_folder's business.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
 
+from .._io import atomic_write
+from ..constants import IGNORE_INDEX
 from ..errors import MaskCLIPError
-
-IGNORE_INDEX = 255
-CLASSES_FILE = "classes.json"
 
 
 def check_class_count(n: int) -> None:
@@ -42,17 +36,6 @@ def palette(n: int) -> list[list[int]]:
     return colours
 
 
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_label_png(path: Path, labels: np.ndarray, colours: list[list[int]]) -> None:
@@ -76,8 +59,16 @@ def write_confidence(path: Path, confidence: np.ndarray) -> None:
         atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
-def write_json(path: Path, data: object) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
+
+def read_label_png(path: Path) -> np.ndarray:
+    """Raw values of a single-channel (L or palette) label PNG; one clear error if it is not one."""
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("L", "P"):
+                raise MaskCLIPError(f"Label map {path} is a {img.mode} image; expected an 8-bit single-channel (L or palette) PNG.")
+            return np.asarray(img)
+    except (OSError, ValueError) as exc:
+        raise MaskCLIPError(f"Cannot read label map {path}: {exc}") from exc
 
 
 def read_class_file(path: Path) -> str:
@@ -93,13 +84,3 @@ def read_class_file(path: Path) -> str:
 def class_lines(text: str) -> list[str]:
     """Class names of a text file: one per line, ``#`` starts a comment, blank lines skipped."""
     return [n for n in (ln.split("#")[0].strip() for ln in text.splitlines()) if n]
-
-
-def classes_document(class_names: list[str], settings: dict) -> dict:
-    """Content of classes.json: id -> name and colour, the ignore index, and the settings used."""
-    colours = palette(len(class_names))
-    return {
-        "classes": [{"id": i, "name": n, "color": colours[i]} for i, n in enumerate(class_names)],
-        "ignore_index": IGNORE_INDEX,
-        "settings": settings,
-    }

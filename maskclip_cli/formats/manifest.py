@@ -6,16 +6,11 @@ an image wins, and a finished run rewrites the file compacted to one line per im
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from pathlib import Path
 
-from .label_files import atomic_write
-
-
-def settings_hash(settings: dict) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+from .._io import atomic_write
 
 
 def read_manifest(path: Path) -> dict[str, dict]:

@@ -9,12 +9,11 @@ same settings skips finished images; outputs are written atomically.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -22,16 +21,21 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import MaskCLIPError
-from ..hooks import SILENT, ProgressHook
-from ..formats.image_files import find_images, output_stems
-from ..formats.label_files import CLASSES_FILE, IGNORE_INDEX, check_class_count, classes_document, palette, write_confidence, write_json, write_label_png
-from ..formats.manifest import Manifest, settings_hash
+from ..constants import IGNORE_INDEX
 from ..engine.segmenter import Prediction, Segmenter
-from ..formats._label_dir import overlay_path
+from ..errors import MaskCLIPError
+from ..formats.image_files import find_images, output_stems
+from ..formats.label_files import (
+    check_class_count,
+    palette,
+    write_confidence,
+    write_label_png,
+)
+from ..formats.label_folder import CLASSES_FILE, LabelFolder
+from ..formats.manifest import Manifest
+from ..hooks import SILENT, ProgressHook
+from ..record import LabelRecord, record_hash
 from ..review.overlay import write_overlay, write_overlays
-
-MANIFEST_FILE = "manifest.jsonl"
 
 
 @dataclass
@@ -84,13 +88,13 @@ class _ImageFolder(Dataset):
             return {"rel": rel, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def _own_outputs(input_dir: Path, out_dir: Path) -> list[PurePosixPath]:
-    """The output's labels/ and confidence/ folders as paths relative to ``input_dir``, where the
-    output folder lies inside it: their PNGs are this job's results, not images to label."""
+def _own_outputs(input_dir: Path, folder: LabelFolder) -> list[PurePosixPath]:
+    """The output's image folders as paths relative to ``input_dir``, where the output folder lies
+    inside it: their PNGs are this job's results, not images to label."""
     inside = []
-    for sub in ("labels", "confidence", "overlays"):
+    for sub in folder.output_dirs():
         try:
-            inside.append(PurePosixPath((out_dir / sub).resolve().relative_to(input_dir.resolve()).as_posix()))
+            inside.append(PurePosixPath(sub.resolve().relative_to(input_dir.resolve()).as_posix()))
         except ValueError:
             pass
     return inside
@@ -106,18 +110,23 @@ def _check_writable(out_dir: Path) -> None:
         raise MaskCLIPError(f"Output folder {out_dir} is not writable: {exc.strerror or exc}") from exc
 
 
-def _check_same_settings(out_dir: Path, document: dict) -> None:
+def _flat(settings: dict) -> dict:
+    """A record's dict with ``inference`` spread out, so a difference names the setting."""
+    return {**{k: v for k, v in settings.items() if k != "inference"}, **(settings.get("inference") or {})}
+
+
+def _check_same_settings(out_dir: Path, record: LabelRecord) -> None:
     """Refuse to mix outputs of different settings in one folder (label ids would not agree)."""
-    path = out_dir / CLASSES_FILE
-    if not path.is_file():
+    if not (out_dir / CLASSES_FILE).is_file():
         return
     try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return
-    if old.get("settings") != document["settings"]:
-        changed = sorted(k for k in set(old.get("settings", {})) | set(document["settings"])
-                         if old.get("settings", {}).get(k) != document["settings"].get(k))
+        old = LabelFolder.open(out_dir).settings
+    except MaskCLIPError:
+        return  # unreadable: rewritten below
+    new = record.to_dict()
+    if old != new:
+        a, b = _flat(old), _flat(new)
+        changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         raise MaskCLIPError(
             f"{out_dir} holds labels made with other settings (differ in: {', '.join(changed)}). "
             "Pass --overwrite to relabel it, or choose another --out."
@@ -127,17 +136,13 @@ def _check_same_settings(out_dir: Path, document: dict) -> None:
 class _Writer:
     """Writes one image's files in a thread pool and records it in the manifest when done."""
 
-    def __init__(self, out_dir: Path, options: LabelOptions, class_names: list[str], manifest: Manifest, tag: str,
+    def __init__(self, folder: LabelFolder, options: LabelOptions, class_names: list[str], manifest: Manifest, tag: str,
                  input_dir: Path):
-        self.input_dir = input_dir
-        self.out_dir, self.options, self.class_names, self.manifest, self.tag = out_dir, options, class_names, manifest, tag
+        self.folder, self.out_dir, self.input_dir = folder, folder.root, input_dir
+        self.options, self.class_names, self.manifest, self.tag = options, class_names, manifest, tag
         self.colours = palette(len(class_names))
         self.pool = ThreadPoolExecutor(max_workers=max(1, options.writers))
         self.pending: list[Future] = []
-
-    def paths(self, stem: str) -> tuple[Path, Path]:
-        return (self.out_dir / "labels" / f"{stem}.png",
-                self.out_dir / "confidence" / f"{stem}.{self.options.confidence_format}")
 
     def submit(self, rel: PurePosixPath, stem: str, size: tuple[int, int], pred: Prediction) -> None:
         self.pending = [f for f in self.pending if not f.done()]
@@ -149,11 +154,11 @@ class _Writer:
         labels = pred.labels.astype(np.uint8)
         if self.options.min_confidence is not None:
             labels[pred.confidence < self.options.min_confidence] = IGNORE_INDEX
-        label_path, conf_path = self.paths(stem)
+        label_path, conf_path = self.folder.label_path(stem), self.folder.confidence_path(stem)
         write_label_png(label_path, labels, self.colours)
         write_confidence(conf_path, pred.confidence)
         if self.options.overlays:
-            write_overlay(overlay_path(self.out_dir, stem), self.input_dir / rel, labels, self.colours, self.class_names)
+            write_overlay(self.folder.overlay_path(stem), self.input_dir / rel, labels, self.colours, self.class_names)
         present = np.unique(labels)
         self.manifest.add({
             "source": str(rel), "label": str(label_path.relative_to(self.out_dir)),
@@ -200,22 +205,22 @@ def label_folder(
     """Label every image under ``input_dir`` into ``out_dir`` and return a summary."""
     options = options or LabelOptions()
     check_class_count(len(segmenter.class_names))
-    own = _own_outputs(input_dir, out_dir)
+    folder = LabelFolder(out_dir)
+    own = _own_outputs(input_dir, folder)
     paths = [p for p in find_images(input_dir) if not any(p.is_relative_to(o) for o in own)]
     if not paths:
         raise MaskCLIPError(f"No images (jpg, jpeg, png, webp, bmp, tif) found under {input_dir}.")
     _check_writable(out_dir)
-    settings = dict(segmenter.settings(), min_confidence=options.min_confidence, confidence_format=options.confidence_format)
-    document = classes_document(segmenter.class_names, settings)
+    record = replace(segmenter.record(), min_confidence=options.min_confidence, confidence_format=options.confidence_format)
     if not options.overwrite:
-        _check_same_settings(out_dir, document)
-    write_json(out_dir / CLASSES_FILE, document)
-    tag = settings_hash(settings)
-    manifest = Manifest(out_dir / MANIFEST_FILE, fresh=options.overwrite)
+        _check_same_settings(out_dir, record)
+    folder.write_classes(record)
+    tag = record_hash(record)
+    manifest = Manifest(folder.manifest_file, fresh=options.overwrite)
     stems = output_stems(paths)
     todo = [p for p in paths if options.overwrite or not _is_done(manifest.entries.get(str(p)), out_dir, tag)]
     summary = LabelSummary(total=len(paths), skipped=len(paths) - len(todo))
-    writer = _Writer(out_dir, options, segmenter.class_names, manifest, tag, input_dir)
+    writer = _Writer(folder, options, segmenter.class_names, manifest, tag, input_dir)
     loader = DataLoader(
         _ImageFolder(input_dir, todo, segmenter.prepare), batch_size=max(1, options.batch_size),
         num_workers=options.workers, collate_fn=list, pin_memory=segmenter.device.type == "cuda",

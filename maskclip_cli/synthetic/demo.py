@@ -16,16 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..training.class_text import from_maskclip
-from ..evaluation.datasets import get_spec, list_samples
-from ..errors import MaskCLIPError
-from ..evaluation.evaluate import evaluate_segmenter
-from ..hooks import SILENT, ProgressHook
-from ..labelling.label_job import LabelOptions, label_folder
 from ..clip.loading import LoadedCLIP
 from ..engine.maskclip import MaskCLIP, MaskCLIPConfig
-from ..evaluation.metrics import ConfusionMatrix
 from ..engine.segmenter import Segmenter
+from ..errors import MaskCLIPError
+from ..evaluation.datasets import get_spec, list_samples
+from ..evaluation.evaluate import evaluate_segmenter
+from ..evaluation.metrics import ConfusionMatrix
+from ..hooks import SILENT, ProgressHook
+from ..labelling.label_job import LabelOptions, label_folder
+from ..training.class_text import from_maskclip
 from ..training.loop import METRICS_FILE, TrainConfig, train
 from .assets import load_synthetic_clip
 from .export import write_split

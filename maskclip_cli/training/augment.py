@@ -13,10 +13,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from ..formats.label_files import IGNORE_INDEX
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass

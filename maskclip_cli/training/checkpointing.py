@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._io import atomic_write
 from ..errors import MaskCLIPError
-from ..formats.label_files import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = "maskclip+/1"

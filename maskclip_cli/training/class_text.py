@@ -1,8 +1,9 @@
 """The frozen text classifier of MaskCLIP+: the same CLIP text embeddings that labelled the data.
 
-Rebuilt from a label folder's recorded settings (CLIP model, weights, templates, background
-words), or from a user override, through :class:`~maskclip_cli.engine.maskclip.MaskCLIP` itself, so the
-class order and the merged background rows are exactly those of the labels.
+Rebuilt from a label folder's :class:`~maskclip_cli.record.LabelRecord` (CLIP model, weights,
+templates, background words), or from a user override, through
+:class:`~maskclip_cli.engine.maskclip.MaskCLIP` itself, so the class order and the merged background
+rows are exactly those of the labels.
 """
 
 from __future__ import annotations
@@ -12,65 +13,70 @@ from pathlib import Path
 
 import torch
 
-from ..errors import MaskCLIPError
-from ..hooks import SILENT, ProgressHook
+from .._io import file_sha256
 from ..clip.last_block import DEFAULT_METHOD
 from ..engine.maskclip import BACKGROUND, MaskCLIP, MaskCLIPConfig
+from ..errors import MaskCLIPError
+from ..hooks import SILENT, ProgressHook
+from ..record import LabelRecord
 
 
 @dataclass
 class ClassText:
     """Class names by id, (R, D) unit-norm prompt embeddings, (R,) class id per row, and the
-    CLIP settings they came from (recorded in checkpoints)."""
+    record of the CLIP and text settings they came from (saved in checkpoints)."""
 
     class_names: list[str]
     text: torch.Tensor
     groups: torch.Tensor
-    clip: dict
+    record: LabelRecord
 
 
 def from_maskclip(mc: MaskCLIP) -> ClassText:
-    s = mc.settings()
-    clip = {"model": s["model"], "weights": s["weights"], "templates": s["templates"], "background": s["background"],
-            "method": s["method"]}
-    return ClassText(list(mc.class_names), mc.text.cpu(), mc.groups.cpu(), clip)
+    return ClassText(list(mc.class_names), mc.text.cpu(), mc.groups.cpu(), mc.record())
 
 
-def clip_settings(label_settings: dict) -> dict:
-    """The CLIP part of a classes.json ``settings``; labels made by a trained model nest it."""
-    return label_settings.get("clip", label_settings) if label_settings.get("segmenter") == "maskclip+" else label_settings
+def _weights_args(record: LabelRecord, pretrained: str | None, checkpoint: Path | None, hook: ProgressHook) -> tuple[str, Path | None]:
+    """(pretrained tag, checkpoint file) that load the recorded weights, unless the user overrides them."""
+    if checkpoint is not None or pretrained is not None:
+        return pretrained or "openai", checkpoint
+    weights = record.clip.weights if record.clip else None
+    if weights is None or weights.kind == "in-memory":
+        raise MaskCLIPError("classes.json does not say which CLIP made the labels; pass --model with --pretrained or --checkpoint.")
+    if weights.kind == "checkpoint":
+        if not weights.path:
+            raise MaskCLIPError("The labels were made with a CLIP checkpoint file that classes.json does not name; pass --checkpoint.")
+        path = Path(weights.path)
+        if not path.is_file():
+            raise MaskCLIPError(f"The CLIP checkpoint that made the labels, {path}, is not there; pass --checkpoint.")
+        if weights.sha256 and not file_sha256(path).startswith(weights.sha256):
+            hook.warn(f"{path} has changed since it made the labels (sha256 differs); its text embeddings may differ.")
+        return "openai", path
+    return {"tag": weights.tag, "random": "none"}.get(weights.kind) or "openai", None
 
 
 def class_text_for_labels(
-    class_names: list[str], label_settings: dict, model: str | None = None, pretrained: str | None = None,
+    record: LabelRecord, model: str | None = None, pretrained: str | None = None,
     checkpoint: Path | None = None, device: str | torch.device = "cpu", hook: ProgressHook = SILENT,
     method: str | None = None,
 ) -> ClassText:
-    """Load the CLIP recorded in ``label_settings`` (or the one given) and embed ``class_names``.
+    """Load the CLIP recorded in ``record`` (or the one given) and embed its classes.
 
     ``method``, when given, must be the dense-feature method recorded for the labels (a guard
     against training on labels other than the ones meant); it is kept in the classifier's record."""
     from ..clip.loading import load_clip
 
-    s = clip_settings(label_settings)
-    recorded = s.get("method", DEFAULT_METHOD)
+    recorded = record.inference.get("method", DEFAULT_METHOD)
     if method is not None and method != recorded:
         raise MaskCLIPError(f"--method {method} was asked for, but the labels were made with --method {recorded}.")
-    model = model or s.get("model")
-    weights = s.get("weights", "")
-    if checkpoint is None and pretrained is None and str(weights).startswith("checkpoint:"):
-        if not s.get("checkpoint"):
-            raise MaskCLIPError("The labels were made with a CLIP checkpoint file that classes.json does not name; pass --checkpoint.")
-        checkpoint = Path(s["checkpoint"])
-    pretrained = pretrained or (weights if weights and not str(weights).startswith("checkpoint:") else "openai")
-    if not model or (pretrained == "in-memory" and checkpoint is None):
+    model = model or (record.clip.model if record.clip else None)
+    if not model:
         raise MaskCLIPError("classes.json does not say which CLIP made the labels; pass --model with --pretrained or --checkpoint.")
-    background = list(s.get("background") or [])
-    fg = class_names[1:] if background and class_names[:1] == [BACKGROUND] else class_names
+    pretrained, checkpoint = _weights_args(record, pretrained, checkpoint, hook)
+    names, background = record.classes, record.background
+    fg = names[1:] if background and names[:1] == [BACKGROUND] else names
     clip = load_clip(model, pretrained, checkpoint, device, hook=hook)
-    mc = MaskCLIP(clip, fg, MaskCLIPConfig(method=recorded, templates=s.get("templates", "vild"), background=background))
-    if mc.class_names != class_names:
-        raise MaskCLIPError(f"Rebuilt classes {mc.class_names} differ from classes.json {class_names}.")
-    text = from_maskclip(mc)
-    text.clip["checkpoint"] = str(checkpoint) if checkpoint else None
-    return text
+    mc = MaskCLIP(clip, fg, MaskCLIPConfig(method=recorded, templates=record.templates, background=background))
+    if mc.class_names != names:
+        raise MaskCLIPError(f"Rebuilt classes {mc.class_names} differ from classes.json {names}.")
+    return from_maskclip(mc)

@@ -8,7 +8,6 @@ class space, so the network can learn classes it never saw ground truth for (pap
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import torch
@@ -17,8 +16,9 @@ import torch.nn.functional as F
 import torchvision
 from torchvision.models import resnet
 
+from .._network import reachable
+from ..class_groups import reduce_groups
 from ..errors import MaskCLIPError
-from ..engine.maskclip import reduce_groups
 
 BACKBONES = ("resnet18", "resnet50", "resnet101")
 ASPP_DILATIONS = (6, 12, 18, 24)
@@ -41,9 +41,7 @@ def _imagenet_state(name: str) -> dict:
     weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     if not cached.is_file():
-        try:
-            socket.create_connection(("download.pytorch.org", 443), timeout=3.0).close()
-        except OSError:
+        if not reachable("download.pytorch.org"):
             raise MaskCLIPError(
                 f"ImageNet weights for {name} are not in torch's cache ({cached}) and download.pytorch.org "
                 f"cannot be reached. Download {weights.url} into {cached.parent} on a connected machine, pass "

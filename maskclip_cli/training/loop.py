@@ -22,15 +22,29 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from . import distributed
-from .augment import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig
-from .checkpointing import CHECKPOINT_FILE, load_checkpoint, restore_rng, rng_state, save_checkpoint
-from .class_text import ClassText
-from .deeplab import NO_WEIGHTS, DeepLabV2
+from .._io import write_json
+from ..constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from ..errors import MaskCLIPError
+from ..formats.label_folder import LabelFolder
 from ..hooks import SILENT, ProgressHook
-from ..formats.label_files import IGNORE_INDEX, write_json
-from .pseudo_label_dataset import IterationBatches, PseudoLabelDataset, collate, find_samples, read_label_folder
+from ..record import LabelRecord
+from . import distributed
+from .augment import AugmentConfig
+from .checkpointing import (
+    CHECKPOINT_FILE,
+    load_checkpoint,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+)
+from .class_text import ClassText, class_text_for_labels
+from .deeplab import NO_WEIGHTS, DeepLabV2
+from .pseudo_label_dataset import (
+    IterationBatches,
+    PseudoLabelDataset,
+    collate,
+    find_samples,
+)
 from .self_training import self_labels
 from .trained_segmenter import TrainedSegmenter
 from .validation import find_val_pairs, validate
@@ -76,6 +90,10 @@ class TrainConfig:
     val_images: Path | None = None
     val_labels: Path | None = None
     val_every: int = 1000
+    clip_model: str | None = None  # the CLIP of the text classifier; default: the one in classes.json
+    clip_pretrained: str | None = None  # its open_clip tag; default: from classes.json
+    clip_checkpoint: Path | None = None  # its weights file; default: from classes.json
+    method: str | None = None  # the dense-feature method the labels must have been made with (a guard)
 
     @property
     def guided(self) -> int:
@@ -129,8 +147,8 @@ def _check_resume(saved: dict, cfg: TrainConfig, hook: ProgressHook, given: Coll
     if changed:
         hook.warn(f"--resume continues the saved run; ignoring changed options: {', '.join(changed)}.")
     merged = {**saved, "out": cfg.out, "workers": cfg.workers}
-    for key in ("images", "labels", "gt_labels", "val_images", "val_labels"):
-        merged[key] = Path(merged[key]) if merged[key] is not None else None
+    for key in ("images", "labels", "gt_labels", "val_images", "val_labels", "clip_checkpoint"):
+        merged[key] = Path(merged[key]) if merged.get(key) is not None else None
     return TrainConfig(**merged)
 
 
@@ -168,32 +186,73 @@ def _trim_metrics(path: Path, upto: int) -> None:
         path.write_text("".join(ln + "\n" for ln in keep))
 
 
-def train(cfg: TrainConfig, text: ClassText | None, device: str | torch.device = "cpu", resume: bool = False,
-          hook: ProgressHook = SILENT, given: Collection[str] | None = None) -> TrainSummary:
-    """Train (or with ``resume`` continue) the run in ``cfg.out``; returns when ``cfg.iters`` are done.
+@dataclass
+class Run:
+    """Everything :func:`setup` builds for a run and :func:`step` and :func:`train` use."""
 
-    ``text`` is the frozen classifier; a resumed run takes its own from the checkpoint (so ``None``
-    will do). A resumed run keeps its saved options and warns about those of ``cfg`` that differ,
-    among ``given`` (the fields the caller set on purpose, e.g. typed flags; default: every field).
-    Raises KeyboardInterrupt after saving a checkpoint when interrupted.
+    cfg: TrainConfig
+    dist: distributed.Dist
+    model: DeepLabV2
+    net: torch.nn.Module  # the model as trained (DDP-wrapped under torchrun)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    loader: DataLoader
+    text: ClassText
+    unseen: torch.Tensor | None
+    val_pairs: list
+    meta: dict  # what a checkpoint records about the network besides its weights
+    start: int  # first iteration to run
+    window: list[float]  # losses since the last metrics line (saved, so a resume logs the same windows)
+
+    def save(self, iteration: int) -> None:
+        if self.dist.main:
+            save_checkpoint(self.cfg.out / CHECKPOINT_FILE, {
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "iteration": iteration,
+                "rng": rng_state(), "config": self.cfg.as_json(), "meta": {**self.meta, "iteration": iteration},
+                "log_window": list(self.window),
+            })
+
+    def log(self, line: dict) -> None:
+        if self.dist.main:
+            with open(self.cfg.out / METRICS_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(line) + "\n")
+
+
+def _saved_text(meta: dict) -> ClassText:
+    """The classifier of a checkpoint (0.1.0 checkpoints kept a flat ``clip`` dict instead of a record)."""
+    record = LabelRecord.from_dict(meta["record"] if "record" in meta else {**meta["clip"], "classes": meta["class_names"]})
+    return ClassText(meta["class_names"], meta["text"], meta["groups"], record)
+
+
+def setup(cfg: TrainConfig, text: ClassText | None = None, device: str | torch.device = "cpu", resume: bool = False,
+          hook: ProgressHook = SILENT, given: Collection[str] | None = None) -> Run:
+    """Check the inputs, build (or restore) network, optimiser and data, and join the process group.
+
+    ``text`` is the frozen classifier; by default it is rebuilt from the label folder's record (with
+    ``cfg.clip_*`` overrides). A resumed run takes its own from the checkpoint, keeps its saved options
+    and warns about those of ``cfg`` that differ, among ``given`` (the fields the caller set on purpose,
+    e.g. typed flags; default: every field).
     """
     ckpt_path = cfg.out / CHECKPOINT_FILE
     state = None
     if resume:
         state = load_checkpoint(ckpt_path)
         cfg = _check_resume(state["config"], cfg, hook, given)
-        m = state["meta"]
-        text = ClassText(m["class_names"], m["text"], m["groups"], m["clip"])
+        text = _saved_text(state["meta"])
     elif ckpt_path.is_file():
         raise MaskCLIPError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out.")
-    elif text is None:
-        raise MaskCLIPError("A new run needs the class text embeddings (see class_text.class_text_for_labels).")
 
-    folder = read_label_folder(cfg.labels)
+    folder = LabelFolder.open(cfg.labels)
+    if text is None:
+        text = class_text_for_labels(folder.record, cfg.clip_model, cfg.clip_pretrained, cfg.clip_checkpoint, device, hook,
+                                     cfg.method)
     if text.class_names != folder.class_names:
         raise MaskCLIPError(f"Text classes {text.class_names} differ from {cfg.labels}/classes.json {folder.class_names}.")
     unseen = _unseen_ids(cfg, folder.class_names)
-    samples, unlabelled = find_samples(cfg.images, cfg.labels, cfg.gt_labels)
+    samples, unlabelled = find_samples(cfg.images, folder, cfg.gt_labels)
     if unlabelled:
         hook.warn(f"{unlabelled} images in {cfg.images} have no label map and are left out.")
     if (cfg.val_images is None) != (cfg.val_labels is None):
@@ -219,92 +278,95 @@ def train(cfg: TrainConfig, text: ClassText | None, device: str | torch.device =
         start = state["iteration"]
         window = list(state.get("log_window", []))  # losses since the last metrics line (absent before 0.2)
         del state
-    net = distributed.wrap(model, d)
 
     aug = AugmentConfig(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.crop_size, cfg.flip, cfg.photometric, IMAGENET_MEAN, IMAGENET_STD)
     dataset = PseudoLabelDataset(samples, len(folder.class_names), aug, cfg.min_confidence, unseen.tolist() if unseen is not None else None)
     batches = IterationBatches(len(dataset), cfg.batch_size // d.world, cfg.seed, start, cfg.iters, d.rank, d.world)
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers, pin_memory=d.device.type == "cuda",
                         worker_init_fn=_ignore_sigint, collate_fn=collate)
-
     meta = {
         "backbone": cfg.backbone, "class_names": text.class_names, "text": text.text, "groups": text.groups,
-        "clip": text.clip, "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "short_side": cfg.crop_size,
+        "record": text.record.to_dict(), "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "short_side": cfg.crop_size,
     }
     if d.main:
         cfg.out.mkdir(parents=True, exist_ok=True)
         write_json(cfg.out / CONFIG_FILE, cfg.as_json())
         _trim_metrics(cfg.out / METRICS_FILE, start)
+    return Run(cfg, d, model, distributed.wrap(model, d), optimizer, scheduler, scaler, use_amp, loader, text, unseen,
+               val_pairs, meta, start, window)
 
-    def save(iteration: int) -> None:
-        if d.main:
-            save_checkpoint(ckpt_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "iteration": iteration, "rng": rng_state(),
-                "config": cfg.as_json(), "meta": {**meta, "iteration": iteration}, "log_window": list(window),
-            })
 
-    def log(record: dict) -> None:
-        if d.main:
-            with open(cfg.out / METRICS_FILE, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+def step(run: Run, batch: dict, iteration: int) -> tuple[float, float, bool]:
+    """One optimisation step on ``batch``: (loss, learning rate used, whether it was MaskCLIP-guided)."""
+    cfg, device = run.cfg, run.dist.device
+    x = batch["image"].to(device, non_blocking=True)
+    gt = batch["gt"].to(device)
+    guided = iteration < cfg.guided
+    if guided:
+        labels = batch["pseudo"].to(device)
+    else:
+        labels = self_labels(run.model, x, run.unseen, cfg.self_train_threshold)
+        labels = labels.masked_fill(batch["valid"].to(device) == IGNORE_INDEX, IGNORE_INDEX)
+    target = merge_targets(gt, labels, run.unseen)
+    with torch.autocast(device.type, enabled=run.use_amp):
+        logits = run.net(x)
+    logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
+    n_valid = (target != IGNORE_INDEX).sum().clamp(min=1)
+    loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum") / n_valid
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    lr = run.optimizer.param_groups[0]["lr"]
+    run.scheduler.step()
+    return loss.item(), lr, guided
 
+
+def train(cfg: TrainConfig, text: ClassText | None = None, device: str | torch.device = "cpu", resume: bool = False,
+          hook: ProgressHook = SILENT, given: Collection[str] | None = None) -> TrainSummary:
+    """Train (or with ``resume`` continue) the run in ``cfg.out``; returns when ``cfg.iters`` are done.
+
+    See :func:`setup` for ``text`` and ``given``. Raises KeyboardInterrupt after saving a checkpoint when interrupted.
+    """
+    run = setup(cfg, text, device, resume, hook, given)
+    cfg, d, start = run.cfg, run.dist, run.start
     stop, losses, timed = _StopRequest(), [], 0  # timed: iterations this process ran since the last line
-    summary = TrainSummary(start, start, 0.0, float("nan"), ckpt_path)
+    summary = TrainSummary(start, start, 0.0, float("nan"), cfg.out / CHECKPOINT_FILE)
     began = tick = time.perf_counter()
     if d.main:
         hook.start(cfg.iters - start, f"train {start}->{cfg.iters}")
     completed = start
     try:
         with stop.installed():
-            for iteration, batch in enumerate(loader, start):
+            for iteration, batch in enumerate(run.loader, start):
                 if "error" in batch:
                     raise MaskCLIPError(batch["error"])
-                x = batch["image"].to(d.device, non_blocking=True)
-                gt = batch["gt"].to(d.device)
-                guided = iteration < cfg.guided
-                if guided:
-                    labels = batch["pseudo"].to(d.device)
-                else:
-                    labels = self_labels(model, x, unseen, cfg.self_train_threshold)
-                    labels = labels.masked_fill(batch["valid"].to(d.device) == IGNORE_INDEX, IGNORE_INDEX)
-                target = merge_targets(gt, labels, unseen)
-                with torch.autocast(d.device.type, enabled=use_amp):
-                    logits = net(x)
-                logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
-                n_valid = (target != IGNORE_INDEX).sum().clamp(min=1)
-                loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum") / n_valid
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                lr = optimizer.param_groups[0]["lr"]
-                scheduler.step()
+                loss, lr, guided = step(run, batch, iteration)
                 completed = done = iteration + 1  # what a save must say from here on
-                losses.append(loss.item())
-                window.append(losses[-1])
+                losses.append(loss)
+                run.window.append(loss)
                 timed += 1
                 if done % cfg.log_every == 0 or done == cfg.iters:
                     now = time.perf_counter()
-                    log({"iter": done, "phase": "guided" if guided else "self", "loss": sum(window) / len(window),
-                         "lr": lr, "it_per_s": timed / (now - tick)})
-                    window, timed, tick = [], 0, now
-                if val_pairs and (done % cfg.val_every == 0 or done == cfg.iters) and d.main:
-                    scores = validate(TrainedSegmenter(model, {**meta, "iteration": done}), val_pairs)
+                    run.log({"iter": done, "phase": "guided" if guided else "self",
+                             "loss": sum(run.window) / len(run.window), "lr": lr, "it_per_s": timed / (now - tick)})
+                    run.window, timed, tick = [], 0, now
+                if run.val_pairs and (done % cfg.val_every == 0 or done == cfg.iters) and d.main:
+                    scores = validate(TrainedSegmenter(run.model, {**run.meta, "iteration": done}), run.val_pairs)
                     summary.val_miou = scores.miou
-                    log({"iter": done, "val": scores.as_dict(text.class_names)})
+                    run.log({"iter": done, "val": scores.as_dict(run.text.class_names)})
                     hook.info(f"iteration {done}: validation mIoU {scores.miou * 100:.2f}")
                 if done % cfg.checkpoint_every == 0 or done == cfg.iters:
-                    save(done)
+                    run.save(done)
                 if d.main:
-                    hook.advance(1, loss=losses[-1], lr=lr, phase="guided" if guided else "self")
+                    hook.advance(1, loss=loss, lr=lr, phase="guided" if guided else "self")
                 if stop.requested:
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
-        save(completed)
+        run.save(completed)
         if d.main:
             hook.finish()
-            hook.warn(f"Interrupted: checkpoint saved at iteration {completed} in {ckpt_path}; continue with --resume.")
+            hook.warn(f"Interrupted: checkpoint saved at iteration {completed} in {summary.checkpoint}; continue with --resume.")
         distributed.teardown(d)
         raise
     except MaskCLIPError:  # a bad training file: close the progress bar before the error line

@@ -1,7 +1,7 @@
 """The training set of MaskCLIP+: images paired with the pseudo labels ``maskclip label`` wrote.
 
-``--images DIR/<rel>.<ext>`` pairs with ``LABELS/labels/<rel>.png`` (and ``confidence/<rel>.png``,
-and in zero-shot mode ``GT_DIR/<rel>.png``). Samples are addressed by ``(index, seed)`` keys that
+``--images DIR/<rel>.<ext>`` pairs with its label map and confidence map in the label folder
+(found through formats.label_folder), and in zero-shot mode with ``GT_DIR/<rel>.png``. Samples are addressed by ``(index, seed)`` keys that
 :func:`batch_keys` derives from (run seed, iteration), so which images and which crops a step
 sees depend on nothing but its iteration number: that is what makes ``--resume`` exact.
 """
@@ -9,7 +9,6 @@ sees depend on nothing but its iteration number: that is what makes ``--resume``
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,21 +18,13 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler, default_collate
 from torchvision.transforms.v2 import functional as TF
 
-from .augment import AugmentConfig, augment
-from ..evaluation.datasets import read_label_png
+from ..constants import IGNORE_INDEX
 from ..errors import MaskCLIPError
 from ..formats.image_files import find_images, output_stems
-from ..formats.label_files import CLASSES_FILE, IGNORE_INDEX
+from ..formats.label_files import read_label_png
+from ..formats.label_folder import LabelFolder, read_confidence
+from .augment import AugmentConfig, augment
 from .zero_shot import mask_unseen
-
-
-@dataclass
-class LabelFolder:
-    """What a label folder's classes.json says: class names (by id) and the labelling settings."""
-
-    root: Path
-    class_names: list[str]
-    settings: dict
 
 
 @dataclass
@@ -44,52 +35,38 @@ class Sample:
     gt: Path | None
 
 
-def read_label_folder(root: Path) -> LabelFolder:
-    path = root / CLASSES_FILE
-    if not path.is_file():
-        raise MaskCLIPError(f"{path} not found: --labels must be an output folder of `maskclip label`.")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        classes = sorted(doc["classes"], key=lambda c: c["id"])
-        names = [c["name"] for c in classes]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise MaskCLIPError(f"{path} is not a valid classes.json: {exc}") from exc
-    if [c["id"] for c in classes] != list(range(len(names))):
-        raise MaskCLIPError(f"{path}: class ids must be 0..{len(names) - 1}.")
-    if doc.get("ignore_index", IGNORE_INDEX) != IGNORE_INDEX:
-        raise MaskCLIPError(f"{path}: ignore_index must be {IGNORE_INDEX}.")
-    return LabelFolder(root, names, doc.get("settings", {}))
-
-
-def find_samples(images: Path, labels: Path, gt: Path | None = None) -> tuple[list[Sample], int]:
+def find_samples(images: Path, labels: LabelFolder, gt: Path | None = None) -> tuple[list[Sample], int]:
     """Images that have a label map (and ground truth, when ``gt`` is given), plus how many
     images had no label map (failed or not yet labelled; the caller warns)."""
     rels = find_images(images)
     stems = output_stems(rels)
     samples, unlabelled = [], 0
     for rel in rels:
-        label = labels / "labels" / f"{stems[rel]}.png"
+        label = labels.label_path(stems[rel])
         if not label.is_file():
             unlabelled += 1
             continue
-        conf = labels / "confidence" / f"{stems[rel]}.png"
         gt_file = None
         if gt is not None:
             gt_file = gt / f"{stems[rel]}.png"
             if not gt_file.is_file():
                 raise MaskCLIPError(f"Ground-truth label map missing for {rel}: expected {gt_file}.")
-        samples.append(Sample(images / rel, label, conf if conf.is_file() else None, gt_file))
+        samples.append(Sample(images / rel, label, labels.find_confidence(stems[rel]), gt_file))
     if not samples:
-        raise MaskCLIPError(f"No image in {images} has a label map in {labels / 'labels'}.")
+        raise MaskCLIPError(f"No image in {images} has a label map in {labels.label_path('').parent}.")
     return samples, unlabelled
+
+
+def _at_size(values: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """``values`` (H, W) resized nearest-neighbour to the image's (W, H) ``size``, if they differ."""
+    if values.shape[::-1] != size:
+        values = np.asarray(Image.fromarray(values).resize(size, Image.NEAREST))
+    return torch.from_numpy(np.array(values))
 
 
 def read_map(path: Path, size: tuple[int, int]) -> torch.Tensor:
     """(H, W) uint8 map of a PNG (palette indices or grey values), at the image's (W, H) ``size``."""
-    values = read_label_png(path)
-    if values.shape[::-1] != size:
-        values = np.asarray(Image.fromarray(values).resize(size, Image.NEAREST))
-    return torch.from_numpy(np.array(values, dtype=np.uint8))
+    return _at_size(read_label_png(path).astype(np.uint8), size)
 
 
 class PseudoLabelDataset(Dataset):
@@ -116,8 +93,8 @@ class PseudoLabelDataset(Dataset):
         size = (image.shape[2], image.shape[1])
         pseudo = read_map(s.label, size)
         self._check_ids(pseudo, s.label)
-        if s.confidence is not None and self.min_confidence > 0:
-            pseudo[read_map(s.confidence, size) < round(self.min_confidence * 255)] = IGNORE_INDEX
+        if s.confidence is not None and self.min_confidence > 0:  # either stored format (PNG or npy)
+            pseudo[_at_size(read_confidence(s.confidence), size) < self.min_confidence] = IGNORE_INDEX
         gt = torch.full_like(pseudo, IGNORE_INDEX)
         if s.gt is not None:
             gt = read_map(s.gt, size)

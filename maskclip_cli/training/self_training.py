@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..constants import IGNORE_INDEX
 from .deeplab import DeepLabV2
-from ..formats.label_files import IGNORE_INDEX
 
 
 @torch.no_grad()

@@ -3,23 +3,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from .checkpointing import load_checkpoint
-from .deeplab import NO_WEIGHTS, OUTPUT_STRIDE, DeepLabV2
-from ..clip.loading import file_sha256
+from .._io import file_sha256
 from ..clip.preprocess import to_model_input
 from ..engine.segmenter import Segmenter
+from ..record import LabelRecord, TrainedNetwork
+from .checkpointing import load_checkpoint
+from .deeplab import NO_WEIGHTS, OUTPUT_STRIDE, DeepLabV2
 
 
 class TrainedSegmenter(Segmenter):
     """Wraps a :class:`DeepLabV2` and its checkpoint metadata (``meta`` of a checkpoint)."""
 
-    def __init__(self, model: DeepLabV2, meta: dict, source: str | None = None):
-        self.model, self.meta, self.source = model, meta, source
+    def __init__(self, model: DeepLabV2, meta: dict, source: str | None = None, sha256: str | None = None):
+        self.model, self.meta, self.source, self.sha256 = model, meta, source, sha256
         self.class_names = list(meta["class_names"])
         self.device = next(model.parameters()).device
 
@@ -30,16 +32,13 @@ class TrainedSegmenter(Segmenter):
     def scores(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.predict_logits(images).softmax(dim=1)
 
-    def settings(self) -> dict:
-        return {
-            "segmenter": "maskclip+",
-            "checkpoint": self.source,
-            "backbone": self.meta["backbone"],
-            "iteration": self.meta["iteration"],
-            "classes": self.class_names,
-            "short_side": self.meta["short_side"],
-            "clip": self.meta["clip"],
-        }
+    def record(self) -> LabelRecord:
+        """The network's labels, with the CLIP whose text embeddings it classifies with."""
+        text = LabelRecord.from_dict(self.meta["record"])
+        network = TrainedNetwork(self.source or "in-memory", self.sha256 or "", self.meta["backbone"],
+                                 int(self.meta["iteration"]), int(self.meta["short_side"]))
+        return replace(text, classes=list(self.class_names), segmenter="maskclip+", network=network,
+                       min_confidence=None, confidence_format="png")
 
 
 def load_segmenter(path: str | Path, device: str | torch.device = "cpu") -> TrainedSegmenter:
@@ -49,5 +48,4 @@ def load_segmenter(path: str | Path, device: str | torch.device = "cpu") -> Trai
     meta = state["meta"]
     model = DeepLabV2(meta["backbone"], meta["text"], meta["groups"], weights=NO_WEIGHTS)
     model.load_state_dict(state["model"])
-    source = f"{path}@{file_sha256(path)[:16]}"
-    return TrainedSegmenter(model.to(device).eval(), meta, source)
+    return TrainedSegmenter(model.to(device).eval(), meta, str(path.resolve()), file_sha256(path)[:16])

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..evaluation.datasets import read_label_png
-from ..errors import MaskCLIPError
-from ..formats.image_files import find_images, output_stems
-from ..evaluation.metrics import ConfusionMatrix, Scores
 from ..engine.segmenter import Segmenter
+from ..errors import MaskCLIPError
+from ..evaluation.metrics import ConfusionMatrix, Scores
+from ..formats.image_files import find_images, output_stems
+from ..formats.label_files import read_label_png
 
 
 @dataclass

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from ..constants import IGNORE_INDEX
 from ..errors import MaskCLIPError
-from ..formats.label_files import IGNORE_INDEX
 
 
 def mask_unseen(gt: torch.Tensor, unseen: torch.Tensor) -> torch.Tensor:

@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 import pytest
+from conftest import TINY_CONFIGS
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import TINY_CONFIGS
 from maskclip_cli import __version__
 from maskclip_cli.cli import app
 from maskclip_cli.evaluation.metrics import ConfusionMatrix
@@ -177,8 +177,8 @@ def test_dataset_mode_paper_protocol(tmp_path, tiny_config, voc_root):
     s = doc["settings"]
     assert s["protocol"] == "paper" and s["dataset"] == "voc" and s["code_version"] == __version__
     seg = s["segmenter"]
-    assert seg["classes"][0] == "aeroplane" and seg["short_side"] == 48 and seg["window"] is None
-    assert seg["weights"] == "none" and seg["key_smoothing"] and seg["prompt_denoising"]
+    assert seg["classes"][0] == "aeroplane" and seg["inference"]["short_side"] == 48 and seg["inference"]["window"] is None
+    assert seg["clip"]["weights"]["kind"] == "random" and seg["inference"]["key_smoothing"] and seg["inference"]["prompt_denoising"]
 
 
 def test_dataset_mode_sclip_protocol_with_background(tmp_path, tiny_config, voc_root):
@@ -188,8 +188,9 @@ def test_dataset_mode_sclip_protocol_with_background(tmp_path, tiny_config, voc_
     s = doc["settings"]
     assert s["bg_threshold"] == 0.1
     seg = s["segmenter"]
-    assert (seg["window"], seg["stride"], seg["max_short_side"], seg["key_smoothing"]) == (224, 112, 336, False)
-    assert "sky" in seg["background"] and seg["classes"][0] == "background"
+    inf = seg["inference"]
+    assert (inf["window"], inf["stride"], inf["max_short_side"], inf["key_smoothing"]) == (224, 112, 336, False)
+    assert "sky" in inf["background"] and seg["classes"][0] == "background"
 
 
 def test_label_output_scores_against_itself(tmp_path, tiny_config):
@@ -215,10 +216,10 @@ def test_label_output_scores_against_itself(tmp_path, tiny_config):
 def test_trained_segmenter_option(tmp_path, voc_root, monkeypatch):
     """--segmenter evaluates a loaded Segmenter (here a tiny MaskCLIP standing in for a checkpoint)."""
     from conftest import make_tiny_clip
-    from maskclip_cli.training import trained_segmenter
-    from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
 
+    from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
     from maskclip_cli.evaluation.datasets import class_names, get_spec
+    from maskclip_cli.training import trained_segmenter
 
     names = class_names(get_spec("voc"))
     (tmp_path / "ckpt.pt").write_bytes(b"stand-in")

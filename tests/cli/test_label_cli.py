@@ -8,14 +8,14 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_CONFIGS, make_tiny_clip
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import TINY_CONFIGS, make_tiny_clip
 from maskclip_cli.cli import app
+from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
 from maskclip_cli.hooks import ProgressHook
 from maskclip_cli.labelling.label_job import LabelOptions, label_folder
-from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
 
 runner = CliRunner()
 SIZES = {"a.jpg": (64, 48), "nested/deeper/b.PNG": (40, 72), "nested/c.JPEG": (50, 50), "d.webp": (33, 65)}

@@ -9,16 +9,22 @@ import torch
 import torch.nn.functional as F
 from conftest import make_tiny_clip
 
-from maskclip_cli.errors import MaskCLIPError
 from maskclip_cli.clip.templates import get_templates
-from maskclip_cli.clip.text_embeddings import class_embeddings, default_cache_dir, encode_classes
+from maskclip_cli.clip.text_embeddings import (
+    class_embeddings,
+    default_cache_dir,
+    encode_classes,
+)
+from maskclip_cli.errors import MaskCLIPError
+from maskclip_cli.record import ClipSource, WeightsSource
 
 TEMPLATES = ("a photo of a {}.", "a drawing of the {}.", "there is a {} in the scene.")
 
 
 def cacheable(clip, label: str = "checkpoint:0123456789abcdef"):
     """The tiny model with a stable weights identity, as a checkpoint-loaded model would have."""
-    return dataclasses.replace(clip, pretrained=label)
+    weights = WeightsSource("checkpoint", sha256=label.split(":", 1)[1]) if ":" in label else WeightsSource.from_legacy(label)
+    return dataclasses.replace(clip, source=ClipSource(clip.model_name, weights))
 
 
 class CountingEncoder:

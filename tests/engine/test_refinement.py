@@ -10,12 +10,17 @@ import torch.nn.functional as F
 from conftest import make_tiny_clip
 
 from maskclip_cli.clip.dense import dense_features
-from maskclip_cli.errors import MaskCLIPError
+from maskclip_cli.constants import SOFTMAX_SCALE
 from maskclip_cli.engine.key_smoothing import key_similarity, key_smooth, smooth
 from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
-from maskclip_cli.engine.prompt_denoising import REMOVED_LOGIT, SOFTMAX_SCALE, kept_classes, prompt_denoise
+from maskclip_cli.engine.prompt_denoising import (
+    REMOVED_LOGIT,
+    kept_classes,
+    prompt_denoise,
+)
 from maskclip_cli.engine.sliding_window import window_starts
 from maskclip_cli.engine.upsampling import upsample_argmax
+from maskclip_cli.errors import MaskCLIPError
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

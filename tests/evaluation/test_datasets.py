@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskclip_cli.evaluation.datasets import COCO_UNUSED_IDS, DATASETS, class_names, get_spec, list_samples
 from maskclip_cli.errors import MaskCLIPError
+from maskclip_cli.evaluation.datasets import (
+    COCO_UNUSED_IDS,
+    DATASETS,
+    class_names,
+    get_spec,
+    list_samples,
+)
 
 
 def write_image(path: Path, size: tuple[int, int] = (6, 4)) -> None:

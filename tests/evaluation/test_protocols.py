@@ -5,9 +5,15 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from maskclip_cli.errors import MaskCLIPError
 from maskclip_cli.engine.maskclip import MaskCLIP
-from maskclip_cli.evaluation.protocols import RescaledMaskCLIP, eval_config, fit_scale, protocol_segmenter, protocol_settings
+from maskclip_cli.errors import MaskCLIPError
+from maskclip_cli.evaluation.protocols import (
+    RescaledMaskCLIP,
+    eval_config,
+    fit_scale,
+    protocol_segmenter,
+    protocol_settings,
+)
 
 
 def test_rescale_rule_matches_mmsegmentation_resize():
@@ -45,7 +51,8 @@ def test_rescaled_maskclip_input_size(tiny_vit):
     assert isinstance(seg, RescaledMaskCLIP)
     x = seg.prepare(Image.new("RGB", (500, 375)))
     assert x.shape[1:] == (392, 520)  # long side 520, short 390 snapped to the stride 8
-    assert seg.settings()["max_long_side"] == 520 and seg.settings()["short_side"] is None
+    inference = seg.settings()["inference"]
+    assert inference["max_long_side"] == 520 and inference["short_side"] is None
     assert protocol_segmenter(mc, protocol_settings("paper", "pascal-context"), short_side=64) is mc
     pred = seg.label_image(Image.new("RGB", (40, 30)))
     assert pred.labels.shape == (30, 40)

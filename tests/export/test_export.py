@@ -8,12 +8,11 @@ import json
 import cv2
 import numpy as np
 import pytest
+from label_folders import CLASS_NAMES, disk, shapes_map, write_label_folder
 from PIL import Image
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from typer.testing import CliRunner
 
-from label_folders import CLASS_NAMES, disk, shapes_map, write_label_folder
 from maskclip_cli.cli import app
 from maskclip_cli.export.yolo_seg import component_polygons
 

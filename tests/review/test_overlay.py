@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from label_folders import CLASS_NAMES, shapes_map, write_label_folder
 from PIL import Image
 from typer.testing import CliRunner
 
-from label_folders import CLASS_NAMES, shapes_map, write_label_folder
 from maskclip_cli.cli import app
 from maskclip_cli.formats.label_files import palette
 from maskclip_cli.review import render_overlay

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from maskclip_cli.clip.templates import get_templates
 from maskclip_cli.synthetic import BACKGROUND_PHRASE, CLASSES, WorldSpec, make_scene
 from maskclip_cli.synthetic.captions import caption, class_set_id, describe
 from maskclip_cli.synthetic.export import write_split
 from maskclip_cli.synthetic.world import COLOURS
-from maskclip_cli.clip.templates import get_templates
 
 
 def test_scenes_are_a_pure_function_of_seed_and_index():

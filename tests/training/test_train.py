@@ -10,17 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_CONFIGS, make_tiny_clip
 from PIL import Image
 
-from maskclip_cli.training.class_text import ClassText, from_maskclip
-from maskclip_cli.errors import MaskCLIPError
-from maskclip_cli.formats.label_files import classes_document, palette, write_confidence, write_json, write_label_png
 from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
+from maskclip_cli.errors import MaskCLIPError
+from maskclip_cli.formats.label_files import palette, write_confidence, write_label_png
+from maskclip_cli.formats.label_folder import LabelFolder
+from maskclip_cli.record import ClipSource, LabelRecord, WeightsSource
+from maskclip_cli.training.class_text import ClassText, from_maskclip
+from maskclip_cli.training.loop import TrainConfig, train
 from maskclip_cli.training.pseudo_label_dataset import batch_keys
 from maskclip_cli.training.trained_segmenter import load_segmenter
-from maskclip_cli.training.loop import TrainConfig, train
-
-from conftest import TINY_CONFIGS, make_tiny_clip
 
 CLASSES = ["grass", "cat", "dog"]
 COLOURS = np.array([[40, 160, 40], [200, 60, 40], [40, 60, 200]], dtype=np.uint8)
@@ -41,9 +42,8 @@ def make_dataset(root: Path, n: int = 6, seed: int = 0) -> tuple[Path, Path]:
         Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(images / f"{rel}.jpg", quality=95)
         write_label_png(labels / "labels" / f"{rel}.png", lab, palette(len(CLASSES)))
         write_confidence(labels / "confidence" / f"{rel}.png", np.full((h, w), 0.9, np.float32))
-    settings = {"segmenter": "maskclip", "model": "tiny-vit", "weights": "in-memory", "checkpoint": None,
-                "templates": "simple", "background": [], "classes": CLASSES}
-    write_json(labels / "classes.json", classes_document(CLASSES, settings))
+    record = LabelRecord(CLASSES, ClipSource("tiny-vit", WeightsSource("in-memory")), inference={"templates": "simple", "background": []})
+    LabelFolder(labels).write_classes(record)
     return images, labels
 
 
@@ -88,7 +88,7 @@ def test_train_end_to_end(tmp_path, text):
 
     seg = load_segmenter(out / "checkpoint.pt")
     assert seg.class_names == CLASSES
-    assert seg.settings()["segmenter"] == "maskclip+" and seg.settings()["iteration"] == 30
+    assert seg.settings()["segmenter"] == "maskclip+" and seg.settings()["network"]["iteration"] == 30
     pred = seg.label_image(Image.open(images / "img0.jpg"))
     assert pred.labels.shape == (48, 64) and pred.confidence.shape == (48, 64)
     assert set(np.unique(pred.labels)) <= {0, 1, 2}
@@ -179,7 +179,7 @@ def test_cli_train_with_validation(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    monkeypatch.setattr("maskclip_cli.training.deeplab.socket.create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError()))
+    monkeypatch.setattr("maskclip_cli._network.socket.create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError()))
     result = CliRunner().invoke(app, ["train", *common, "--out", str(tmp_path / "x"), "--backbone-weights", "imagenet"])
     assert result.exit_code == 2
     assert "--backbone-weights none" in " ".join(result.output.split()) and "Traceback" not in result.output

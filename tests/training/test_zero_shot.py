@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from maskclip_cli.training.augment import AugmentConfig
 from maskclip_cli.errors import MaskCLIPError
 from maskclip_cli.formats.label_files import palette, write_label_png
+from maskclip_cli.formats.label_folder import LabelFolder
+from maskclip_cli.training.augment import AugmentConfig
 from maskclip_cli.training.pseudo_label_dataset import PseudoLabelDataset, find_samples
 from maskclip_cli.training.zero_shot import check_no_unseen, mask_unseen, merge_targets
 
@@ -46,7 +47,7 @@ def test_dataset_masks_unseen_ground_truth(tmp_path):
     pseudo = np.array([[2, 2, 2, 2, 3, 0, 1, 1]] * 8, np.uint8)
     write_label_png(tmp_path / "labels" / "labels" / "a.png", pseudo, palette(4))
     write_label_png(tmp_path / "gt" / "a.png", gt, palette(4))
-    samples, _ = find_samples(tmp_path / "img", tmp_path / "labels", tmp_path / "gt")
+    samples, _ = find_samples(tmp_path / "img", LabelFolder(tmp_path / "labels"), tmp_path / "gt")
     ds = PseudoLabelDataset(samples, 4, AugmentConfig(crop_size=8), unseen=[2, 3])
     _, p, g = ds.load(0)
     assert not torch.isin(g, UNSEEN).any()
