@@ -268,7 +268,7 @@ def test_method_is_used_and_recorded(images, tmp_path, tiny_config, method):
     """--method changes the labels' scores and is recorded; a different method on the same folder is refused."""
     out = tmp_path / "out"
     assert run_label(images, out, tiny_config, "--classes", "cat", "dog", "--method", method).exit_code == 0
-    assert json.loads((out / "classes.json").read_text())["settings"]["method"] == method
+    assert json.loads((out / "classes.json").read_text())["settings"]["inference"]["method"] == method
     result = run_label(images, out, tiny_config, "--classes", "cat", "dog")
     assert result.exit_code == 2 and "method" in result.output
 

@@ -179,7 +179,7 @@ def test_method_features_feed_the_classifier(method):
     assert rel_err(got_f, F.normalize(feats, dim=1)) < 1e-6 and torch.allclose(got_k, keys)
     plain = MaskCLIP(clip, CLASSES, MaskCLIPConfig(templates="simple")).encode(x)[0]
     assert rel_err(got_f, plain) > 1e-3
-    assert mc.settings()["method"] == method
+    assert mc.record().inference["method"] == method
 
 
 def test_token_count_is_bounded_for_extreme_aspect_ratios():
