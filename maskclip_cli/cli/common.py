@@ -22,7 +22,7 @@ from ..clip.last_block import METHODS, check_method
 from ..clip.loading import load_clip
 from ..engine.maskclip import MaskCLIP, MaskCLIPConfig, validate_classes
 from ..engine.segmenter import Segmenter
-from ..errors import MaskCLIPError
+from ..errors import MaskCLIPError, ParameterError
 from ..formats.label_files import class_lines, read_class_file
 from ..hooks import ProgressHook
 
@@ -70,11 +70,12 @@ class RichHook(ProgressHook):
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a MaskCLIPError into one line on stderr and exit code 2."""
+    """Turn a MaskCLIPError into one line on stderr and exit code 2 (library parameter names shown as flags)."""
     try:
         yield
     except MaskCLIPError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        message = exc.as_flags() if isinstance(exc, ParameterError) else str(exc)
+        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
 
 
@@ -114,10 +115,10 @@ Background = Annotated[Optional[str], typer.Option(help="Comma-separated words m
 Method = Annotated[str, typer.Option(help=f"Dense-feature method (the last ViT block's recipe): {', '.join(METHODS)}. maskclip is the paper; sclip, clearclip and naclip are its training-free successors (ViT models only). See README 'Which method'.")]
 KeySmoothing = Annotated[bool, typer.Option("--key-smoothing/--no-key-smoothing", help="Key smoothing (paper eq. 5).")]
 PromptDenoising = Annotated[bool, typer.Option("--prompt-denoising/--no-prompt-denoising", help="Prompt denoising: drop classes never confident in an image.")]
-DenoiseThreshold = Annotated[float, typer.Option(help="Prompt-denoising threshold t (paper: 0.5).")]
-ShortSide = Annotated[int, typer.Option(help="Resize images so the short side has this many pixels before inference.")]
-Window = Annotated[Optional[int], typer.Option(help="Sliding-window size in pixels (multiple of the patch size); whole-image inference when not given.")]
-Stride = Annotated[Optional[int], typer.Option(help="Sliding-window stride in pixels; default window/2 rounded down to a multiple of the patch size.")]
+DenoiseThreshold = Annotated[float, typer.Option(min=0, max=1, help="Prompt-denoising threshold t (paper: 0.5).")]
+ShortSide = Annotated[int, typer.Option(min=1, help="Resize images so the short side has this many pixels before inference (at least the patch size; the long side is capped at 4x it).")]
+Window = Annotated[Optional[int], typer.Option(min=1, help="Sliding-window size in pixels (multiple of the patch size); whole-image inference when not given.")]
+Stride = Annotated[Optional[int], typer.Option(min=1, help="Sliding-window stride in pixels; default window/2 rounded down to a multiple of the patch size.")]
 
 
 def build_maskclip(

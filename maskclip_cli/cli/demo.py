@@ -19,7 +19,7 @@ from .common import Device, RichHook, resolve_device, user_errors
 @app.command("demo")
 def demo(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Keep the generated scenes, pseudo labels and trained network here; its maskclip-plus/ run is replaced (default: a temporary folder, deleted).")] = None,
-    seed: Annotated[int, typer.Option(help="Which synthetic scenes and training seed to use.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Which synthetic scenes and training seed to use.")] = 0,
     checkpoint: Annotated[Optional[Path], typer.Option(help="Tiny-CLIP weights for the synthetic world (default: the ones shipped with maskclip).")] = None,
     train_scenes: Annotated[int, typer.Option(min=1, help="Scenes labelled by MaskCLIP to train MaskCLIP+ on.")] = DemoSettings.train_scenes,
     val_scenes: Annotated[int, typer.Option(min=1, help="Held-out scenes every row is scored on.")] = DemoSettings.val_scenes,
@@ -35,9 +35,9 @@ def demo(
     download. Prints one table of mIoU over the background and eight colour classes.
     """
     hook = RichHook(enabled=progress)
-    settings = DemoSettings(seed=seed, train_scenes=train_scenes, val_scenes=val_scenes, maskclip_plus=maskclip_plus,
-                            guided_iters=guided_iters, self_train_iters=self_train_iters)
     with user_errors(), tempfile.TemporaryDirectory(prefix="maskclip-demo-") as tmp:
+        settings = DemoSettings(seed=seed, train_scenes=train_scenes, val_scenes=val_scenes, maskclip_plus=maskclip_plus,
+                                guided_iters=guided_iters, self_train_iters=self_train_iters)
         clip = load_synthetic_clip(checkpoint or CHECKPOINT, resolve_device(device), hook)
         results = run_demo(out or Path(tmp), settings, clip, hook)
     table = Table(title=f"synthetic world, seed {seed}, {val_scenes} held-out scenes", caption="mIoU over background + 8 colours")

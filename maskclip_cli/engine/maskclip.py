@@ -27,7 +27,7 @@ from ..clip.preprocess import to_model_input
 from ..clip.templates import get_templates
 from ..clip.text_embeddings import class_embeddings
 from ..constants import SOFTMAX_SCALE
-from ..errors import MaskCLIPError
+from ..errors import MaskCLIPError, ParameterError, check_range
 from ..record import LabelRecord
 from .key_smoothing import key_smooth
 from .prompt_denoising import prompt_denoise
@@ -68,6 +68,14 @@ class MaskCLIPConfig:
     stride: int | None = None
     baseline: bool = False  # the paper's naive baseline: ordinary last-layer tokens
 
+    def __post_init__(self) -> None:  # checked on construction, before any model is loaded
+        check_range("denoise_threshold", self.denoise_threshold, 0, 1)
+        check_range("short_side", self.short_side, 1)
+        check_range("window", self.window, 1)
+        check_range("stride", self.stride, 1)
+        if self.window is not None and self.stride is not None and self.stride > self.window:
+            raise ParameterError("{} must be at most {} (larger strides leave pixels uncovered).", "stride", "window")
+
 
 class MaskCLIP(Segmenter):
     """MaskCLIP over ``classes`` (plus an optional merged background class with id 0)."""
@@ -83,15 +91,17 @@ class MaskCLIP(Segmenter):
         self.class_names = ([BACKGROUND] if background else []) + classes
         prompts = background + classes
         self.groups = torch.tensor([0] * len(background) + [i + bool(background) for i in range(len(classes))])
-        self.text = class_embeddings(clip, prompts, get_templates(cfg.templates), cache_dir).to(clip.device)
         self.patch = output_stride(clip.model.visual)
         self.device = clip.device
+        if cfg.short_side < self.patch:
+            raise ParameterError(f"{{}} must be at least the model's patch size {self.patch} (got {cfg.short_side}).", "short_side")
         if cfg.window is not None:
             cfg.stride = cfg.stride or max(self.patch, cfg.window // 2 // self.patch * self.patch)
-            if cfg.window <= 0 or not 0 < cfg.stride <= cfg.window:
-                raise MaskCLIPError("--window must be positive and --stride between 1 and --window (larger strides leave pixels uncovered).")
+            if cfg.stride > cfg.window:
+                raise ParameterError("{} must be at most {} (larger strides leave pixels uncovered).", "stride", "window")
             if cfg.window % self.patch or cfg.stride % self.patch:
-                raise MaskCLIPError(f"--window and --stride must be multiples of the model's stride {self.patch}.")
+                raise ParameterError(f"{{}} and {{}} must be multiples of the model's stride {self.patch}.", "window", "stride")
+        self.text = class_embeddings(clip, prompts, get_templates(cfg.templates), cache_dir).to(clip.device)
 
     # -- Segmenter interface -------------------------------------------------------------
     def prepare(self, image: Image.Image) -> torch.Tensor:

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..constants import IGNORE_INDEX
 from ..engine.segmenter import Prediction, Segmenter
-from ..errors import MaskCLIPError
+from ..errors import MaskCLIPError, ParameterError, check_range
 from ..formats.image_files import find_images, output_stems
 from ..formats.label_files import (
     check_class_count,
@@ -52,7 +52,11 @@ class LabelOptions:
 
     def __post_init__(self) -> None:  # checked on construction, before any model is loaded
         if self.confidence_format not in ("png", "npy"):
-            raise MaskCLIPError("--confidence-format must be png or npy.")
+            raise ParameterError("{} must be png or npy.", "confidence_format")
+        check_range("min_confidence", self.min_confidence, 0, 1)
+        check_range("batch_size", self.batch_size, 1)
+        check_range("workers", self.workers, 0)
+        check_range("writers", self.writers, 1)
 
 
 @dataclass
@@ -141,12 +145,12 @@ class _Writer:
         self.folder, self.out_dir, self.input_dir = folder, folder.root, input_dir
         self.options, self.class_names, self.manifest, self.tag = options, class_names, manifest, tag
         self.colours = palette(len(class_names))
-        self.pool = ThreadPoolExecutor(max_workers=max(1, options.writers))
+        self.pool = ThreadPoolExecutor(max_workers=options.writers)
         self.pending: list[Future] = []
 
     def submit(self, rel: PurePosixPath, stem: str, size: tuple[int, int], pred: Prediction) -> None:
         self.pending = [f for f in self.pending if not f.done()]
-        while len(self.pending) >= 4 * max(1, self.options.writers):  # bound memory
+        while len(self.pending) >= 4 * self.options.writers:  # bound memory
             self.pending.pop(0).result()
         self.pending.append(self.pool.submit(self._write, rel, stem, size, pred))
 
@@ -222,7 +226,7 @@ def label_folder(
     summary = LabelSummary(total=len(paths), skipped=len(paths) - len(todo))
     writer = _Writer(folder, options, segmenter.class_names, manifest, tag, input_dir)
     loader = DataLoader(
-        _ImageFolder(input_dir, todo, segmenter.prepare), batch_size=max(1, options.batch_size),
+        _ImageFolder(input_dir, todo, segmenter.prepare), batch_size=options.batch_size,
         num_workers=options.workers, collate_fn=list, pin_memory=segmenter.device.type == "cuda",
         persistent_workers=False,
     )

@@ -19,7 +19,7 @@ import numpy as np
 from ..clip.loading import LoadedCLIP
 from ..engine.maskclip import MaskCLIP, MaskCLIPConfig
 from ..engine.segmenter import Segmenter
-from ..errors import MaskCLIPError
+from ..errors import MaskCLIPError, check_range
 from ..evaluation.datasets import get_spec, list_samples
 from ..evaluation.evaluate import evaluate_segmenter
 from ..evaluation.metrics import ConfusionMatrix
@@ -59,6 +59,12 @@ class DemoSettings:
     lr: float = 0.005  # from a random-init backbone, 0.01 and above diverge early
     backbone: str = "resnet18"
     spec: WorldSpec = field(default_factory=WorldSpec)
+
+    def __post_init__(self) -> None:  # checked on construction, before the tiny CLIP is loaded
+        for name, low in (("seed", 0), ("train_scenes", 1), ("val_scenes", 1), ("guided_iters", 1),
+                          ("self_train_iters", 0), ("batch_size", 1)):
+            check_range(name, getattr(self, name), low)
+        check_range("lr", self.lr, 0, above=True)
 
     @property
     def train_world(self) -> int:

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from .._io import write_json
 from ..constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
-from ..errors import MaskCLIPError
+from ..errors import MaskCLIPError, ParameterError, check_range
 from ..formats.label_folder import LabelFolder
 from ..hooks import SILENT, ProgressHook
 from ..record import LabelRecord
@@ -51,6 +51,7 @@ from .validation import find_val_pairs, validate
 from .zero_shot import merge_targets
 
 METRICS_FILE = "metrics.jsonl"
+MIN_CROP = 32  # smallest training crop: 4x4 features at DeepLabv2's output stride 8
 CONFIG_FILE = "config.json"
 
 
@@ -94,6 +95,22 @@ class TrainConfig:
     clip_pretrained: str | None = None  # its open_clip tag; default: from classes.json
     clip_checkpoint: Path | None = None  # its weights file; default: from classes.json
     method: str | None = None  # the dense-feature method the labels must have been made with (a guard)
+
+    def __post_init__(self) -> None:  # checked on construction, before any data or model is loaded
+        for name, low in (("iters", 1), ("batch_size", 1), ("crop_size", MIN_CROP), ("workers", 0),
+                          ("checkpoint_every", 1), ("log_every", 1), ("val_every", 1), ("seed", 0),
+                          ("head_lr_mult", 0), ("weight_decay", 0), ("poly_power", 0)):
+            check_range(name, getattr(self, name), low)
+        check_range("guided_iters", self.guided_iters, 0)
+        for name in ("self_train_threshold", "min_confidence"):
+            check_range(name, getattr(self, name), 0, 1)
+        check_range("momentum", self.momentum, 0, 1)
+        for name in ("lr", "scale_min"):
+            check_range(name, getattr(self, name), 0, above=True)
+        if self.scale_max < self.scale_min:
+            raise ParameterError(f"{{}} ({self.scale_min}) must be <= {{}} ({self.scale_max}).", "scale_min", "scale_max")
+        if self.guided_iters is not None and self.guided_iters > self.iters:
+            raise ParameterError(f"{{}} ({self.guided_iters}) must be <= {{}} ({self.iters}).", "guided_iters", "iters")
 
     @property
     def guided(self) -> int:
