@@ -64,24 +64,27 @@ class WeightsSource:
 @dataclass(frozen=True)
 class ClipSource:
     """Which CLIP: the architecture (an open_clip name, hf-hub:/local-dir: id, or a model-config
-    .json path) and its weights."""
+    .json path), its weights, and the activation it was built with (``quick_gelu``: QuickGELU or
+    GELU in the transformer MLPs; ``None`` in records of 0.1.0, which did not say)."""
 
     model: str
     weights: WeightsSource
+    quick_gelu: bool | None = None
 
     @property
     def identity(self) -> str:
         return f"{self.model}@{self.weights.label}"
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "weights": asdict(self.weights)}
+        return {"model": self.model, "weights": asdict(self.weights), "quick_gelu": self.quick_gelu}
 
     @classmethod
     def from_dict(cls, data: dict) -> ClipSource:
         weights = data.get("weights") or "in-memory"
         source = (WeightsSource.from_legacy(weights, data.get("checkpoint")) if isinstance(weights, str)
                   else WeightsSource.from_dict(weights))
-        return cls(str(data.get("model") or ""), source)
+        quick_gelu = data.get("quick_gelu")
+        return cls(str(data.get("model") or ""), source, None if quick_gelu is None else bool(quick_gelu))
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,7 @@ def extra_class_names(ctx: typer.Context, classes: list[str] | None) -> list[str
 Model = Annotated[str, typer.Option(help="open_clip architecture (ViT-B-16, RN50, ...), a model-config .json, or hf-hub:/local-dir: id.")]
 Pretrained = Annotated[str, typer.Option(help="open_clip pretrained tag, loaded from the Hugging Face cache or downloaded; 'none' = random weights (speed tests only).")]
 Checkpoint = Annotated[Optional[Path], typer.Option(help="Local open_clip weights file (state dict or whole model); overrides --pretrained.")]
+QuickGelu = Annotated[Optional[bool], typer.Option("--quick-gelu/--no-quick-gelu", show_default=False, help="Activation of CLIP's transformer MLPs. Default: as the weights were trained (QuickGELU for OpenAI's tags and checkpoints, from open_clip's tag table or the file); give it for a checkpoint whose training is unknown.")]
 Device = Annotated[str, typer.Option(help="auto (GPU if available), cpu, or cuda[:N].")]
 Classes = Annotated[Optional[list[str]], typer.Option("--classes", "-c", help="Class names: --classes cat dog, --classes cat,dog or a repeated option.")]
 ClassesFile = Annotated[Optional[Path], typer.Option(help="Text file with one class name per line (# starts a comment).")]
@@ -123,12 +124,12 @@ Stride = Annotated[Optional[int], typer.Option(min=1, help="Sliding-window strid
 
 def build_maskclip(
     model: str, pretrained: str, checkpoint: Path | None, device: str, classes: list[str],
-    config: MaskCLIPConfig, hook: ProgressHook,
+    config: MaskCLIPConfig, hook: ProgressHook, quick_gelu: bool | None = None,
 ) -> MaskCLIP:
     """Validate the classes first (cheap), then load CLIP and the text embeddings."""
     classes = validate_classes(classes)
     check_method(config.method)
-    clip = load_clip(model, pretrained, checkpoint, resolve_device(device), hook=hook)
+    clip = load_clip(model, pretrained, checkpoint, resolve_device(device), hook=hook, quick_gelu=quick_gelu)
     return MaskCLIP(clip, classes, config)
 
 

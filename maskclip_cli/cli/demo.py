@@ -13,7 +13,7 @@ from rich.table import Table
 from ..synthetic.assets import CHECKPOINT, load_synthetic_clip
 from ..synthetic.demo import SELF_TRAINED, DemoSettings, run_demo
 from .app import app
-from .common import Device, RichHook, resolve_device, user_errors
+from .common import QuickGelu, RichHook, resolve_device, user_errors
 
 
 @app.command("demo")
@@ -26,7 +26,8 @@ def demo(
     guided_iters: Annotated[int, typer.Option(min=1, help="MaskCLIP+ iterations on MaskCLIP's pseudo labels.")] = DemoSettings.guided_iters,
     self_train_iters: Annotated[int, typer.Option(min=0, help="Further self-training iterations for the last row.")] = DemoSettings.self_train_iters,
     maskclip_plus: Annotated[bool, typer.Option("--maskclip-plus/--no-maskclip-plus", help="Also train and score MaskCLIP+ (the slow part).")] = True,
-    device: Device = "cpu",
+    quick_gelu: QuickGelu = None,
+    device: Annotated[str, typer.Option(help="cpu (the default: the tiny CLIP and the small networks gain little from a GPU), auto (GPU if available), or cuda[:N].")] = "cpu",
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Score MaskCLIP's ablation and MaskCLIP+ on generated scenes with exact ground truth.
@@ -38,7 +39,7 @@ def demo(
     with user_errors(), tempfile.TemporaryDirectory(prefix="maskclip-demo-") as tmp:
         settings = DemoSettings(seed=seed, train_scenes=train_scenes, val_scenes=val_scenes, maskclip_plus=maskclip_plus,
                                 guided_iters=guided_iters, self_train_iters=self_train_iters)
-        clip = load_synthetic_clip(checkpoint or CHECKPOINT, resolve_device(device), hook)
+        clip = load_synthetic_clip(checkpoint or CHECKPOINT, resolve_device(device), hook, quick_gelu)
         results = run_demo(out or Path(tmp), settings, clip, hook)
     table = Table(title=f"synthetic world, seed {seed}, {val_scenes} held-out scenes", caption="mIoU over background + 8 colours")
     table.add_column("method")

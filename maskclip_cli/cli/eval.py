@@ -38,6 +38,7 @@ from .common import (
     Model,
     Pretrained,
     PromptDenoising,
+    QuickGelu,
     RichHook,
     build_maskclip,
     load_trained,
@@ -81,6 +82,7 @@ def eval_command(
     model: Model = "ViT-B-16",
     pretrained: Pretrained = "openai",
     checkpoint: Checkpoint = None,
+    quick_gelu: QuickGelu = None,
     device: Device = "auto",
     method: Method = "maskclip",
     templates: Annotated[Optional[str], typer.Option(help=f"Prompt template set: vild (85), imagenet (80) or simple (1); {PROTOCOL_DEFAULT}.")] = None,
@@ -139,7 +141,7 @@ def eval_command(
                     denoise_threshold=denoise_threshold, baseline=baseline,
                 )
                 foreground = names[1:] if spec.background else names
-                maskclip = build_maskclip(model, pretrained, checkpoint, device, foreground, config, hook)
+                maskclip = build_maskclip(model, pretrained, checkpoint, device, foreground, config, hook, quick_gelu)
                 segmenter = protocol_segmenter(maskclip, ps, short_side)
             result = evaluate_segmenter(segmenter, samples, names, threshold, limit, hook, workers)
             settings = {

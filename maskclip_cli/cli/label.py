@@ -23,6 +23,7 @@ from .common import (
     Method,
     Model,
     Pretrained,
+    QuickGelu,
     PromptDenoising,
     RichHook,
     ShortSide,
@@ -49,6 +50,7 @@ def label(
     model: Model = "ViT-B-16",
     pretrained: Pretrained = "openai",
     checkpoint: Checkpoint = None,
+    quick_gelu: QuickGelu = None,
     method: Method = "maskclip",
     templates: Templates = "vild",
     key_smoothing: KeySmoothing = True,
@@ -91,7 +93,7 @@ def label(
         if segmenter_path is not None:
             segmenter = load_trained(segmenter_path, names, device)
         else:
-            segmenter = build_maskclip(model, pretrained, checkpoint, device, names, config, hook)
+            segmenter = build_maskclip(model, pretrained, checkpoint, device, names, config, hook, quick_gelu)
         try:
             summary = label_folder(segmenter, input_dir, out, options, hook)
         except KeyboardInterrupt:

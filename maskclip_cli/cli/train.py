@@ -10,7 +10,7 @@ import typer
 
 from ..hooks import ProgressHook
 from .app import app
-from .common import Checkpoint, Device, RichHook, console, resolve_device, user_errors
+from .common import Checkpoint, Device, QuickGelu, RichHook, console, resolve_device, user_errors
 
 OptPath = Optional[Path]
 
@@ -59,6 +59,7 @@ def train(
     model: Annotated[Optional[str], typer.Option(help="CLIP for the text classifier (use the one that made the labels); default: the one recorded in classes.json.")] = None,
     pretrained: Annotated[Optional[str], typer.Option(help="Its open_clip pretrained tag; default: from classes.json.")] = None,
     checkpoint: Checkpoint = None,
+    quick_gelu: QuickGelu = None,
     method: Annotated[Optional[str], typer.Option(help="Dense-feature method the pseudo labels were made with (maskclip, sclip, clearclip, naclip); checked against classes.json and kept in the checkpoint. Default: the one recorded.")] = None,
     device: Device = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -79,7 +80,7 @@ def train(
             photometric=photometric, lr=lr, head_lr_mult=head_lr_mult, momentum=momentum, weight_decay=weight_decay,
             poly_power=poly_power, amp=amp, seed=seed, workers=workers, checkpoint_every=checkpoint_every,
             log_every=log_every, val_images=val_images, val_labels=val_labels, val_every=val_every,
-            clip_model=model, clip_pretrained=pretrained, clip_checkpoint=checkpoint, method=method,
+            clip_model=model, clip_pretrained=pretrained, clip_checkpoint=checkpoint, clip_quick_gelu=quick_gelu, method=method,
         )
         try:
             summary = run_training(cfg, None, resolve_device(device), resume=resume, hook=hook, given=_typed(ctx))

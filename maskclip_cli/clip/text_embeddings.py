@@ -2,7 +2,8 @@
 
 Each name is put through every template, encoded, L2-normalised, averaged and renormalised
 (ViLD's recipe, used by the paper). Embeddings are cached under the cache folder keyed by model
-identity, template set and class name, so a second run with the same CLIP encodes nothing.
+identity, activation (GELU or QuickGELU: caches of 0.1.0, which built OpenAI's CLIPs with GELU,
+are never reused), template set and class name, so a second run with the same CLIP encodes nothing.
 Models with no stable identity (random or in-memory weights) are not cached.
 """
 
@@ -28,7 +29,7 @@ def default_cache_dir() -> Path:
 
 
 def _cache_file(clip: LoadedCLIP, templates: tuple[str, ...], cache_dir: Path) -> Path:
-    key = hashlib.sha256("\n".join((clip.identity, *templates)).encode()).hexdigest()[:24]
+    key = hashlib.sha256("\n".join((clip.identity, clip.activation, *templates)).encode()).hexdigest()[:24]
     return cache_dir / "text" / f"{key}.pt"
 
 

@@ -12,6 +12,8 @@ MODEL_CONFIG = ASSETS / "maskclip-synthetic-vit.json"
 CHECKPOINT = ASSETS / "maskclip-synthetic-vit.pt"
 
 
-def load_synthetic_clip(checkpoint: str | Path = CHECKPOINT, device: str = "cpu", hook: ProgressHook = SILENT) -> LoadedCLIP:
+def load_synthetic_clip(
+    checkpoint: str | Path = CHECKPOINT, device: str = "cpu", hook: ProgressHook = SILENT, quick_gelu: bool | None = None
+) -> LoadedCLIP:
     """The tiny CLIP, loaded exactly as ``--model <config.json> --checkpoint <file>`` would."""
-    return load_clip(str(MODEL_CONFIG), checkpoint=checkpoint, device=device, hook=hook)
+    return load_clip(str(MODEL_CONFIG), checkpoint=checkpoint, device=device, hook=hook, quick_gelu=quick_gelu)

@@ -58,12 +58,14 @@ def _weights_args(record: LabelRecord, pretrained: str | None, checkpoint: Path 
 def class_text_for_labels(
     record: LabelRecord, model: str | None = None, pretrained: str | None = None,
     checkpoint: Path | None = None, device: str | torch.device = "cpu", hook: ProgressHook = SILENT,
-    method: str | None = None,
+    method: str | None = None, quick_gelu: bool | None = None,
 ) -> ClassText:
     """Load the CLIP recorded in ``record`` (or the one given) and embed its classes.
 
     ``method``, when given, must be the dense-feature method recorded for the labels (a guard
-    against training on labels other than the ones meant); it is kept in the classifier's record."""
+    against training on labels other than the ones meant); it is kept in the classifier's record.
+    The CLIP is built with the activation recorded for the labels unless ``quick_gelu`` is given
+    (records of 0.1.0 hold none: it is then built as its weights were trained)."""
     from ..clip.loading import load_clip
 
     recorded = record.inference.get("method", DEFAULT_METHOD)
@@ -75,7 +77,9 @@ def class_text_for_labels(
     pretrained, checkpoint = _weights_args(record, pretrained, checkpoint, hook)
     names, background = record.classes, record.background
     fg = names[1:] if background and names[:1] == [BACKGROUND] else names
-    clip = load_clip(model, pretrained, checkpoint, device, hook=hook)
+    if quick_gelu is None and record.clip is not None:
+        quick_gelu = record.clip.quick_gelu
+    clip = load_clip(model, pretrained, checkpoint, device, hook=hook, quick_gelu=quick_gelu)
     mc = MaskCLIP(clip, fg, MaskCLIPConfig(method=recorded, templates=record.templates, background=background))
     if mc.class_names != names:
         raise MaskCLIPError(f"Rebuilt classes {mc.class_names} differ from classes.json {names}.")

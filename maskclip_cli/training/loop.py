@@ -94,6 +94,7 @@ class TrainConfig:
     clip_model: str | None = None  # the CLIP of the text classifier; default: the one in classes.json
     clip_pretrained: str | None = None  # its open_clip tag; default: from classes.json
     clip_checkpoint: Path | None = None  # its weights file; default: from classes.json
+    clip_quick_gelu: bool | None = None  # its activation (QuickGELU or GELU); default: from classes.json
     method: str | None = None  # the dense-feature method the labels must have been made with (a guard)
 
     def __post_init__(self) -> None:  # checked on construction, before any data or model is loaded
@@ -265,7 +266,7 @@ def setup(cfg: TrainConfig, text: ClassText | None = None, device: str | torch.d
     folder = LabelFolder.open(cfg.labels)
     if text is None:
         text = class_text_for_labels(folder.record, cfg.clip_model, cfg.clip_pretrained, cfg.clip_checkpoint, device, hook,
-                                     cfg.method)
+                                     cfg.method, cfg.clip_quick_gelu)
     if text.class_names != folder.class_names:
         raise MaskCLIPError(f"Text classes {text.class_names} differ from {cfg.labels}/classes.json {folder.class_names}.")
     unseen = _unseen_ids(cfg, folder.class_names)
