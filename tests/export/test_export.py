@@ -187,3 +187,15 @@ def test_refuses_non_empty_out_unless_overwrite(folder):
     assert (tmp_path / "out/keep.txt").read_text() == "mine" and (tmp_path / "out/labelmap.txt").is_file()
     assert export(tmp_path, "nope").exit_code == 2
     assert runner.invoke(app, ["export", str(tmp_path / "images"), "-f", "coco", "-o", str(tmp_path / "o2")]).exit_code == 2
+
+
+def test_yolo_polygons_with_many_pinholes():
+    """Scattered ignore pixels (as --min-confidence leaves them) make hundreds of one-pixel holes;
+    the polygons still rasterise back to the class's pixels."""
+    rng = np.random.default_rng(0)
+    mask = disk(200, 300, 100, 150, 90)
+    mask[rng.random(mask.shape) < 0.01] = False
+    polygons = component_polygons(mask)
+    filled = np.zeros(mask.shape, np.uint8)
+    cv2.fillPoly(filled, [p.astype(np.int32) for p in polygons], 1)
+    assert iou(filled.astype(bool), mask) >= 0.95
