@@ -18,8 +18,9 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..formats._label_dir import Entry, LabelDir
-from ..formats.label_files import atomic_write
+from ..formats.label_folder import LabelFolder
+from ..formats.manifest import ManifestEntry
+from .._io import atomic_write
 from .run import ExportOptions, copy_photo
 
 ANNOTATIONS = "annotations.json"
@@ -44,13 +45,13 @@ class CocoWriter:
     outputs = (ANNOTATIONS, IMAGES)
     needs_images = False
 
-    def __init__(self, folder: LabelDir, out: Path, options: ExportOptions):
+    def __init__(self, folder: LabelFolder, out: Path, options: ExportOptions):
         self.folder, self.out, self.options = folder, out, options
         self._images = open(out / f".{ANNOTATIONS}.images.part", "w", encoding="utf-8")
         self._annotations = open(out / f".{ANNOTATIONS}.annotations.part", "w", encoding="utf-8")
         self._image_id = self._annotation_id = 0
 
-    def add(self, entry: Entry, labels: np.ndarray, confidence: np.ndarray | None, photo: Path | None) -> None:
+    def add(self, entry: ManifestEntry, labels: np.ndarray, confidence: np.ndarray | None, photo: Path | None) -> None:
         h, w = labels.shape
         file_name = entry.source
         if photo is not None:

@@ -14,8 +14,10 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ..formats._label_dir import Entry, LabelDir
-from ..formats.label_files import atomic_write, palette, write_label_png
+from ..formats.label_folder import LabelFolder
+from ..formats.manifest import ManifestEntry
+from .._io import atomic_write
+from ..formats.label_files import palette, write_label_png
 from .run import ExportOptions, copy_photo
 
 LABELMAP = "labelmap.txt"
@@ -26,7 +28,7 @@ class CvatMaskWriter:
     outputs = ("SegmentationClass", "ImageSets", "JPEGImages", LABELMAP)
     needs_images = False
 
-    def __init__(self, folder: LabelDir, out: Path, options: ExportOptions):
+    def __init__(self, folder: LabelFolder, out: Path, options: ExportOptions):
         self.folder, self.out = folder, out
         names = folder.class_names
         self.shift = 0 if names and names[0].lower() == "background" else 1
@@ -37,11 +39,11 @@ class CvatMaskWriter:
         (out / IMAGE_SET).parent.mkdir(parents=True, exist_ok=True)
         self._image_set = open(out / f"{IMAGE_SET}.part", "w", encoding="utf-8")
 
-    def add(self, entry: Entry, labels: np.ndarray, confidence: np.ndarray | None, photo: Path | None) -> None:
-        write_label_png(self.out / "SegmentationClass" / f"{entry.stem}.png", self.lut[labels], self.colours)
+    def add(self, entry: ManifestEntry, labels: np.ndarray, confidence: np.ndarray | None, photo: Path | None) -> None:
+        write_label_png(self.out / "SegmentationClass" / f"{self.folder.stem_of(entry)}.png", self.lut[labels], self.colours)
         if photo is not None:
-            copy_photo(photo, self.out / "JPEGImages" / f"{entry.stem}{PurePosixPath(entry.source).suffix}")
-        self._image_set.write(entry.stem + "\n")
+            copy_photo(photo, self.out / "JPEGImages" / f"{self.folder.stem_of(entry)}{PurePosixPath(entry.source).suffix}")
+        self._image_set.write(self.folder.stem_of(entry) + "\n")
 
     def close(self) -> None:
         self._image_set.close()

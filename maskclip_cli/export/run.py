@@ -18,7 +18,8 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import MaskCLIPError
-from ..formats._label_dir import Entry, LabelDir, image_path
+from ..formats.label_folder import LabelFolder
+from ..formats.manifest import ManifestEntry
 from ..hooks import SILENT, ProgressHook
 
 FAILED_FILE = "failed.jsonl"
@@ -54,7 +55,7 @@ class Writer(Protocol):
 
     outputs: tuple[str, ...]  # top-level names it writes under the output folder
 
-    def add(self, entry: Entry, labels: np.ndarray, confidence: np.ndarray | None, photo: Path | None) -> None: ...
+    def add(self, entry: ManifestEntry, labels: np.ndarray, confidence: np.ndarray | None, photo: Path | None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -104,13 +105,13 @@ def export_folder(label_dir: Path, out: Path, options: ExportOptions, hook: Prog
     """Export the label folder ``label_dir`` into ``out`` in ``options.format``."""
     from . import FORMATS
 
-    folder = LabelDir(label_dir)
+    folder = LabelFolder.open(label_dir)
     writer_class = FORMATS[options.format]
     if writer_class.needs_images and options.images is None:
         raise MaskCLIPError(f"--format {options.format} needs the photos: pass --images IMG_DIR.")
     _prepare_out(out, writer_class.outputs, options.overwrite)
     writer = writer_class(folder, out, options)
-    summary = ExportSummary(total=folder.count())
+    summary = ExportSummary(total=sum(1 for _ in folder.entries()))
     failed = []
     start = time.perf_counter()
     hook.start(summary.total, f"export {options.format}")
@@ -122,10 +123,10 @@ def export_folder(label_dir: Path, out: Path, options: ExportOptions, hook: Prog
                     raise MaskCLIPError(f"not labelled: {entry.error or entry.status}")
                 photo = None
                 if options.images is not None:
-                    photo = image_path(options.images, entry)
+                    photo = options.images / entry.source
                     if not photo.is_file():
                         raise MaskCLIPError(f"photo not found: {photo}")
-                writer.add(entry, folder.labels(entry), folder.confidence(entry), photo)
+                writer.add(entry, folder.read_labels(folder.stem_of(entry)), folder.read_entry_confidence(entry), photo)
                 summary.exported += 1
             except (MaskCLIPError, OSError) as exc:
                 summary.failed += 1

@@ -18,8 +18,9 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 
-from ..formats._label_dir import Entry, LabelDir
-from ..formats.label_files import atomic_write
+from ..formats.label_folder import LabelFolder
+from ..formats.manifest import ManifestEntry
+from .._io import atomic_write
 from .run import ExportOptions, copy_photo
 
 DATA_YAML = "data.yaml"
@@ -85,11 +86,11 @@ class YoloSegWriter:
     outputs = ("images", "labels", DATA_YAML)
     needs_images = True
 
-    def __init__(self, folder: LabelDir, out: Path, options: ExportOptions):
+    def __init__(self, folder: LabelFolder, out: Path, options: ExportOptions):
         self.folder, self.out, self.options = folder, out, options
         self.counts = {"train": 0, "val": 0}
 
-    def add(self, entry: Entry, labels: np.ndarray, confidence: np.ndarray | None, photo: Path | None) -> None:
+    def add(self, entry: ManifestEntry, labels: np.ndarray, confidence: np.ndarray | None, photo: Path | None) -> None:
         h, w = labels.shape
         split = "val" if in_val_split(entry.source, self.options.seed, self.options.val_fraction) else "train"
         lines = []
@@ -100,8 +101,8 @@ class YoloSegWriter:
                 xy = polygon.astype(np.float64) / (w, h)
                 lines.append(f"{class_id} " + " ".join(f"{v:.6f}" for v in xy.reshape(-1)))
         text = "".join(line + "\n" for line in lines)
-        atomic_write(self.out / "labels" / split / f"{entry.stem}.txt", lambda tmp: Path(tmp).write_text(text))
-        copy_photo(photo, self.out / "images" / split / f"{entry.stem}{PurePosixPath(entry.source).suffix}")
+        atomic_write(self.out / "labels" / split / f"{self.folder.stem_of(entry)}.txt", lambda tmp: Path(tmp).write_text(text))
+        copy_photo(photo, self.out / "images" / split / f"{self.folder.stem_of(entry)}{PurePosixPath(entry.source).suffix}")
         self.counts[split] += 1
 
     def close(self) -> None:

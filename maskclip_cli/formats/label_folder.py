@@ -17,7 +17,8 @@ the exporters all reach these files through :class:`LabelFolder`.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -27,6 +28,7 @@ from ..constants import IGNORE_INDEX
 from ..errors import MaskCLIPError
 from ..record import LabelRecord
 from .label_files import palette, read_label_png
+from .manifest import ManifestEntry, iter_manifest
 
 CLASSES_FILE = "classes.json"
 MANIFEST_FILE = "manifest.jsonl"
@@ -133,6 +135,28 @@ class LabelFolder:
 
     def read_labels(self, stem: str) -> np.ndarray:
         return read_label_png(self.label_path(stem))
+
+    @property
+    def colours(self) -> list[list[int]]:
+        """Class colours of the label PNGs (and of classes.json)."""
+        return palette(len(self.class_names))
+
+    def entries(self) -> Iterator[ManifestEntry]:
+        """The manifest's latest entry per image, sorted by source, streamed."""
+        if not self.manifest_file.is_file():
+            raise MaskCLIPError(f"{self.root} has no {MANIFEST_FILE}; was it written by `maskclip label`?")
+        return iter_manifest(self.manifest_file)
+
+    def stem_of(self, entry: ManifestEntry) -> str:
+        """Output name of a manifest entry (``nested/b`` for ``labels/nested/b.png``)."""
+        if entry.label is None:
+            return str(PurePosixPath(entry.source).with_suffix(""))
+        return str(PurePosixPath(entry.label).relative_to(LABELS_DIR).with_suffix(""))
+
+    def read_entry_confidence(self, entry: ManifestEntry) -> np.ndarray | None:
+        """An entry's confidence map in [0, 1] (either format), or None when it has none."""
+        path = self.find_confidence(self.stem_of(entry))
+        return read_confidence(path) if path is not None else None
 
 
 def read_confidence(path: Path) -> np.ndarray:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from .._io import atomic_write
 
@@ -24,6 +26,41 @@ def read_manifest(path: Path) -> dict[str, dict]:
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue
     return entries
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One image's line, as readers of a finished folder (exports, report) use it."""
+
+    source: str  # image path relative to the labelled input folder
+    status: str  # ok | error
+    label: str | None = None  # label map path relative to the label folder
+    confidence: str | None = None
+    mean_confidence: float | None = None
+    classes_present: tuple[str, ...] = ()
+    error: str | None = None
+
+
+def iter_manifest(path: Path) -> Iterator[ManifestEntry]:
+    """Latest entry per source path, sorted by source, read lazily: memory holds one byte offset
+    per image instead of every entry (100k-image folders). Unreadable lines are skipped."""
+    latest: dict[str, int] = {}
+    with open(path, "rb") as f:
+        offset = 0
+        for line in f:
+            try:
+                latest[json.loads(line)["source"]] = offset
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                pass  # a line cut short by a crash
+            offset += len(line)
+        for source in sorted(latest):
+            f.seek(latest[source])
+            raw = json.loads(f.readline())
+            yield ManifestEntry(
+                source=source, status=raw.get("status", "error"), label=raw.get("label"),
+                confidence=raw.get("confidence"), mean_confidence=raw.get("mean_confidence"),
+                classes_present=tuple(raw.get("classes_present", ())), error=raw.get("error"),
+            )
 
 
 class Manifest:

@@ -14,8 +14,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import MaskCLIPError
-from ..formats._label_dir import LabelDir, image_path
-from ..formats.label_files import IGNORE_INDEX, atomic_write
+from ..formats.label_folder import LabelFolder
+from .._io import atomic_write
+from ..constants import IGNORE_INDEX
 from ..hooks import SILENT, ProgressHook
 
 ALPHA = 0.5
@@ -91,20 +92,21 @@ def write_overlays(
     recorded in the summary and skipped."""
     if not images.is_dir():
         raise MaskCLIPError(f"Image folder not found: {images}")
-    folder = LabelDir(label_dir)
+    folder = LabelFolder.open(label_dir)
     summary = OverlaySummary()
-    hook.start(folder.count(), "overlays")
+    hook.start(sum(1 for _ in folder.entries()), "overlays")
     try:
         for entry in folder.entries():
             hook.advance(1)
             if entry.status != "ok":
                 continue
-            target = folder.overlay_path(entry)
+            target = folder.overlay_path(folder.stem_of(entry))
             if missing_only and target.is_file():
                 summary.skipped += 1
                 continue
             try:
-                write_overlay(target, image_path(images, entry), folder.labels(entry), folder.colours, folder.class_names)
+                labels = folder.read_labels(folder.stem_of(entry))
+                write_overlay(target, images / entry.source, labels, folder.colours, folder.class_names)
                 summary.written += 1
             except MaskCLIPError as exc:
                 summary.failed += 1

@@ -27,8 +27,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import MaskCLIPError
-from ..formats._label_dir import Entry, LabelDir, image_path
-from ..formats.label_files import atomic_write
+from ..formats.label_folder import LabelFolder
+from ..formats.manifest import ManifestEntry
+from .._io import atomic_write
 from ..hooks import SILENT, ProgressHook
 from .overlay import render_overlay, write_overlay
 
@@ -62,13 +63,13 @@ class _Manifest:
     histogram: list[int] = field(default_factory=lambda: [0] * HISTOGRAM_BINS)
     failures: list[tuple[str, str]] = field(default_factory=list)
     failed: int = 0
-    random_sample: list[Entry] = field(default_factory=list)
-    lowest: list[Entry] = field(default_factory=list)
+    random_sample: list[ManifestEntry] = field(default_factory=list)
+    lowest: list[ManifestEntry] = field(default_factory=list)
 
 
 @dataclass
 class _Thumb:
-    entry: Entry
+    entry: ManifestEntry
     thumb: str  # relative to the page
     link: str
     classes: list[int]
@@ -83,11 +84,11 @@ class ReportSummary:
     path: Path | None = None
 
 
-def _scan_manifest(folder: LabelDir, options: ReportOptions) -> _Manifest:
+def _scan_manifest(folder: LabelFolder, options: ReportOptions) -> _Manifest:
     scan = _Manifest(images_per_class=[0] * len(folder.class_names))
     index = {n: i for i, n in enumerate(folder.class_names)}
     rng = random.Random(options.seed)
-    worst: list[tuple[float, str, Entry]] = []  # max-heap by negated confidence
+    worst: list[tuple[float, str, ManifestEntry]] = []  # max-heap by negated confidence
     n_worst = min(MOST_LOWEST, max(1, options.max_images // 5))
     for entry in folder.entries():
         scan.total += 1
@@ -120,7 +121,7 @@ def _scan_manifest(folder: LabelDir, options: ReportOptions) -> _Manifest:
 class _Thumbnails:
     """Overlay thumbnails (and full-size overlays when the label folder has none) for the page."""
 
-    def __init__(self, folder: LabelDir, page: Path, images: Path | None):
+    def __init__(self, folder: LabelFolder, page: Path, images: Path | None):
         self.folder, self.images = folder, images
         self.page_dir = page.parent
         self.assets = page.with_name(page.stem + "_files")
@@ -129,21 +130,21 @@ class _Thumbnails:
     def _rel(self, path: Path) -> str:
         return Path(os.path.relpath(path, self.page_dir)).as_posix()
 
-    def make(self, entry: Entry, labels: np.ndarray) -> _Thumb:
-        overlay = self.folder.overlay_path(entry)
+    def make(self, entry: ManifestEntry, labels: np.ndarray) -> _Thumb:
+        overlay = self.folder.overlay_path(self.folder.stem_of(entry))
         if overlay.is_file():
             with Image.open(overlay) as img:
                 full = img.convert("RGB")
             link = overlay
-        elif self.images is not None and image_path(self.images, entry).is_file():
-            link = self.assets / "overlays" / f"{entry.stem}.jpg"
-            write_overlay(link, image_path(self.images, entry), labels, self.folder.colours, self.folder.class_names)
+        elif self.images is not None and (self.images / entry.source).is_file():
+            link = self.assets / "overlays" / f"{self.folder.stem_of(entry)}.jpg"
+            write_overlay(link, self.images / entry.source, labels, self.folder.colours, self.folder.class_names)
             with Image.open(link) as img:
                 full = img.convert("RGB")
         else:  # no photo: the label map's colours alone
             grey = Image.new("RGB", (labels.shape[1], labels.shape[0]), (128, 128, 128))
             full = render_overlay(grey, labels, self.folder.colours, self.folder.class_names, alpha=1.0)
-            link = self.folder.root / (entry.label or "")
+            link = self.folder.label_path(self.folder.stem_of(entry))
         full.thumbnail((THUMB_SIZE, THUMB_SIZE))
         self.count += 1
         thumb = self.assets / "thumbs" / f"{self.count}.jpg"
@@ -156,7 +157,7 @@ def write_report(label_dir: Path, out: Path, options: ReportOptions | None = Non
     """Write the review page of ``label_dir`` to ``out`` (an .html file) and its thumbnails next to it."""
     options = options or ReportOptions()
     start = time.perf_counter()
-    folder = LabelDir(label_dir)
+    folder = LabelFolder.open(label_dir)
     if out.is_dir():
         raise MaskCLIPError(f"--out {out} is a folder; give the path of the .html file to write.")
     try:
@@ -175,11 +176,11 @@ def write_report(label_dir: Path, out: Path, options: ReportOptions | None = Non
         for source, entry in sorted(todo.items()):
             hook.advance(1)
             try:
-                labels = folder.labels(entry)
+                labels = folder.read_labels(folder.stem_of(entry))
                 if source in random_sources:
                     valid = labels < n
                     pixels += np.bincount(labels[valid], minlength=n)[:n]
-                    conf = folder.confidence(entry)
+                    conf = folder.read_entry_confidence(entry)
                     if conf is not None:
                         conf_sum += np.bincount(labels[valid], weights=conf[valid], minlength=n)[:n]
                 made[source] = thumbs.make(entry, labels)
@@ -237,6 +238,25 @@ def _histogram_svg(counts: list[int]) -> str:
             f'<text x="{pad}" y="12" font-size="11">max {top} images per bin</text></svg>')
 
 
+def _settings_rows(folder: LabelFolder) -> list[tuple[str, object]]:
+    """The label record as (name, value) rows: CLIP, weights, method and every inference setting."""
+    r = folder.record
+    if r is None:
+        return []
+    rows: list[tuple[str, object]] = [("segmenter", r.segmenter)]
+    if r.clip is not None:
+        weights = r.clip.weights
+        rows += [("model", r.clip.model), ("weights", weights.label + (f" ({weights.path})" if weights.path else ""))]
+    if r.network is not None:
+        rows.append(("network", f"{r.network.checkpoint} ({r.network.backbone}, iteration {r.network.iteration})"))
+    rows += list(r.inference.items())
+    if r.synonyms:
+        rows.append(("synonyms", r.synonyms))
+    rows += [("min_confidence", r.min_confidence), ("confidence_format", r.confidence_format),
+             ("record_version", r.version)]
+    return rows
+
+
 def _card(t: _Thumb) -> str:
     conf = t.entry.mean_confidence
     label = f"{conf:.3f}" if conf is not None else "?"
@@ -244,7 +264,7 @@ def _card(t: _Thumb) -> str:
             f"{_e(t.entry.source)}</a><br><span class=muted>mean confidence {label}</span></div>")
 
 
-def _page(folder: LabelDir, label_dir: Path, scan: _Manifest, pixels: np.ndarray, conf_sum: np.ndarray,
+def _page(folder: LabelFolder, label_dir: Path, scan: _Manifest, pixels: np.ndarray, conf_sum: np.ndarray,
           thumbs: dict[str, _Thumb], options: ReportOptions) -> str:
     names, colours = folder.class_names, folder.colours
     total_pixels = int(pixels.sum())
@@ -257,7 +277,7 @@ def _page(folder: LabelDir, label_dir: Path, scan: _Manifest, pixels: np.ndarray
              f"Generated {_e(time.strftime('%Y-%m-%d %H:%M'))}.</p>"]
 
     settings = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v if isinstance(v, str) else json.dumps(v))}</td></tr>"
-                       for k, v in folder.settings.items())
+                       for k, v in _settings_rows(folder))
     parts.append(f"<h2>Settings</h2><table>{settings or '<tr><td>none recorded</td></tr>'}</table>")
 
     source = "all labelled images" if exact else f"a random sample of {sampled} of {scan.ok} labelled images"
