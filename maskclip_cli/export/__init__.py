@@ -1,11 +1,14 @@
 """Exports of a label folder to the formats other tools read: COCO (detectron2, mmdet, COCO-Stuff
 readers), Ultralytics YOLO segmentation, and CVAT's Segmentation mask 1.1 (hand correction)."""
 
-from .coco import CocoWriter
-from .cvat_mask import CvatMaskWriter
-from .run import ExportOptions, ExportSummary, export_folder
-from .yolo_seg import YoloSegWriter
+from .._lazy import lazy_exports
 
-FORMATS = {"coco": CocoWriter, "yolo-seg": YoloSegWriter, "cvat-mask": CvatMaskWriter}
-
-__all__ = ["FORMATS", "CocoWriter", "CvatMaskWriter", "ExportOptions", "ExportSummary", "YoloSegWriter", "export_folder"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "FORMATS": ".formats",
+    "ExportOptions": ".run",
+    "ExportSummary": ".run",
+    "export_folder": ".run",
+    "CocoWriter": ".coco",
+    "YoloSegWriter": ".yolo_seg",
+    "CvatMaskWriter": ".cvat_mask",
+})

@@ -38,7 +38,7 @@ class ExportOptions:
     seed: int = 0  # yolo-seg: split seed
 
     def __post_init__(self) -> None:
-        from . import FORMATS
+        from .formats import FORMATS  # the writers import this module
 
         if self.format not in FORMATS:
             raise MaskCLIPError(f"Unknown export format '{self.format}'; choose one of {', '.join(FORMATS)}.")
@@ -103,7 +103,7 @@ def _prepare_out(out: Path, outputs: tuple[str, ...], overwrite: bool) -> None:
 
 def export_folder(label_dir: Path, out: Path, options: ExportOptions, hook: ProgressHook = SILENT) -> ExportSummary:
     """Export the label folder ``label_dir`` into ``out`` in ``options.format``."""
-    from . import FORMATS
+    from .formats import FORMATS  # the writers import this module
 
     folder = LabelFolder.open(label_dir)
     writer_class = FORMATS[options.format]

@@ -12,6 +12,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "write_label_png": ".label_files",
     "Manifest": ".manifest",
     "read_manifest": ".manifest",
+    "ManifestEntry": ".manifest",
+    "iter_manifest": ".manifest",
     "find_images": ".image_files",
     "output_stems": ".image_files",
 })

@@ -1,6 +1,13 @@
 """Looking at labels: overlays of photo and label map, and the HTML review report."""
 
-from .overlay import OverlaySummary, render_overlay, write_overlay, write_overlays
-from .report import ReportOptions, ReportSummary, write_report
+from .._lazy import lazy_exports
 
-__all__ = ["OverlaySummary", "ReportOptions", "ReportSummary", "render_overlay", "write_overlay", "write_overlays", "write_report"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "OverlaySummary": ".overlay",
+    "render_overlay": ".overlay",
+    "write_overlay": ".overlay",
+    "write_overlays": ".overlay",
+    "ReportOptions": ".report",
+    "ReportSummary": ".report",
+    "write_report": ".report",
+})
