@@ -15,10 +15,16 @@ from .common import Checkpoint, Device, QuickGelu, RichHook, console, resolve_de
 OptPath = Optional[Path]
 
 
+_CONFIG_NAMES = {"model": "clip_model", "pretrained": "clip_pretrained", "checkpoint": "clip_checkpoint",
+                 "quick_gelu": "clip_quick_gelu"}  # flags whose TrainConfig field has another name
+
+
 def _typed(ctx: typer.Context) -> set[str]:
-    """Options the user set (command line or environment), as opposed to defaults: a resume warns only about these."""
+    """TrainConfig fields of the options the user set (command line or environment), as opposed to
+    defaults: a resume warns only about these."""
     sources = {name: ctx.get_parameter_source(name) for name in ctx.params}  # typer may bundle its own click: compare names
-    return {name for name, source in sources.items() if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")}
+    return {_CONFIG_NAMES.get(name, name) for name, source in sources.items()
+            if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")}
 
 
 @app.command("train")

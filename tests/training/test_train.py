@@ -277,3 +277,5 @@ def test_resume_warns_only_about_typed_options_that_differ(tmp_path):
     assert "ignoring changed options" not in result.output and "already at iteration 1" in result.output
     result = CliRunner().invoke(app, ["train", *where, "--resume", "--crop-size", "48", "--lr", "0.5"])
     assert "ignoring changed options: lr." in " ".join(result.output.split())
+    result = CliRunner().invoke(app, ["train", *where, "--resume", "--pretrained", "openai"])
+    assert "ignoring changed options: clip_pretrained." in " ".join(result.output.split())
