@@ -10,7 +10,15 @@ import typer
 
 from ..hooks import ProgressHook
 from .app import app
-from .common import Checkpoint, Device, QuickGelu, RichHook, console, resolve_device, user_errors
+from .common import (
+    Checkpoint,
+    Device,
+    QuickGelu,
+    RichHook,
+    console,
+    resolve_device,
+    user_errors,
+)
 
 OptPath = Optional[Path]
 

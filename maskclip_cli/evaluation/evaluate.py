@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from .._worker_items import load_item, raise_error
 from ..constants import IGNORE_INDEX
 from ..engine.segmenter import Segmenter
 from ..errors import MaskCLIPError
@@ -68,17 +69,14 @@ class _PreparedSamples(Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> dict:
-        sample = self.samples[i]
-        try:
-            gt = sample.load_label()
-            with Image.open(sample.image) as im:
-                image = im.convert("RGB")
-        except MaskCLIPError as exc:
-            return {"error": str(exc)}
-        except OSError as exc:
-            return {"error": f"Cannot read image {sample.image}: {exc}"}
+        return load_item(lambda: self._load(self.samples[i]), f"image {self.samples[i].image}")
+
+    def _load(self, sample: Sample) -> dict:
+        gt = sample.load_label()
+        with Image.open(sample.image) as im:
+            image = im.convert("RGB")
         if image.size[::-1] != gt.shape:
-            return {"error": f"Image {sample.image} is {image.size} but its label map {sample.label} is {gt.shape[::-1]}."}
+            raise MaskCLIPError(f"Image {sample.image} is {image.size} but its label map {sample.label} is {gt.shape[::-1]}.")
         return {"input": self.prepare(image), "size": image.size, "gt": gt}
 
 
@@ -111,9 +109,7 @@ def evaluate_segmenter(
     hook.start(len(samples), "evaluating")
     start = time.perf_counter()
     try:
-        for item in loader:
-            if "error" in item:
-                raise MaskCLIPError(item["error"])
+        for item in map(raise_error, loader):
             pred = segmenter.predict(item["input"][None].to(segmenter.device), [item["size"]])[0]
             labels = pred.labels
             if bg_threshold > 0:

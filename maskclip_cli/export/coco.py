@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from .._io import atomic_write
 from ..formats.label_folder import LabelFolder
 from ..formats.manifest import ManifestEntry
-from .._io import atomic_write
 from .run import ExportOptions, copy_photo
 
 ANNOTATIONS = "annotations.json"

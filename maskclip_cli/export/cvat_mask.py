@@ -14,10 +14,10 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ..formats.label_folder import LabelFolder
-from ..formats.manifest import ManifestEntry
 from .._io import atomic_write
 from ..formats.label_files import palette, write_label_png
+from ..formats.label_folder import LabelFolder
+from ..formats.manifest import ManifestEntry
 from .run import ExportOptions, copy_photo
 
 LABELMAP = "labelmap.txt"

@@ -18,9 +18,9 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 
+from .._io import atomic_write
 from ..formats.label_folder import LabelFolder
 from ..formats.manifest import ManifestEntry
-from .._io import atomic_write
 from .run import ExportOptions, copy_photo
 
 DATA_YAML = "data.yaml"

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from .._worker_items import load_item
 from ..constants import IGNORE_INDEX
 from ..engine.segmenter import Prediction, Segmenter
 from ..errors import MaskCLIPError, ParameterError, check_range
@@ -84,12 +85,12 @@ class _ImageFolder(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         rel = self.paths[i]
-        try:
-            with Image.open(self.root / rel) as img:
-                img = img.convert("RGB")
-            return {"rel": rel, "size": img.size, "input": self.prepare(img)}
-        except Exception as exc:  # PIL raises many types for bad files
-            return {"rel": rel, "error": f"{type(exc).__name__}: {exc}"}
+        return {"rel": rel, **load_item(lambda: self._load(rel), str(rel))}
+
+    def _load(self, rel: PurePosixPath) -> dict:
+        with Image.open(self.root / rel) as img:
+            img = img.convert("RGB")
+        return {"size": img.size, "input": self.prepare(img)}
 
 
 def _own_outputs(input_dir: Path, folder: LabelFolder) -> list[PurePosixPath]:

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..errors import MaskCLIPError
-from ..formats.label_folder import LabelFolder
 from .._io import atomic_write
 from ..constants import IGNORE_INDEX
+from ..errors import MaskCLIPError
+from ..formats.label_folder import LabelFolder
 from ..hooks import SILENT, ProgressHook
 
 ALPHA = 0.5

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .._io import atomic_write
 from ..errors import MaskCLIPError
 from ..formats.label_folder import LabelFolder
 from ..formats.manifest import ManifestEntry
-from .._io import atomic_write
 from ..hooks import SILENT, ProgressHook
 from .overlay import render_overlay, write_overlay
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .._io import write_json
+from .._worker_items import raise_error
 from ..constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from ..errors import MaskCLIPError, ParameterError, check_range
 from ..formats.label_folder import LabelFolder
@@ -357,9 +358,7 @@ def train(cfg: TrainConfig, text: ClassText | None = None, device: str | torch.d
     try:
         with stop.installed():
             for iteration, batch in enumerate(run.loader, start):
-                if "error" in batch:
-                    raise MaskCLIPError(batch["error"])
-                loss, lr, guided = step(run, batch, iteration)
+                loss, lr, guided = step(run, raise_error(batch), iteration)
                 completed = done = iteration + 1  # what a save must say from here on
                 losses.append(loss)
                 run.window.append(loss)

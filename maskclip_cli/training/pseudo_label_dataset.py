@@ -18,6 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler, default_collate
 from torchvision.transforms.v2 import functional as TF
 
+from .._worker_items import load_item
 from ..constants import IGNORE_INDEX
 from ..errors import MaskCLIPError
 from ..formats.image_files import find_images, output_stems
@@ -112,12 +113,10 @@ class PseudoLabelDataset(Dataset):
         """The augmented sample, or ``{"error": message}`` for a bad file: raised in a loader worker,
         the error would reach the user wrapped in the worker's traceback (see :func:`collate`)."""
         index, seed = key
-        try:
-            image, pseudo, gt = self.load(index)
-        except MaskCLIPError as exc:
-            return {"error": str(exc)}
-        except OSError as exc:  # PIL's errors for unreadable files
-            return {"error": f"Cannot read {self.samples[index].image} or its label maps: {exc}"}
+        return load_item(lambda: self._augmented(index, seed), f"{self.samples[index].image} or its label maps")
+
+    def _augmented(self, index: int, seed: int) -> dict:
+        image, pseudo, gt = self.load(index)
         g = torch.Generator().manual_seed(seed)
         x, maps = augment(image, torch.stack([pseudo, gt, torch.zeros_like(pseudo)]), self.aug, g)
         return {"image": x, "pseudo": maps[0], "gt": maps[1], "valid": maps[2]}
