@@ -9,8 +9,11 @@ import typer
 
 from ..engine.maskclip import MaskCLIPConfig, validate_classes
 from ..errors import MaskCLIPError
-from ..formats.label_files import check_class_count
-from ..labelling.label_job import LabelOptions, label_folder
+from ..formats.label_files import PNG_COMPRESSION, check_class_count
+from ..labelling.folder_lock import holders
+from ..labelling.label_job import LabelOptions, label_folder, merge_manifests
+from ..labelling.ranks import rank_device, torchrun_shard
+from ..labelling.sharding import parse_shard
 from .app import app
 from .common import (
     Background,
@@ -42,7 +45,7 @@ from .common import (
 @app.command("label", context_settings={"allow_extra_args": True})
 def label(
     ctx: typer.Context,
-    input_dir: Annotated[Path, typer.Argument(help="Folder of images, searched recursively (jpg, jpeg, png, webp, bmp, tif).")],
+    input_dir: Annotated[Optional[Path], typer.Argument(help="Folder of images, searched recursively (jpg, jpeg, png, webp, bmp, tif).", show_default=False)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: labels/, confidence/, classes.json, manifest.jsonl.")] = Path("maskclip-labels"),
     classes: Classes = None,
     classes_file: ClassesFile = None,
@@ -67,16 +70,29 @@ def label(
     workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes for reading and resizing images.")] = 2,
     writers: Annotated[int, typer.Option(min=1, help="Threads writing PNG outputs.")] = 4,
     overwrite: Annotated[bool, typer.Option(help="Relabel every image, even those already done with the same settings.")] = False,
+    png_compression: Annotated[int, typer.Option(min=0, max=9, help="zlib level of the PNG outputs. 1 (default): fast, Z_RLE strategy (label maps as small as level 6, confidence maps ~10-40 % larger); 6: PIL's default, smallest confidence maps, several times slower to write; 0: uncompressed.")] = PNG_COMPRESSION,
+    shard: Annotated[Optional[str], typer.Option(help="K/N: label only shard K (from 0) of N, for independent jobs (SLURM arrays, Kubernetes indexed jobs) sharing --out. Shards are balanced by file size; the last to finish merges the manifest parts (or run `maskclip label --merge OUT`). Under torchrun each rank takes its shard by itself.", show_default=False)] = None,
+    merge: Annotated[Optional[Path], typer.Option(help="Only merge the shards' manifest parts of this label folder into its manifest.jsonl, then exit (no INPUT_DIR needed).", show_default=False)] = None,
     overlays: Annotated[bool, typer.Option(help="Also write overlays/<path>.jpg: the photo blended with the class colours, with a legend.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Label every image with MaskCLIP (dense CLIP features + text embeddings, key smoothing, prompt denoising).
 
     Re-running the same command resumes: finished images are skipped. Exit code 1 when some images
-    failed (listed in manifest.jsonl), 2 on bad input.
+    failed (listed in manifest.jsonl), 2 on bad input. Many GPUs or machines:
+    `torchrun --nproc-per-node 8 -m maskclip_cli label ...` (each rank labels its shard).
     """
     hook = RichHook(enabled=progress)
     with user_errors():
+        if merge is not None:
+            _merge(merge)
+            return
+        if input_dir is None:
+            raise MaskCLIPError("Missing argument INPUT_DIR (or pass --merge OUT to merge a sharded label folder).")
+        ranks = torchrun_shard()
+        if ranks is not None and shard is not None:
+            raise MaskCLIPError("--shard cannot be combined with torchrun: each rank takes its own shard.")
+        my_shard = parse_shard(shard) if shard is not None else ranks
         config = MaskCLIPConfig(
             method=method, templates=templates, background=background.split(",") if background else [],
             key_smoothing=key_smoothing, prompt_denoising=prompt_denoising, denoise_threshold=denoise_threshold,
@@ -86,25 +102,36 @@ def label(
             raise MaskCLIPError(f"Input folder not found: {input_dir}")
         options = LabelOptions(min_confidence=min_confidence, confidence_format=confidence_format,
                                batch_size=batch_size, workers=workers, writers=writers, overwrite=overwrite,
-                               overlays=overlays)
+                               overlays=overlays, png_compression=png_compression, shard=my_shard)
         names = read_classes(classes, classes_file) + extra_class_names(ctx, classes)
         if segmenter_path is None:  # refused before any model or text embedding is loaded
             check_class_count(len(validate_classes(names)) + any(w.strip() for w in config.background))
         if segmenter_path is not None:
-            segmenter = load_trained(segmenter_path, names, device)
+            segmenter = load_trained(segmenter_path, names, rank_device(device))
         else:
-            segmenter = build_maskclip(model, pretrained, checkpoint, device, names, config, hook, quick_gelu)
+            segmenter = build_maskclip(model, pretrained, checkpoint, rank_device(device), names, config, hook, quick_gelu)
         try:
             summary = label_folder(segmenter, input_dir, out, options, hook)
         except KeyboardInterrupt:
             console.print(f"interrupted: finished images are saved in {out}; run the same command again to resume.")
             raise typer.Exit(130)
+    part = f"shard {my_shard[0]}/{my_shard[1]}: " if my_shard else ""
     console.print(
-        f"{summary.labelled} labelled, {summary.skipped} skipped (already done), {summary.failed} failed "
+        f"{part}{summary.labelled} labelled, {summary.skipped} skipped (already done), {summary.failed} failed "
         f"of {summary.total} images in {summary.seconds:.1f} s ({summary.images_per_second:.2f} img/s) -> {out}"
     )
+    if summary.merged:
+        console.print(f"all shards done: manifest parts merged into {out / 'manifest.jsonl'}")
     for source, error in summary.failures[:10]:
         console.print(f"  failed: {source}: {error}", highlight=False)
     if summary.failed:
         raise typer.Exit(1)
 
+
+
+def _merge(out: Path) -> None:
+    if not out.is_dir():
+        raise MaskCLIPError(f"Label folder not found: {out}")
+    if not merge_manifests(None, out):
+        raise MaskCLIPError(f"{out} is in use by running shards ({'; '.join(holders(out))}); merge when they finish.")
+    console.print(f"manifest parts merged into {out / 'manifest.jsonl'}")

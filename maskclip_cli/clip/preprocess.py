@@ -4,6 +4,10 @@ The number of tokens per image is bounded: the long side is capped at ``MAX_ASPE
 short side (MMSegmentation's (2048, 512) keep-ratio rule at the default short side 512), so an
 extreme aspect ratio (a 4000x10 strip) is shrunk to fit rather than blown up to millions of
 patches; such an image then has a short side below ``short_side`` (at least one stride).
+
+Resizing and normalising are separate steps so the label job can resize in its DataLoader workers
+(uint8, a quarter of float32's bytes to pass between processes) and normalise on the device;
+``to_model_input`` composes them and gives the same tensor bit for bit.
 """
 
 from __future__ import annotations
@@ -27,12 +31,21 @@ def snapped_size(width: int, height: int, short_side: int, stride: int, max_long
     return snap(width), snap(height)
 
 
+def resize_uint8(image: Image.Image, short_side: int, stride: int, max_long_side: int | None = None) -> torch.Tensor:
+    """(3, H', W') uint8 tensor, bicubic-resized (antialiased) to :func:`snapped_size`."""
+    w, h = snapped_size(*image.size, short_side, stride, max_long_side)
+    x = TF.to_image(image.convert("RGB"))
+    return TF.resize(x, [h, w], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+
+
+def normalise(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 images (..., 3, H, W), on any device -> float32 scaled to [0, 1] and normalised."""
+    return TF.normalize(TF.to_dtype(images, torch.float32, scale=True), list(mean), list(std))
+
+
 def to_model_input(
     image: Image.Image, short_side: int, stride: int, mean: tuple[float, ...], std: tuple[float, ...],
     max_long_side: int | None = None,
 ) -> torch.Tensor:
     """(3, H', W') float tensor, bicubic-resized (see :func:`snapped_size`) and normalised with the model's mean/std."""
-    w, h = snapped_size(*image.size, short_side, stride, max_long_side)
-    x = TF.to_image(image.convert("RGB"))
-    x = TF.resize(x, [h, w], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
-    return TF.normalize(TF.to_dtype(x, torch.float32, scale=True), list(mean), list(std))
+    return normalise(resize_uint8(image, short_side, stride, max_long_side), mean, std)

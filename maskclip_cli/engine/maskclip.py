@@ -23,7 +23,7 @@ from ..class_groups import reduce_groups
 from ..clip.dense import check_method_for, dense_features, output_stride
 from ..clip.last_block import DEFAULT_METHOD
 from ..clip.loading import LoadedCLIP
-from ..clip.preprocess import to_model_input
+from ..clip.preprocess import resize_uint8
 from ..clip.templates import get_templates
 from ..clip.text_embeddings import class_embeddings
 from ..constants import SOFTMAX_SCALE
@@ -92,7 +92,7 @@ class MaskCLIP(Segmenter):
         prompts = background + classes
         self.groups = torch.tensor([0] * len(background) + [i + bool(background) for i in range(len(classes))])
         self.patch = output_stride(clip.model.visual)
-        self.device = clip.device
+        self.device, self.mean, self.std = clip.device, clip.mean, clip.std
         if cfg.short_side < self.patch:
             raise ParameterError(f"{{}} must be at least the model's patch size {self.patch} (got {cfg.short_side}).", "short_side")
         if cfg.window is not None:
@@ -104,8 +104,8 @@ class MaskCLIP(Segmenter):
         self.text = class_embeddings(clip, prompts, get_templates(cfg.templates), cache_dir).to(clip.device)
 
     # -- Segmenter interface -------------------------------------------------------------
-    def prepare(self, image: Image.Image) -> torch.Tensor:
-        return to_model_input(image, self.config.short_side, self.patch, self.clip.mean, self.clip.std)
+    def resize(self, image: Image.Image) -> torch.Tensor:
+        return resize_uint8(image, self.config.short_side, self.patch)
 
     @torch.no_grad()
     def scores(self, images: torch.Tensor) -> torch.Tensor:

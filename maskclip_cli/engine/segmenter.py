@@ -1,6 +1,7 @@
 """What every segmenter (MaskCLIP, or a trained MaskCLIP+ network) offers the pipelines.
 
-A segmenter turns a PIL image into a model input, a batch of inputs into class probabilities at
+A segmenter turns a PIL image into a model input (:meth:`Segmenter.resize` to a uint8 tensor, then
+:meth:`Segmenter.normalise`, which may run on the device), a batch of inputs into class probabilities at
 its own resolution, and describes how it labels as a :class:`~maskclip_cli.record.LabelRecord` (written into
 classes.json, compared on resume).
 Label and confidence maps at the original size come from :meth:`Segmenter.predict`.
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..clip.preprocess import normalise
 from ..record import LabelRecord
 from .upsampling import upsample_argmax
 
@@ -31,10 +33,20 @@ class Prediction:
 class Segmenter:
     class_names: list[str]
     device: torch.device
+    mean: tuple[float, ...]  # the input normalisation
+    std: tuple[float, ...]
+
+    def resize(self, image: Image.Image) -> torch.Tensor:
+        """(3, H', W') uint8 input for one image, before normalisation."""
+        raise NotImplementedError
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 inputs from :meth:`resize` (on any device) -> the model's float input."""
+        return normalise(images, self.mean, self.std)
 
     def prepare(self, image: Image.Image) -> torch.Tensor:
         """(3, H', W') normalised input for one image."""
-        raise NotImplementedError
+        return self.normalise(self.resize(image))
 
     def scores(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) class probabilities for a batch of same-sized inputs."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -38,25 +39,56 @@ def palette(n: int) -> list[list[int]]:
 
 
 
-def write_label_png(path: Path, labels: np.ndarray, colours: list[list[int]]) -> None:
-    img = Image.fromarray(labels.astype(np.uint8), mode="P")
+PNG_COMPRESSION = 1  # the label job's default: zlib level 1 with the Z_RLE strategy
+_Z_RLE = 3
+
+
+def png_settings(level: int) -> dict:
+    """PIL save options for a zlib ``level`` 0-9. Level 1 uses the Z_RLE strategy: label maps are
+    long runs of one id, so it is faster than PIL's default (level 6) and as small or smaller.
+    Levels 2-9 use zlib's default strategy (6 = PIL's default, the 0.1.0 behaviour)."""
+    if not 0 <= level <= 9:
+        raise MaskCLIPError(f"PNG compression level must be 0-9, got {level}.")
+    return {"compress_level": level, "compress_type": _Z_RLE if level == 1 else -1}
+
+
+def _confidence_png(quantised: np.ndarray, level: int) -> bytes:
+    """An 8-bit greyscale PNG through OpenCV's libpng, which (unlike PIL) lets us pick the row
+    filter: at level 1, Z_RLE with the "up" filter encodes ~2.5x faster than PIL at the same
+    level and ~7x faster than level 6, for files ~10-40 % larger than level 6's."""
+    png_settings(level)  # range check
+    params = [cv2.IMWRITE_PNG_COMPRESSION, level]
+    if level == 1:
+        params += [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+        if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV >= 4.11
+            params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(quantised), params)
+    if not ok:
+        raise OSError("OpenCV could not encode the confidence map as PNG")
+    return data.tobytes()
+
+
+def write_label_png(path: Path, labels: np.ndarray, colours: list[list[int]], compression: int = 6) -> None:
+    img = Image.fromarray(labels.astype(np.uint8, copy=False), mode="P")
     flat = [v for c in colours for v in c]
     img.putpalette(flat + [0] * (768 - len(flat)))
-    atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+    atomic_write(path, lambda tmp: img.save(tmp, format="PNG", **png_settings(compression)))
 
 
-def write_confidence(path: Path, confidence: np.ndarray) -> None:
-    """8-bit PNG scaled 0-255 for ``.png``; float16 array for ``.npy``."""
+def write_confidence(path: Path, confidence: np.ndarray, compression: int = 6) -> None:
+    """8-bit PNG scaled 0-255 for ``.png``; float16 array for ``.npy``. A uint8 array is taken as
+    already quantised (0-255), a float16 one as already converted."""
     if path.suffix == ".npy":
 
         def save(tmp: str) -> None:
             with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a path
-                np.save(f, confidence.astype(np.float16))
+                np.save(f, confidence.astype(np.float16, copy=False))
 
         atomic_write(path, save)
     else:
-        img = Image.fromarray(np.round(confidence * 255).astype(np.uint8), mode="L")
-        atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+        quantised = confidence if confidence.dtype == np.uint8 else np.round(confidence * 255).astype(np.uint8)
+        data = _confidence_png(quantised, compression)
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 

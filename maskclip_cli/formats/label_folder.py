@@ -5,6 +5,8 @@
     OUT/
       classes.json            id -> name and colour, the ignore index, the LabelRecord ("settings")
       manifest.jsonl          one JSON line per image (see formats.manifest)
+      manifest.shard-K-of-N.jsonl  a shard's part of it while sharded runs go on (merged at the end)
+      .maskclip-locks/        who is labelling into the folder (see labelling.folder_lock)
       labels/<stem>.png       8-bit palette PNG, pixel = class id, 255 = ignore
       confidence/<stem>.png   confidence scaled 0-255 (or confidence/<stem>.npy, float16 in [0, 1])
       overlays/<stem>.jpg     the photo blended with the class colours (optional)
@@ -32,6 +34,8 @@ from .manifest import ManifestEntry, iter_manifest
 
 CLASSES_FILE = "classes.json"
 MANIFEST_FILE = "manifest.jsonl"
+MANIFEST_PARTS = "manifest.shard-*-of-*.jsonl"
+LOCKS_DIR = ".maskclip-locks"
 LABELS_DIR = "labels"
 CONFIDENCE_DIR = "confidence"
 OVERLAYS_DIR = "overlays"
@@ -105,6 +109,17 @@ class LabelFolder:
     @property
     def manifest_file(self) -> Path:
         return self.root / MANIFEST_FILE
+
+    def manifest_part(self, shard: tuple[int, int]) -> Path:
+        """Shard K of N's part of the manifest."""
+        return self.root / f"manifest.shard-{shard[0]}-of-{shard[1]}.jsonl"
+
+    def manifest_parts(self) -> list[Path]:
+        return sorted(self.root.glob(MANIFEST_PARTS))
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.root / LOCKS_DIR
 
     def label_path(self, stem: str) -> Path:
         return self.root / LABELS_DIR / f"{stem}.png"

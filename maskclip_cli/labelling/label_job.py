@@ -1,10 +1,21 @@
 """The label job: a folder of images -> label maps, confidence maps, classes.json, manifest.jsonl.
 
-Loading and resizing run in DataLoader workers, the segmenter runs in the main process (batched
-by input shape; each segmenter picks its own GPU precision), and PNG encoding runs in a writer
-thread pool, so I/O overlaps compute. A bad image (unreadable, or one the model cannot process,
-e.g. out of memory) is recorded in the manifest and the run goes on. Re-running with the
-same settings skips finished images; outputs are written atomically.
+A pipeline that keeps a GPU fed with little CPU per image:
+
+- DataLoader workers decode and resize to uint8 and stack same-shaped images into batches (a
+  quarter of float32's bytes to pass between processes; pinned on CUDA).
+- The main process normalises on the device, runs the segmenter (each picks its own GPU
+  precision), and turns probabilities into uint8 label and confidence maps and per-image
+  statistics on the device (:mod:`.device_maps`): one device->host copy per batch.
+- A writer thread pool encodes PNGs with fast zlib settings (``png_compression``) and records
+  each image in the manifest once its files have landed.
+
+A bad image (unreadable, or one the model cannot process, e.g. out of memory) is recorded in
+the manifest and the run goes on; a write error stops the run with
+one message, keeping what was written. Re-running with the same settings skips finished images
+whose outputs are intact; outputs are written atomically. A lock (:mod:`.folder_lock`) keeps two
+runs off one folder, except shards of one split (:mod:`.sharding`), which write their own
+manifest parts; the last shard to finish merges them.
 """
 
 from __future__ import annotations
@@ -13,8 +24,10 @@ import os
 import time
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -22,21 +35,24 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .._worker_items import load_item
-from ..constants import IGNORE_INDEX
-from ..engine.segmenter import Prediction, Segmenter
+from ..engine.segmenter import Segmenter
 from ..errors import MaskCLIPError, ParameterError, check_range
 from ..formats.image_files import find_images, output_stems
 from ..formats.label_files import (
+    PNG_COMPRESSION,
     check_class_count,
     palette,
     write_confidence,
     write_label_png,
 )
 from ..formats.label_folder import CLASSES_FILE, LabelFolder
-from ..formats.manifest import Manifest
+from ..formats.manifest import Manifest, merge_parts, read_all
 from ..hooks import SILENT, ProgressHook
 from ..record import LabelRecord, record_hash
 from ..review.overlay import write_overlay, write_overlays
+from .device_maps import ImageMaps, MapBatch, device_maps
+from .folder_lock import FolderLock, merge_when_idle
+from .sharding import shard_of
 
 
 @dataclass
@@ -50,6 +66,8 @@ class LabelOptions:
     writers: int = 4
     overwrite: bool = False
     overlays: bool = False  # also write overlays/<path>.jpg (photo blended with the label colours)
+    png_compression: int = PNG_COMPRESSION  # zlib level 0-9; 1 = fast (Z_RLE), 6 = PIL's default
+    shard: tuple[int, int] | None = None  # (K, N): label only shard K of N (see sharding)
 
     def __post_init__(self) -> None:  # checked on construction, before any model is loaded
         if self.confidence_format not in ("png", "npy"):
@@ -58,6 +76,7 @@ class LabelOptions:
         check_range("batch_size", self.batch_size, 1)
         check_range("workers", self.workers, 0)
         check_range("writers", self.writers, 1)
+        check_range("png_compression", self.png_compression, 0, 9)
 
 
 @dataclass
@@ -68,6 +87,7 @@ class LabelSummary:
     failed: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    merged: bool = False  # this run folded every shard's manifest part into manifest.jsonl
 
     @property
     def images_per_second(self) -> float:
@@ -75,10 +95,10 @@ class LabelSummary:
 
 
 class _ImageFolder(Dataset):
-    """Loads and prepares one image; an unreadable one becomes an error item, not an exception."""
+    """Loads and resizes one image to uint8; an unreadable one becomes an error item, not an exception."""
 
-    def __init__(self, root: Path, paths: list[PurePosixPath], prepare):
-        self.root, self.paths, self.prepare = root, paths, prepare
+    def __init__(self, root: Path, paths: list[PurePosixPath], resize):
+        self.root, self.paths, self.resize = root, paths, resize
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -90,7 +110,20 @@ class _ImageFolder(Dataset):
     def _load(self, rel: PurePosixPath) -> dict:
         with Image.open(self.root / rel) as img:
             img = img.convert("RGB")
-        return {"size": img.size, "input": self.prepare(img)}
+        return {"size": img.size, "input": self.resize(img)}
+
+
+def _collate(items: list[dict]) -> dict:
+    """In the worker: error items apart, the rest stacked into one uint8 tensor per input shape."""
+    by_shape: dict[tuple, list[dict]] = defaultdict(list)
+    for item in items:
+        if "input" in item:
+            by_shape[tuple(item["input"].shape)].append(item)
+    return {
+        "errors": [it for it in items if "error" in it],
+        "groups": [{"rels": [it["rel"] for it in group], "sizes": [it["size"] for it in group],
+                    "images": torch.stack([it["input"] for it in group])} for group in by_shape.values()],
+    }
 
 
 def _own_outputs(input_dir: Path, folder: LabelFolder) -> list[PurePosixPath]:
@@ -139,7 +172,10 @@ def _check_same_settings(out_dir: Path, record: LabelRecord) -> None:
 
 
 class _Writer:
-    """Writes one image's files in a thread pool and records it in the manifest when done."""
+    """Writes one image's files in a thread pool and records it in the manifest when done.
+
+    A write error (disk full, a folder made read-only or replaced by a file) is kept, and the
+    job stops at its next :meth:`check` with one message; images already written stay recorded."""
 
     def __init__(self, folder: LabelFolder, options: LabelOptions, class_names: list[str], manifest: Manifest, tag: str,
                  input_dir: Path):
@@ -148,66 +184,124 @@ class _Writer:
         self.colours = palette(len(class_names))
         self.pool = ThreadPoolExecutor(max_workers=options.writers)
         self.pending: list[Future] = []
+        self.error: MaskCLIPError | None = None
 
-    def submit(self, rel: PurePosixPath, stem: str, size: tuple[int, int], pred: Prediction) -> None:
+    def submit(self, rel: PurePosixPath, stem: str, size: tuple[int, int], maps: MapBatch, index: int) -> None:
         self.pending = [f for f in self.pending if not f.done()]
         while len(self.pending) >= 4 * self.options.writers:  # bound memory
             self.pending.pop(0).result()
-        self.pending.append(self.pool.submit(self._write, rel, stem, size, pred))
+        self.pending.append(self.pool.submit(self._write, rel, stem, size, maps, index))
 
-    def _write(self, rel: PurePosixPath, stem: str, size: tuple[int, int], pred: Prediction) -> None:
-        labels = pred.labels.astype(np.uint8)
-        if self.options.min_confidence is not None:
-            labels[pred.confidence < self.options.min_confidence] = IGNORE_INDEX
+    def _write(self, rel: PurePosixPath, stem: str, size: tuple[int, int], maps: MapBatch, index: int) -> None:
+        if self.error is not None:
+            return
         label_path, conf_path = self.folder.label_path(stem), self.folder.confidence_path(stem)
-        write_label_png(label_path, labels, self.colours)
-        write_confidence(conf_path, pred.confidence)
-        if self.options.overlays:
-            write_overlay(self.folder.overlay_path(stem), self.input_dir / rel, labels, self.colours, self.class_names)
-        present = np.unique(labels)
-        self.manifest.add({
-            "source": str(rel), "label": str(label_path.relative_to(self.out_dir)),
-            "confidence": str(conf_path.relative_to(self.out_dir)), "width": size[0], "height": size[1],
-            "classes_present": [self.class_names[i] for i in present if i != IGNORE_INDEX],
-            "mean_confidence": round(float(pred.confidence.mean()), 4), "status": "ok", "settings": self.tag,
-        })
+        try:
+            image = maps.image(index)
+            write_label_png(label_path, image.labels, self.colours, self.options.png_compression)
+            write_confidence(conf_path, image.confidence, self.options.png_compression)
+            if self.options.overlays:
+                write_overlay(self.folder.overlay_path(stem), self.input_dir / rel, image.labels, self.colours, self.class_names)
+            self.manifest.add(self._entry(rel, size, image, label_path, conf_path))
+        except OSError as exc:
+            self.error = MaskCLIPError(f"Cannot write the outputs of {rel} in {self.out_dir}: {exc}. "
+                                       "Images written so far are kept; fix this and run again to resume.")
+
+    def _entry(self, rel: PurePosixPath, size: tuple[int, int], image: ImageMaps, label_path: Path, conf_path: Path) -> dict:
+        return {
+            "source": str(rel), "label": label_path.relative_to(self.out_dir).as_posix(),
+            "confidence": conf_path.relative_to(self.out_dir).as_posix(), "width": size[0], "height": size[1],
+            "classes_present": [self.class_names[i] for i in image.classes_present],
+            "mean_confidence": round(image.mean_confidence, 4), "status": "ok", "settings": self.tag,
+            "label_bytes": label_path.stat().st_size, "confidence_bytes": conf_path.stat().st_size,
+        }
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
         for f in self.pending:
-            f.result()  # re-raise a write error
+            f.result()  # re-raise anything but a write error (a bug)
+        self.check()
+
+
+def _intact(path: Path, recorded: object) -> bool:
+    """The output exists and has its recorded size; entries of 0.1.0 (no size) must decode."""
+    try:
+        if isinstance(recorded, int):
+            return path.stat().st_size == recorded
+        if path.suffix == ".npy":
+            np.load(path, mmap_mode="r")
+        else:
+            with Image.open(path) as img:
+                img.load()
+        return True
+    except (OSError, ValueError, SyntaxError):  # missing, truncated or not an image
+        return False
 
 
 def _is_done(entry: dict | None, out_dir: Path, tag: str) -> bool:
     return (entry is not None and entry.get("status") == "ok" and entry.get("settings") == tag
-            and (out_dir / entry["label"]).is_file() and (out_dir / entry["confidence"]).is_file())
+            and _intact(out_dir / entry["label"], entry.get("label_bytes"))
+            and _intact(out_dir / entry["confidence"], entry.get("confidence_bytes")))
 
 
-def _predict_each(segmenter: Segmenter, group: list[dict]) -> list[Prediction | str]:
-    """Predictions for a group of same-shaped inputs, or per image the error that stopped the model.
+@contextmanager
+def _main_threads(device: torch.device) -> Iterator[None]:
+    """One torch thread in the main process while the model runs on a GPU: a second OpenMP thread
+    only spins there, taking a core from the workers and writers. A CPU model keeps them all."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def merge_manifests(input_dir: Path | None, out_dir: Path) -> bool:
+    """Fold the shards' manifest parts into ``out_dir/manifest.jsonl`` once no run is using the
+    folder and, when ``input_dir`` is given, every image under it has an entry. True when merged."""
+    folder = LabelFolder(out_dir)
+
+    def merge_if_complete() -> bool:
+        if input_dir is not None:
+            entries, _ = read_all(folder)
+            own = _own_outputs(input_dir, folder)
+            if any(str(p) not in entries for p in find_images(input_dir) if not any(p.is_relative_to(o) for o in own)):
+                return False  # a shard has not run yet
+        merge_parts(folder)
+        return True
+
+    return merge_when_idle(out_dir, merge_if_complete)
+
+
+def _maps_each(segmenter: Segmenter, images: torch.Tensor, sizes: list[tuple[int, int]], options: LabelOptions
+               ) -> list[tuple[MapBatch, int] | str]:
+    """Maps for a group of same-shaped uint8 inputs, or per image the error that stopped the model.
 
     The group runs as one batch; if that fails (RuntimeError covers torch's out-of-memory), each image
     runs alone, so one image the model cannot process costs only its own label, not the run's.
     """
-    def run(items: list[dict]) -> list[Prediction]:
-        inputs = torch.stack([it["input"] for it in items]).to(segmenter.device, non_blocking=True)
-        return segmenter.predict(inputs, [it["size"] for it in items])
-
     try:
-        return run(group)
+        inputs = segmenter.normalise(images.to(segmenter.device, non_blocking=True))
+        maps = device_maps(segmenter.scores(inputs), sizes, options.min_confidence, options.confidence_format == "npy")
+        return [(maps, i) for i in range(len(sizes))]
     except (RuntimeError, MemoryError) as exc:
         error = exc
     if segmenter.device.type == "cuda":
         torch.cuda.empty_cache()
-    if len(group) == 1:
+    if len(sizes) == 1:
         return [f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no message'}"]
-    return [out for it in group for out in _predict_each(segmenter, [it])]
+    return [out for i in range(len(sizes)) for out in _maps_each(segmenter, images[i : i + 1], sizes[i : i + 1], options)]
 
 
 def label_folder(
     segmenter: Segmenter, input_dir: Path, out_dir: Path, options: LabelOptions | None = None, hook: ProgressHook = SILENT
 ) -> LabelSummary:
-    """Label every image under ``input_dir`` into ``out_dir`` and return a summary."""
+    """Label every image under ``input_dir`` (or its ``options.shard``) into ``out_dir``."""
     options = options or LabelOptions()
     check_class_count(len(segmenter.class_names))
     folder = LabelFolder(out_dir)
@@ -216,50 +310,69 @@ def label_folder(
     if not paths:
         raise MaskCLIPError(f"No images (jpg, jpeg, png, webp, bmp, tif) found under {input_dir}.")
     _check_writable(out_dir)
+    with FolderLock(out_dir, options.shard) as lock:
+        for holder in lock.stale:
+            hook.info(f"removed the stale lock of a run that ended without releasing it ({holder})")
+        summary = _label_locked(segmenter, input_dir, folder, paths, options, hook)
+    if options.shard is not None:
+        summary.merged = merge_manifests(input_dir, out_dir)  # the last shard to finish merges
+    return summary
+
+
+def _label_locked(segmenter: Segmenter, input_dir: Path, folder: LabelFolder, paths: list[PurePosixPath],
+                  options: LabelOptions, hook: ProgressHook) -> LabelSummary:
+    out_dir = folder.root
     record = replace(segmenter.record(), min_confidence=options.min_confidence, confidence_format=options.confidence_format)
     if not options.overwrite:
         _check_same_settings(out_dir, record)
     folder.write_classes(record)
     tag = record_hash(record)
-    manifest = Manifest(folder.manifest_file, fresh=options.overwrite)
+    sharded = options.shard is not None
+    # a shard never deletes the folder's manifests (other shards share them): its new lines win
+    manifest = Manifest(folder, options.shard, fresh=options.overwrite and not sharded)
+    if manifest.malformed:
+        hook.warn(f"{manifest.malformed} malformed line(s) in {out_dir}'s manifest ignored; those images are labelled again.")
     stems = output_stems(paths)
-    todo = [p for p in paths if options.overwrite or not _is_done(manifest.entries.get(str(p)), out_dir, tag)]
-    summary = LabelSummary(total=len(paths), skipped=len(paths) - len(todo))
+    mine = shard_of(paths, input_dir, options.shard) if sharded else paths
+    todo = [p for p in mine if options.overwrite or not _is_done(manifest.entries.get(str(p)), out_dir, tag)]
+    summary = LabelSummary(total=len(mine), skipped=len(mine) - len(todo))
     writer = _Writer(folder, options, segmenter.class_names, manifest, tag, input_dir)
     loader = DataLoader(
-        _ImageFolder(input_dir, todo, segmenter.prepare), batch_size=options.batch_size,
-        num_workers=options.workers, collate_fn=list, pin_memory=segmenter.device.type == "cuda",
+        _ImageFolder(input_dir, todo, segmenter.resize), batch_size=options.batch_size,
+        num_workers=options.workers, collate_fn=_collate, pin_memory=segmenter.device.type == "cuda",
         persistent_workers=False,
     )
     start = time.perf_counter()
     hook.start(len(todo), "labelling")
+
+    def failed(rel: PurePosixPath, error: str) -> None:
+        summary.failed += 1
+        summary.failures.append((str(rel), error))
+        manifest.add({"source": str(rel), "status": "error", "error": error, "settings": tag})
+
     try:
-        for batch in loader:
-            for item in batch:
-                if "error" in item:
-                    summary.failed += 1
-                    summary.failures.append((str(item["rel"]), item["error"]))
-                    manifest.add({"source": str(item["rel"]), "status": "error", "error": item["error"], "settings": tag})
+        with _main_threads(segmenter.device), torch.no_grad():
+            for batch in loader:
+                for item in batch["errors"]:
+                    failed(item["rel"], item["error"])
                     hook.advance(1)
-            by_shape: dict[tuple, list[dict]] = defaultdict(list)
-            for item in batch:
-                if "input" in item:
-                    by_shape[tuple(item["input"].shape)].append(item)
-            for group in by_shape.values():
-                for it, pred in zip(group, _predict_each(segmenter, group)):
-                    if isinstance(pred, str):  # the model could not process this image (e.g. out of memory)
-                        summary.failed += 1
-                        summary.failures.append((str(it["rel"]), pred))
-                        manifest.add({"source": str(it["rel"]), "status": "error", "error": pred, "settings": tag})
-                    else:
-                        writer.submit(it["rel"], stems[it["rel"]], it["size"], pred)
-                        summary.labelled += 1
-                hook.advance(len(group))
+                for group in batch["groups"]:
+                    results = _maps_each(segmenter, group["images"], group["sizes"], options)
+                    for rel, size, result in zip(group["rels"], group["sizes"], results):
+                        if isinstance(result, str):  # the model could not process this image (e.g. out of memory)
+                            failed(rel, result)
+                        else:
+                            writer.submit(rel, stems[rel], size, *result)
+                            summary.labelled += 1
+                    hook.advance(len(group["rels"]))
+                writer.check()
     finally:
         hook.finish()
-        writer.close()
-        summary.seconds = time.perf_counter() - start
-        manifest.close()
-    if options.overlays:  # images labelled by an earlier run without --overlays
+        try:
+            writer.close()
+        finally:
+            summary.seconds = time.perf_counter() - start
+            manifest.close(compact=not sharded)
+    if options.overlays and not sharded:  # images labelled by an earlier run without --overlays
         write_overlays(out_dir, input_dir, missing_only=True)
     return summary

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from .._io import file_sha256
-from ..clip.preprocess import to_model_input
+from ..clip.preprocess import resize_uint8
 from ..engine.segmenter import Segmenter
 from ..record import LabelRecord, TrainedNetwork
 from .checkpointing import load_checkpoint
@@ -24,9 +24,10 @@ class TrainedSegmenter(Segmenter):
         self.model, self.meta, self.source, self.sha256 = model, meta, source, sha256
         self.class_names = list(meta["class_names"])
         self.device = next(model.parameters()).device
+        self.mean, self.std = tuple(meta["mean"]), tuple(meta["std"])
 
-    def prepare(self, image: Image.Image) -> torch.Tensor:
-        return to_model_input(image, self.meta["short_side"], OUTPUT_STRIDE, self.meta["mean"], self.meta["std"])
+    def resize(self, image: Image.Image) -> torch.Tensor:
+        return resize_uint8(image, self.meta["short_side"], OUTPUT_STRIDE)
 
     @torch.no_grad()
     def scores(self, images: torch.Tensor) -> torch.Tensor:

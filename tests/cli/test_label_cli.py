@@ -285,10 +285,10 @@ def test_unknown_method_and_resnet_method_refused(images, tmp_path, tiny_config)
 class _FailsOnWhite(MaskCLIP):
     """MaskCLIP that runs out of memory on any batch holding an all-white input."""
 
-    def predict(self, images, sizes):
+    def scores(self, images):
         if (images.flatten(1).amin(dim=1) > 1.5).any():
             raise RuntimeError("CUDA out of memory. Tried to allocate 295.00 GiB\nmore detail")
-        return super().predict(images, sizes)
+        return super().scores(images)
 
 
 def test_image_the_model_cannot_process_is_an_error_entry_and_the_run_goes_on(tmp_path):
