@@ -34,6 +34,7 @@ import maskclip_cli.labelling.label_job as label_job
 from maskclip_cli.clip.preprocess import resize_uint8
 from maskclip_cli.engine.segmenter import Segmenter
 from maskclip_cli.labelling.label_job import LabelOptions, label_folder
+from maskclip_cli.record import LabelRecord
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -66,8 +67,8 @@ class NearFreeSegmenter(Segmenter):
         grid = torch.nn.functional.interpolate(coarse, size=(h // 16, w // 16), mode="bilinear", align_corners=False)
         return (3 * grid).softmax(dim=1).to(images.device)
 
-    def settings(self) -> dict:
-        return {"segmenter": "near-free", "classes": self.class_names, "short_side": self.short_side}
+    def record(self) -> LabelRecord:
+        return LabelRecord(self.class_names, None, segmenter="near-free", inference={"short_side": self.short_side})
 
 
 def _cpu_seconds() -> float:
