@@ -16,10 +16,12 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from .._io import atomic_write
-from .label_folder import LabelFolder
+
+if TYPE_CHECKING:  # label_folder imports this module
+    from .label_folder import LabelFolder
 
 
 def _valid(entry: object) -> bool:
