@@ -1,7 +1,9 @@
 """Atomic file writes and file hashing, shared by every writer in the package.
 
 Every file is written to a temporary name in the same folder and renamed into place, so an
-interrupted run never leaves a half-written output.
+interrupted run never leaves a half-written output. The temporary file (``mkstemp``: mode 0600) is
+given the mode an ordinary ``open`` would give under the process's umask (0644 under 022), so a
+shared dataset stays readable by others.
 """
 
 from __future__ import annotations
@@ -14,12 +16,31 @@ from pathlib import Path
 from typing import Callable
 
 
+def _read_umask() -> int:
+    """The process umask. Linux shows it in /proc; elsewhere it is read by setting and restoring it,
+    which is done once, at import, before any writer thread exists."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, _FILE_MODE)
         write(tmp)
         os.replace(tmp, path)
     except BaseException:
