@@ -130,7 +130,7 @@ def build_maskclip(
     classes = validate_classes(classes)
     check_method(config.method)
     clip = load_clip(model, pretrained, checkpoint, resolve_device(device), hook=hook, quick_gelu=quick_gelu)
-    return MaskCLIP(clip, classes, config)
+    return MaskCLIP(clip, classes, config, hook=hook)
 
 
 def load_trained(path: Path, classes: list[str], device: str) -> Segmenter:

@@ -4,7 +4,9 @@ Each name is put through every template, encoded, L2-normalised, averaged and re
 (ViLD's recipe, used by the paper). Embeddings are cached under the cache folder keyed by model
 identity, activation (GELU or QuickGELU: caches of 0.1.0, which built OpenAI's CLIPs with GELU,
 are never reused), template set and class name, so a second run with the same CLIP encodes nothing.
-Models with no stable identity (random or in-memory weights) are not cached.
+Models with no stable identity (random or in-memory weights) are not cached. A cache that cannot
+be read or written (``MASKCLIP_CACHE`` or HOME read-only) is never fatal: it is reported once per
+folder through the hook and the embeddings are computed without it.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from pathlib import Path
 import torch
 
 from .._io import atomic_write
+from ..hooks import SILENT, ProgressHook
 from .loading import RANDOM_WEIGHTS, LoadedCLIP
 
 UNCACHEABLE = (RANDOM_WEIGHTS, "in-memory")
+_unwritable: set[Path] = set()  # cache folders already reported in this process
 
 
 def default_cache_dir() -> Path:
@@ -49,21 +53,31 @@ def encode_classes(clip: LoadedCLIP, names: list[str], templates: tuple[str, ...
     return torch.stack(out).cpu()
 
 
+def _read_cache(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else {}
+    except Exception:  # corrupt or unreadable: rebuilt, never fatal
+        return {}
+
+
 def class_embeddings(
-    clip: LoadedCLIP, names: list[str], templates: tuple[str, ...], cache_dir: Path | None = None
+    clip: LoadedCLIP, names: list[str], templates: tuple[str, ...], cache_dir: Path | None = None,
+    hook: ProgressHook = SILENT,
 ) -> torch.Tensor:
     """Like :func:`encode_classes`, reading and extending the on-disk cache when the model allows."""
     if clip.pretrained in UNCACHEABLE:
         return encode_classes(clip, names, templates)
-    path = _cache_file(clip, templates, cache_dir or default_cache_dir())
-    cache: dict[str, torch.Tensor] = {}
-    if path.is_file():
-        try:
-            cache = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            cache = {}  # a corrupt cache is rebuilt, never fatal
+    root = cache_dir or default_cache_dir()
+    path = _cache_file(clip, templates, root)
+    cache = _read_cache(path)
     missing = [n for n in dict.fromkeys(names) if n not in cache]
     if missing:
         cache.update(zip(missing, encode_classes(clip, missing, templates)))
-        atomic_write(path, lambda tmp: torch.save(cache, tmp))
+        try:
+            atomic_write(path, lambda tmp: torch.save(cache, tmp))
+        except OSError as exc:
+            if root not in _unwritable:
+                _unwritable.add(root)
+                hook.warn(f"Text-embedding cache {root} is not writable ({exc.strerror or exc}); going on without it. "
+                          "Set MASKCLIP_CACHE to a writable folder to keep embeddings between runs.")
     return torch.stack([cache[n] for n in names])

@@ -28,6 +28,7 @@ from ..clip.templates import get_templates
 from ..clip.text_embeddings import class_embeddings
 from ..constants import SOFTMAX_SCALE
 from ..errors import MaskCLIPError, ParameterError, check_range
+from ..hooks import SILENT, ProgressHook
 from ..record import LabelRecord
 from .key_smoothing import key_smooth
 from .prompt_denoising import prompt_denoise
@@ -80,7 +81,8 @@ class MaskCLIPConfig:
 class MaskCLIP(Segmenter):
     """MaskCLIP over ``classes`` (plus an optional merged background class with id 0)."""
 
-    def __init__(self, clip: LoadedCLIP, classes: list[str], config: MaskCLIPConfig | None = None, cache_dir: Path | None = None):
+    def __init__(self, clip: LoadedCLIP, classes: list[str], config: MaskCLIPConfig | None = None, cache_dir: Path | None = None,
+                 hook: ProgressHook = SILENT):
         self.clip = clip
         self.config = cfg = replace(config) if config else MaskCLIPConfig()  # a copy: defaults are filled in
         check_method_for(clip.model.visual, cfg.method, cfg.baseline)
@@ -101,7 +103,7 @@ class MaskCLIP(Segmenter):
                 raise ParameterError("{} must be at most {} (larger strides leave pixels uncovered).", "stride", "window")
             if cfg.window % self.patch or cfg.stride % self.patch:
                 raise ParameterError(f"{{}} and {{}} must be multiples of the model's stride {self.patch}.", "window", "stride")
-        self.text = class_embeddings(clip, prompts, get_templates(cfg.templates), cache_dir).to(clip.device)
+        self.text = class_embeddings(clip, prompts, get_templates(cfg.templates), cache_dir, hook).to(clip.device)
 
     # -- Segmenter interface -------------------------------------------------------------
     def resize(self, image: Image.Image) -> torch.Tensor:

@@ -80,7 +80,7 @@ def class_text_for_labels(
     if quick_gelu is None and record.clip is not None:
         quick_gelu = record.clip.quick_gelu
     clip = load_clip(model, pretrained, checkpoint, device, hook=hook, quick_gelu=quick_gelu)
-    mc = MaskCLIP(clip, fg, MaskCLIPConfig(method=recorded, templates=record.templates, background=background))
+    mc = MaskCLIP(clip, fg, MaskCLIPConfig(method=recorded, templates=record.templates, background=background), hook=hook)
     if mc.class_names != names:
         raise MaskCLIPError(f"Rebuilt classes {mc.class_names} differ from classes.json {names}.")
     return from_maskclip(mc)

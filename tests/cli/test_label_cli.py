@@ -309,3 +309,21 @@ def test_image_the_model_cannot_process_is_an_error_entry_and_the_run_goes_on(tm
     assert entries["a.png"]["error"] == "RuntimeError: CUDA out of memory. Tried to allocate 295.00 GiB"
     assert all(entries[n]["status"] == "ok" and (out / "labels" / n).is_file() for n in ("b.png", "c.png", "d.png"))
     assert not (out / "labels" / "a.png").exists()
+
+
+def test_unwritable_text_cache_is_a_warning_not_a_crash(images, tmp_path, tiny_config, monkeypatch):
+    """MASKCLIP_CACHE that cannot be created: label warns once and labels every image (it crashed)."""
+    from maskclip_cli.clip import text_embeddings
+
+    monkeypatch.setattr(text_embeddings, "_unwritable", set())
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("MASKCLIP_CACHE", str(tmp_path / "file" / "cache"))
+    ckpt = tmp_path / "tiny.pt"
+    torch.save(make_tiny_clip("vit", seed=3).model.state_dict(), ckpt)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["label", str(images), "--classes", "cat,dog", "--out", str(out), "--model", str(tiny_config),
+                                 "--checkpoint", str(ckpt), "--no-progress", "--workers", "0", "--short-side", "32",
+                                 "--templates", "simple"])
+    assert result.exit_code == 0, result.output
+    assert " ".join(result.output.split()).count("is not writable") == 1
+    assert len(manifest_lines(out)) == len(SIZES)

@@ -134,3 +134,29 @@ def test_corrupt_cache_file_is_rebuilt(tmp_path):
     got = class_embeddings(clip, ["cat"], TEMPLATES, cache_dir=tmp_path)
     assert torch.allclose(got, want, atol=1e-6)
     assert torch.load(path, weights_only=True)["cat"].shape == (32,)
+
+
+def test_unwritable_cache_warns_once_and_goes_on(tmp_path, monkeypatch):
+    """MASKCLIP_CACHE under a file (not writable, even for root): embeddings are computed anyway,
+    equal to uncached ones, with one warning for the folder however often it is used."""
+    from maskclip_cli.clip import text_embeddings
+    from maskclip_cli.clip.text_embeddings import class_embeddings, encode_classes
+    from maskclip_cli.hooks import ProgressHook
+
+    class Hook(ProgressHook):
+        def __init__(self):
+            self.warnings = []
+
+        def warn(self, message):
+            self.warnings.append(message)
+
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("MASKCLIP_CACHE", str(tmp_path / "file" / "cache"))
+    monkeypatch.setattr(text_embeddings, "_unwritable", set())
+    clip = cacheable(make_tiny_clip("vit"))
+    hook = Hook()
+    first = class_embeddings(clip, ["cat", "dog"], ("a photo of a {}.",), hook=hook)
+    second = class_embeddings(clip, ["cow"], ("a photo of a {}.",), hook=hook)
+    assert torch.allclose(first, encode_classes(clip, ["cat", "dog"], ("a photo of a {}.",)))
+    assert second.shape[0] == 1
+    assert len(hook.warnings) == 1 and "MASKCLIP_CACHE" in hook.warnings[0]
