@@ -61,8 +61,8 @@ def _pack(scores: torch.Tensor, size: tuple[int, int], min_confidence: float | N
     """One image's (C, h, w) probabilities -> its flat uint8 segment of the batch buffer."""
     labels, conf = upsample_argmax(scores, size)
     labels = labels.to(torch.uint8)
-    if min_confidence is not None:
-        labels[conf < min_confidence] = IGNORE_INDEX
+    if min_confidence is not None:  # where(), not a masked assignment: no host sync on CUDA
+        labels = torch.where(conf < min_confidence, IGNORE_INDEX, labels)
     quantised = conf.half().view(torch.uint8) if half else conf.mul(255).round_().to(torch.uint8)
     present = torch.bincount(labels.flatten().int(), minlength=256).clamp_(max=1).to(torch.uint8)
     mean = conf.mean(dtype=torch.float32).reshape(1).view(torch.uint8)
