@@ -16,6 +16,7 @@ _WRITE_OUTPUTS = textwrap.dedent(
     import numpy as np
     from maskclip_cli._io import atomic_write, write_json
     from maskclip_cli.formats.label_files import palette, write_confidence, write_label_png
+    from maskclip_cli.formats.label_folder import LabelFolder
     from maskclip_cli.formats.manifest import Manifest
     out = Path(sys.argv[1])
     write_label_png(out / "labels" / "a.png", np.zeros((4, 4), np.uint8), palette(2))
@@ -23,7 +24,7 @@ _WRITE_OUTPUTS = textwrap.dedent(
     write_confidence(out / "confidence" / "a.npy", np.ones((4, 4), np.float32))
     write_json(out / "classes.json", {"classes": []})
     atomic_write(out / "checkpoint.pt", lambda tmp: Path(tmp).write_bytes(b"x"))
-    manifest = Manifest(out / "manifest.jsonl", fresh=True)
+    manifest = Manifest(LabelFolder(out), fresh=True)
     manifest.add({"source": "a.png", "status": "ok", "settings": "t"})
     manifest.close()
     for p in sorted(out.rglob("*")):
