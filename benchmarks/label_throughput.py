@@ -1,7 +1,7 @@
 """Label pipeline throughput: the CPU-side ceiling, and the pipeline against the bare model forward.
 
     python benchmarks/label_throughput.py cpu [--images 48] [--workers 1] [--sizes 640x480,1920x1080]
-    python benchmarks/label_throughput.py gpu [--images 256] [--model ViT-B-16] [--short-side 512] [--batch-size 32]
+    python benchmarks/label_throughput.py gpu [--images 256] [--model ViT-B-16] [--short-side 512] [--batch-size 32] [--max-batch]
 
 ``cpu`` (the ceiling): the real ``label_folder`` (JPEG decode and resize in DataLoader workers,
 upsampling, arg-max, PNG writing) driving a near-free segmenter whose scores are shaped like
@@ -15,7 +15,8 @@ Goal: host side <= 10 ms per 640x480 image (>= 100 images/s per core).
 ``gpu``: "bare" = MaskCLIP's fp16 scores for inputs already decoded, resized and stacked in GPU
 memory (the compute the pipeline cannot avoid); "pipeline" = ``label_folder`` on JPEG files.
 Reports images/s, the ratio (goal >= 0.9x at 512 px on one H100 with 16 cores) and the peak GPU
-memory. Random weights (``--pretrained none``): speed only.
+memory; ``--max-batch`` also finds the largest batch of 640x480 inputs whose forward fits in GPU
+memory (doubling until out of memory). Random weights (``--pretrained none``): speed only.
 """
 
 from __future__ import annotations
@@ -147,6 +148,7 @@ def gpu_pipeline(args: argparse.Namespace) -> None:
             torch.cuda.synchronize()
         bare = len(inputs) / (time.perf_counter() - start)
         bare_mem = torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0
+        inputs_shape = tuple(inputs.shape[1:])
         del inputs
         options = LabelOptions(batch_size=args.batch_size, workers=args.workers, png_compression=args.png_compression)
         summary = label_folder(seg, root, Path(tmp) / "out", options)
@@ -156,9 +158,26 @@ def gpu_pipeline(args: argparse.Namespace) -> None:
           f"batch={args.batch_size} workers={args.workers} threads={torch.get_num_threads()}")
     if cuda:
         print(f"GPU: {torch.cuda.get_device_name()}  peak memory of the bare forward: {bare_mem:.2f} GiB")
+    if cuda and args.max_batch:
+        print(f"largest batch that fits: {_largest_batch(seg, inputs_shape)}")
     print(f"bare forward  : {bare:8.1f} img/s")
     print(f"label pipeline: {pipeline:8.1f} img/s")
     print(f"ratio         : {pipeline / bare:.3f}x (goal >= 0.9x)")
+
+
+def _largest_batch(seg: Segmenter, shape: tuple[int, ...], limit: int = 4096) -> int:
+    """The largest power-of-two batch of ``shape`` inputs whose scores fit in GPU memory."""
+    best, batch = 0, 1
+    while batch <= limit:
+        try:
+            seg.scores(torch.zeros(batch, *shape, device=seg.device))
+            torch.cuda.synchronize()
+            best, batch = batch, batch * 2
+        except torch.cuda.OutOfMemoryError:
+            break
+        finally:
+            torch.cuda.empty_cache()
+    return best
 
 
 def main() -> None:
@@ -172,6 +191,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="cpu: 1; gpu: all cores but one")
     ap.add_argument("--writers", type=int, default=2)
     ap.add_argument("--png-compression", type=int, default=1)
+    ap.add_argument("--max-batch", action="store_true", help="gpu: also find the largest batch that fits")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     gpu = args.mode == "gpu"
