@@ -20,7 +20,7 @@ from rich.progress import (
 
 from ..clip.last_block import METHODS, check_method
 from ..clip.loading import load_clip
-from ..engine.maskclip import MaskCLIP, MaskCLIPConfig, validate_classes
+from ..engine.maskclip import ClassSpec, MaskCLIP, MaskCLIPConfig, class_synonyms, synonym_words
 from ..engine.segmenter import Segmenter
 from ..errors import MaskCLIPError, ParameterError
 from ..formats.label_files import class_lines, read_class_file
@@ -90,10 +90,14 @@ def resolve_device(device: str) -> torch.device:
         raise MaskCLIPError(f"Unknown --device '{device}'; use auto, cpu, or cuda[:N].") from exc
 
 
-def read_classes(classes: list[str] | None, classes_file: Path | None) -> list[str]:
-    """Names from --classes (each may hold commas) and --classes-file (one per line, # comments)."""
-    names = [n.strip() for c in classes or [] for n in c.split(",") if n.strip()]
-    return names + (class_lines(read_class_file(classes_file)) if classes_file is not None else [])
+def read_classes(classes: list[str] | None, classes_file: Path | None) -> list[ClassSpec]:
+    """Names from --classes (each may hold commas: several classes) and --classes-file (one class
+    per line, # comments; a line "person, person in shirt" is one class with synonyms, named by the
+    first, as in SCLIP's class files)."""
+    names: list[ClassSpec] = [n.strip() for c in classes or [] for n in c.split(",") if n.strip()]
+    if classes_file is not None:
+        names += [synonym_words(line) for line in class_lines(read_class_file(classes_file))]
+    return names
 
 
 def extra_class_names(ctx: typer.Context, classes: list[str] | None) -> list[str]:
@@ -110,10 +114,13 @@ Checkpoint = Annotated[Optional[Path], typer.Option(help="Local open_clip weight
 QuickGelu = Annotated[Optional[bool], typer.Option("--quick-gelu/--no-quick-gelu", show_default=False, help="Activation of CLIP's transformer MLPs. Default: as the weights were trained (QuickGELU for OpenAI's tags and checkpoints, from open_clip's tag table or the file); give it for a checkpoint whose training is unknown.")]
 Device = Annotated[str, typer.Option(help="auto (GPU if available), cpu, or cuda[:N].")]
 Classes = Annotated[Optional[list[str]], typer.Option("--classes", "-c", help="Class names: --classes cat dog, --classes cat,dog or a repeated option.")]
-ClassesFile = Annotated[Optional[Path], typer.Option(help="Text file with one class name per line (# starts a comment).")]
+ClassesFile = Annotated[Optional[Path], typer.Option(help="Text file with one class per line (# starts a comment); synonyms on one line separated by ', ' (named by the first; the class scores the max over them).")]
 Templates = Annotated[str, typer.Option(help="Prompt template set: vild (85, the paper's), imagenet (80) or simple (1).")]
 Background = Annotated[Optional[str], typer.Option(help="Comma-separated words merged into one background class with id 0, e.g. 'sky,wall,floor,ground'. Off when not given.")]
 Method = Annotated[str, typer.Option(help=f"Dense-feature method (the last ViT block's recipe): {', '.join(METHODS)}. maskclip is the paper; sclip, clearclip and naclip are its training-free successors (ViT models only). See README 'Which method'.")]
+Pamr = Annotated[bool, typer.Option("--pamr/--no-pamr", help="PAMR post-processing (as SCLIP/NACLIP): scores refined at the original size by pixel-adaptive neighbour averaging guided by the image. Slower; skipped with a warning if a photo does not fit in memory.")]
+PamrIterations = Annotated[int, typer.Option(min=1, help="PAMR iterations.")]
+PamrDilations = Annotated[str, typer.Option(help="PAMR neighbourhood dilations in pixels, comma-separated.")]
 KeySmoothing = Annotated[bool, typer.Option("--key-smoothing/--no-key-smoothing", help="Key smoothing (paper eq. 5).")]
 PromptDenoising = Annotated[bool, typer.Option("--prompt-denoising/--no-prompt-denoising", help="Prompt denoising: drop classes never confident in an image.")]
 DenoiseThreshold = Annotated[float, typer.Option(min=0, max=1, help="Prompt-denoising threshold t (paper: 0.5).")]
@@ -122,12 +129,23 @@ Window = Annotated[Optional[int], typer.Option(min=1, help="Sliding-window size 
 Stride = Annotated[Optional[int], typer.Option(min=1, help="Sliding-window stride in pixels; default window/2 rounded down to a multiple of the patch size.")]
 
 
+def parse_dilations(text: str) -> tuple[int, ...]:
+    """``"8,16"`` -> (8, 16); anything else is one clear error."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise MaskCLIPError(f"--pamr-dilations must be positive integers separated by commas (e.g. 8,16), got '{text}'.")
+    return values
+
+
 def build_maskclip(
-    model: str, pretrained: str, checkpoint: Path | None, device: str, classes: list[str],
+    model: str, pretrained: str, checkpoint: Path | None, device: str, classes: list[ClassSpec],
     config: MaskCLIPConfig, hook: ProgressHook, quick_gelu: bool | None = None,
 ) -> MaskCLIP:
     """Validate the classes first (cheap), then load CLIP and the text embeddings."""
-    classes = validate_classes(classes)
+    classes = class_synonyms(classes)
     check_method(config.method)
     clip = load_clip(model, pretrained, checkpoint, resolve_device(device), hook=hook, quick_gelu=quick_gelu)
     return MaskCLIP(clip, classes, config, hook=hook)

@@ -25,6 +25,7 @@ from ..evaluation.protocols import (
     PROTOCOLS,
     background_threshold,
     eval_config,
+    protocol_classes,
     protocol_segmenter,
     protocol_settings,
 )
@@ -33,15 +34,17 @@ from .common import (
     Checkpoint,
     DenoiseThreshold,
     Device,
-    KeySmoothing,
     Method,
     Model,
+    Pamr,
+    PamrDilations,
+    PamrIterations,
     Pretrained,
-    PromptDenoising,
     QuickGelu,
     RichHook,
     build_maskclip,
     load_trained,
+    parse_dilations,
     user_errors,
 )
 
@@ -87,14 +90,19 @@ def eval_command(
     method: Method = "maskclip",
     templates: Annotated[Optional[str], typer.Option(help=f"Prompt template set: vild (85), imagenet (80) or simple (1); {PROTOCOL_DEFAULT}.")] = None,
     background: Annotated[Optional[str], typer.Option(help=f"Comma-separated words merged into the background class (voc-bg, pascal-context-60 only); {PROTOCOL_DEFAULT}.")] = None,
-    key_smoothing: KeySmoothing = True,
-    prompt_denoising: PromptDenoising = True,
+    key_smoothing: Annotated[Optional[bool], typer.Option("--key-smoothing/--no-key-smoothing", help=f"Key smoothing (paper eq. 5); {PROTOCOL_DEFAULT} (paper: on, sclip: off).")] = None,
+    prompt_denoising: Annotated[Optional[bool], typer.Option("--prompt-denoising/--no-prompt-denoising", help=f"Prompt denoising; {PROTOCOL_DEFAULT} (paper: on, sclip: off).")] = None,
     denoise_threshold: DenoiseThreshold = 0.5,
     baseline: Annotated[bool, typer.Option(help="The paper's naive baseline: ordinary last-layer tokens instead of MaskCLIP's value features.")] = False,
     short_side: Annotated[Optional[int], typer.Option(min=1, help=f"Resize every image to this short side instead of the protocol's rescale rule; {PROTOCOL_DEFAULT}.")] = None,
     window: Annotated[Optional[int], typer.Option(min=0, help=f"Sliding-window size in pixels, 0 = whole image; {PROTOCOL_DEFAULT}.")] = None,
     stride: Annotated[Optional[int], typer.Option(min=1, help=f"Sliding-window stride in pixels; {PROTOCOL_DEFAULT} (window/2 with --window).")] = None,
     bg_threshold: Annotated[Optional[float], typer.Option(min=0, max=1, help=f"Pixels whose top probability is below this become background (datasets with a background class); {PROTOCOL_DEFAULT}.")] = None,
+    logit_scale: Annotated[Optional[float], typer.Option(help=f"Probabilities are softmax(logit-scale x cosine); {PROTOCOL_DEFAULT} (paper: 100; sclip: 40, 65 on voc-bg, 50 on pascal-context-60).")] = None,
+    area_threshold: Annotated[Optional[float], typer.Option(min=0, max=1, help=f"Foreground classes covering at most this fraction of an image's foreground pixels fall back to the next class (datasets with a background class); 0 = off; {PROTOCOL_DEFAULT} (sclip: 0.1 on voc-bg).")] = None,
+    pamr: Pamr = False,
+    pamr_iterations: PamrIterations = 10,
+    pamr_dilations: PamrDilations = "8,16",
     limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate only the first N images (quick runs).")] = None,
     workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes reading and resizing images while the model runs.")] = 2,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures and the full settings to this JSON file.")] = None,
@@ -137,10 +145,11 @@ def eval_command(
             else:
                 config = eval_config(
                     ps, templates, background.split(",") if background else None, short_side, window, stride,
-                    method=method, key_smoothing=key_smoothing, prompt_denoising=prompt_denoising,
-                    denoise_threshold=denoise_threshold, baseline=baseline,
+                    key_smoothing, prompt_denoising, logit_scale, area_threshold,
+                    method=method, denoise_threshold=denoise_threshold, baseline=baseline,
+                    pamr=pamr, pamr_iterations=pamr_iterations, pamr_dilations=parse_dilations(pamr_dilations),
                 )
-                foreground = names[1:] if spec.background else names
+                foreground = protocol_classes(ps, spec)
                 maskclip = build_maskclip(model, pretrained, checkpoint, device, foreground, config, hook, quick_gelu)
                 segmenter = protocol_segmenter(maskclip, ps, short_side)
             result = evaluate_segmenter(segmenter, samples, names, threshold, limit, hook, workers)

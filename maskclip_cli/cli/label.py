@@ -25,6 +25,9 @@ from .common import (
     KeySmoothing,
     Method,
     Model,
+    Pamr,
+    PamrDilations,
+    PamrIterations,
     Pretrained,
     PromptDenoising,
     QuickGelu,
@@ -37,6 +40,7 @@ from .common import (
     console,
     extra_class_names,
     load_trained,
+    parse_dilations,
     read_classes,
     user_errors,
 )
@@ -62,6 +66,10 @@ def label(
     short_side: ShortSide = 512,
     window: Window = None,
     stride: Stride = None,
+    pamr: Pamr = False,
+    pamr_iterations: PamrIterations = 10,
+    pamr_dilations: PamrDilations = "8,16",
+    logit_scale: Annotated[float, typer.Option(help="Probabilities are softmax(logit-scale x cosine); CLIP's 100 (the paper). Changes confidences, denoising and smoothing, not the arg-max.")] = 100.0,
     min_confidence: Annotated[Optional[float], typer.Option(min=0, max=1, help="Mark pixels below this confidence (0-1) as 255 = ignore. Off when not given.")] = None,
     confidence_format: Annotated[str, typer.Option(help="Confidence maps as png (8-bit, 0-255) or npy (float16).")] = "png",
     segmenter_path: Annotated[Optional[Path], typer.Option("--segmenter", help="Label with a network trained by `maskclip train` (RUN/checkpoint.pt) instead of MaskCLIP; classes come from the checkpoint.")] = None,
@@ -96,7 +104,8 @@ def label(
         config = MaskCLIPConfig(
             method=method, templates=templates, background=background.split(",") if background else [],
             key_smoothing=key_smoothing, prompt_denoising=prompt_denoising, denoise_threshold=denoise_threshold,
-            short_side=short_side, window=window, stride=stride,
+            short_side=short_side, window=window, stride=stride, logit_scale=logit_scale,
+            pamr=pamr, pamr_iterations=pamr_iterations, pamr_dilations=parse_dilations(pamr_dilations),
         )
         if not input_dir.is_dir():  # checked before the (slow) model load
             raise MaskCLIPError(f"Input folder not found: {input_dir}")

@@ -43,12 +43,15 @@ def smooth(probs: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:
     return _renormalise(out, flat).reshape(probs.shape)
 
 
-def key_smooth(logits: torch.Tensor, keys: torch.Tensor, max_elements: int = MAX_SIMILARITY_ELEMENTS) -> torch.Tensor:
-    """Smoothed class probabilities (B, C, h, w) from logits and key features of the same grid.
+def key_smooth(
+    logits: torch.Tensor, keys: torch.Tensor, max_elements: int = MAX_SIMILARITY_ELEMENTS, scale: float = SOFTMAX_SCALE,
+) -> torch.Tensor:
+    """Smoothed class probabilities (B, C, h, w) from logits and key features of the same grid;
+    probabilities are ``softmax(scale * logits)`` (the paper: 100).
 
     Equals ``smooth(probs, key_similarity(keys))``, computed ``max_elements // (B * hw)`` rows of the
     similarity at a time so memory stays bounded however large the grid."""
-    probs = (SOFTMAX_SCALE * logits.float()).softmax(dim=1)
+    probs = (scale * logits.float()).softmax(dim=1)
     flat = probs.flatten(2)
     k = F.normalize(keys.flatten(2).float(), dim=1)  # (B, K, n)
     b, n = k.shape[0], k.shape[2]

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Sequence, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -30,23 +32,45 @@ from ..constants import SOFTMAX_SCALE
 from ..errors import MaskCLIPError, ParameterError, check_range
 from ..hooks import SILENT, ProgressHook
 from ..record import LabelRecord
+from .authors_code import AUTHORS_MEAN, AUTHORS_STD, authors_key_smooth, authors_port
 from .key_smoothing import key_smooth
-from .prompt_denoising import prompt_denoise
-from .segmenter import Segmenter
+from .pamr import PAMR_DILATIONS, PAMR_ITERATIONS, pamr_affinity, pamr_propagate
+from .prompt_denoising import REMOVED_LOGIT, kept_classes, prompt_denoise
+from .segmenter import Prediction, Segmenter
 from .sliding_window import window_starts
+from .upsampling import upsample_argmax
 
 BACKGROUND = "background"
 
 
-def validate_classes(classes: list[str]) -> list[str]:
-    """Strip names; refuse an empty list or duplicates (they would silently merge label ids)."""
-    names = [c.strip() for c in classes if c.strip()]
+ClassSpec = Union[str, Sequence[str]]
+
+
+def class_synonyms(classes: Sequence[ClassSpec]) -> list[list[str]]:
+    """Each class as ``[name, *synonyms]``: a string is a class with one word, a sequence a class
+    named by its first word whose score is the max over all of them (SCLIP's class files). Words
+    are stripped; an empty list or duplicate names are refused (they would merge label ids)."""
+    words = [[w.strip() for w in ([c] if isinstance(c, str) else c) if w.strip()] for c in classes]
+    words = [w for w in words if w]
+    names = [w[0] for w in words]
     if not names:
         raise MaskCLIPError("No classes given: pass --classes NAME [NAME ...] or --classes-file FILE.")
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise MaskCLIPError(f"Duplicate class names: {', '.join(dupes)}.")
-    return names
+    return words
+
+
+def synonym_words(line: str) -> ClassSpec:
+    """One line of a class file: ``"person, person in shirt"`` -> a class with synonyms; a line
+    without a comma stays a plain name."""
+    words = [w.strip() for w in line.split(",") if w.strip()]
+    return words if len(words) > 1 else line.strip()
+
+
+def validate_classes(classes: Sequence[ClassSpec]) -> list[str]:
+    """The class names (first words) of valid ``classes``; see :func:`class_synonyms`."""
+    return [w[0] for w in class_synonyms(classes)]
 
 
 @dataclass
@@ -55,7 +79,16 @@ class MaskCLIPConfig:
 
     ``method`` picks the dense-feature recipe of the last ViT block: maskclip (the paper), sclip,
     clearclip or naclip (training-free successors; ViT only). Key smoothing and prompt denoising
-    apply on top of any method.
+    apply on top of any method. Probabilities are ``softmax(logit_scale * cosine)`` (CLIP's 100;
+    the successors' protocol uses 40-65).
+
+    ``upsample_logits`` (used when key smoothing is off) takes the successors' output path, which
+    is also MaskCLIP's own code without key smoothing: cosine logits per prompt are upsampled (with
+    a sliding window: each window's logits bilinearly to its pixels, then averaged), and the
+    softmax over all prompts comes after. ``pamr`` refines the scores at the original size
+    (logits on that path, probabilities otherwise). ``area_threshold`` (needs a background class)
+    zeroes foreground classes covering at most that fraction of an image's foreground pixels
+    (SCLIP on VOC with background).
     """
 
     method: str = DEFAULT_METHOD
@@ -68,6 +101,13 @@ class MaskCLIPConfig:
     window: int | None = None
     stride: int | None = None
     baseline: bool = False  # the paper's naive baseline: ordinary last-layer tokens
+    logit_scale: float = SOFTMAX_SCALE
+    upsample_logits: bool = False
+    pamr: bool = False
+    pamr_iterations: int = PAMR_ITERATIONS
+    pamr_dilations: tuple[int, ...] = PAMR_DILATIONS
+    area_threshold: float | None = None
+    authors_code: bool = False  # the authors' MaskCLIP code's differences from CLIP (engine/authors_code.py)
 
     def __post_init__(self) -> None:  # checked on construction, before any model is loaded
         check_range("denoise_threshold", self.denoise_threshold, 0, 1)
@@ -76,25 +116,43 @@ class MaskCLIPConfig:
         check_range("stride", self.stride, 1)
         if self.window is not None and self.stride is not None and self.stride > self.window:
             raise ParameterError("{} must be at most {} (larger strides leave pixels uncovered).", "stride", "window")
+        check_range("logit_scale", self.logit_scale, 0, above=True)
+        check_range("pamr_iterations", self.pamr_iterations, 1)
+        if not self.pamr_dilations or min(self.pamr_dilations) < 1:
+            raise ParameterError("{} must be positive integers, e.g. 8,16.", "pamr_dilations")
+        check_range("area_threshold", self.area_threshold, 0, 1)
 
 
 class MaskCLIP(Segmenter):
-    """MaskCLIP over ``classes`` (plus an optional merged background class with id 0)."""
+    """MaskCLIP over ``classes`` (plus an optional merged background class with id 0).
 
-    def __init__(self, clip: LoadedCLIP, classes: list[str], config: MaskCLIPConfig | None = None, cache_dir: Path | None = None,
-                 hook: ProgressHook = SILENT):
-        self.clip = clip
+    A class may be a list of synonyms (named by the first); its score is the max over them.
+    ``hook`` receives warnings (PAMR skipped on a photo too large for memory).
+    """
+
+    def __init__(
+        self, clip: LoadedCLIP, classes: Sequence[ClassSpec], config: MaskCLIPConfig | None = None,
+        cache_dir: Path | None = None, hook: ProgressHook = SILENT,
+    ):
+        self.clip, self.hook = clip, hook
         self.config = cfg = replace(config) if config else MaskCLIPConfig()  # a copy: defaults are filled in
         check_method_for(clip.model.visual, cfg.method, cfg.baseline)
-        classes = validate_classes(classes)
+        words = class_synonyms(classes)
+        names = [w[0] for w in words]
         background = [w.strip() for w in cfg.background if w.strip()]
-        if BACKGROUND in classes and background:
+        if BACKGROUND in names and background:
             raise MaskCLIPError(f"'{BACKGROUND}' is reserved for the --background class; rename that class.")
-        self.class_names = ([BACKGROUND] if background else []) + classes
-        prompts = background + classes
-        self.groups = torch.tensor([0] * len(background) + [i + bool(background) for i in range(len(classes))])
+        if cfg.area_threshold is not None and not background:
+            raise MaskCLIPError("The area threshold needs a background class (--background): small classes fall back to it.")
+        self.class_names = ([BACKGROUND] if background else []) + names
+        self.synonyms = {w[0]: w for w in words if len(w) > 1}
+        prompts = background + [p for w in words for p in w]
+        self.groups = torch.tensor([0] * len(background) + [i + bool(background) for i, w in enumerate(words) for _ in w])
         self.patch = output_stride(clip.model.visual)
-        self.device, self.mean, self.std = clip.device, clip.mean, clip.std
+        # ``authors_code``: the authors' port of the tower and ImageNet statistics (engine/authors_code.py)
+        self.visual = authors_port(clip.model.visual) if cfg.authors_code else clip.model.visual
+        self.mean, self.std = (AUTHORS_MEAN, AUTHORS_STD) if cfg.authors_code else (clip.mean, clip.std)
+        self.device = clip.device
         if cfg.short_side < self.patch:
             raise ParameterError(f"{{}} must be at least the model's patch size {self.patch} (got {cfg.short_side}).", "short_side")
         if cfg.window is not None:
@@ -119,7 +177,8 @@ class MaskCLIP(Segmenter):
         return self.refine(features.float(), keys.float())
 
     def record(self) -> LabelRecord:
-        return LabelRecord(classes=list(self.class_names), clip=self.clip.source, inference=asdict(self.config))
+        inference = {**asdict(self.config), "pamr_dilations": list(self.config.pamr_dilations)}
+        return LabelRecord(classes=list(self.class_names), clip=self.clip.source, inference=inference, synonyms=self.synonyms)
 
     # -- MaskCLIP steps --------------------------------------------------------------------
     @torch.no_grad()
@@ -130,7 +189,7 @@ class MaskCLIP(Segmenter):
         unit features then taking cosines equals averaging the windows' logits.
         """
         if self.config.window is None:
-            feats, keys = dense_features(self.clip.model.visual, images, self.config.baseline, self.config.method)
+            feats, keys = dense_features(self.visual, images, self.config.baseline, self.config.method)
             return F.normalize(feats.float(), dim=1), keys.float()
         return self._encode_sliding(images)
 
@@ -144,7 +203,7 @@ class MaskCLIP(Segmenter):
         for i in range(0, len(starts), max(1, windows_per_pass // b)):
             chunk = starts[i : i + max(1, windows_per_pass // b)]
             crops = torch.cat([images[:, :, y : y + cfg.window, x : x + cfg.window] for y, x in chunk])
-            feats, keys = dense_features(self.clip.model.visual, crops, cfg.baseline, cfg.method)
+            feats, keys = dense_features(self.visual, crops, cfg.baseline, cfg.method)
             feats = F.normalize(feats.float(), dim=1)
             if feat_sum is None:
                 feat_sum = feats.new_zeros(b, feats.shape[1], height // p, width // p)
@@ -156,16 +215,110 @@ class MaskCLIP(Segmenter):
                 count[sl] += 1
         return feat_sum / count, key_sum / count
 
+    def prompt_cosines(self, features: torch.Tensor) -> torch.Tensor:
+        """Cosine logits (B, R, h, w) of unit features against every prompt (class words, synonyms)."""
+        return torch.einsum("bdhw,rd->brhw", features, self.text.to(features))
+
     def class_logits(self, features: torch.Tensor) -> torch.Tensor:
         """Cosine logits (B, C, h, w); a merged class takes the max over its words."""
-        per_prompt = torch.einsum("bdhw,rd->brhw", features, self.text.to(features))
-        return reduce_groups(per_prompt, self.groups, len(self.class_names))
+        return reduce_groups(self.prompt_cosines(features), self.groups, len(self.class_names))
 
     def refine(self, features: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """Class probabilities (B, C, h, w): logits, then prompt denoising, then key smoothing."""
         logits = self.class_logits(features)
-        if self.config.prompt_denoising:
-            logits = prompt_denoise(logits, self.config.denoise_threshold)
-        if self.config.key_smoothing:
-            return key_smooth(logits, keys)
-        return (SOFTMAX_SCALE * logits).softmax(dim=1)
+        cfg = self.config
+        if cfg.prompt_denoising:
+            logits = prompt_denoise(logits, cfg.denoise_threshold, cfg.logit_scale)
+        if cfg.key_smoothing and cfg.authors_code:
+            return authors_key_smooth(logits, keys, cfg.logit_scale)
+        if cfg.key_smoothing:
+            return key_smooth(logits, keys, scale=cfg.logit_scale)
+        return (cfg.logit_scale * logits).softmax(dim=1)
+
+    # -- the logit path, PAMR and the area threshold ---------------------------------------------
+    @torch.no_grad()
+    def prompt_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, R, h', w') cosine logits per prompt, prompt-denoised when on. Whole image: on the patch
+        grid. Sliding window: each window's logits bilinearly upsampled to its pixels and averaged
+        where windows overlap, at input resolution (SCLIP's and NACLIP's ``forward_slide``)."""
+        cfg = self.config
+        with torch.autocast(images.device.type, dtype=torch.float16, enabled=images.device.type == "cuda"):
+            if cfg.window is None:
+                feats, _ = dense_features(self.visual, images, cfg.baseline, cfg.method)
+                logits = self.prompt_cosines(F.normalize(feats.float(), dim=1))
+            else:
+                logits = self._sliding_logits(images)
+        if cfg.prompt_denoising:
+            keep = kept_classes(reduce_groups(logits, self.groups, len(self.class_names)), cfg.denoise_threshold, cfg.logit_scale)
+            logits = logits.masked_fill(~keep[:, self.groups.to(logits.device)][:, :, None, None], REMOVED_LOGIT)
+        return logits
+
+    def _sliding_logits(self, images: torch.Tensor, windows_per_pass: int = 16) -> torch.Tensor:
+        cfg = self.config
+        b, _, height, width = images.shape
+        starts = [(y, x) for y in window_starts(height, cfg.window, cfg.stride) for x in window_starts(width, cfg.window, cfg.stride)]
+        total = None
+        count = torch.zeros(1, 1, height, width, device=images.device)
+        per_pass = max(1, windows_per_pass // b)
+        for i in range(0, len(starts), per_pass):
+            chunk = starts[i : i + per_pass]
+            crops = torch.cat([images[:, :, y : y + cfg.window, x : x + cfg.window] for y, x in chunk])
+            feats, _ = dense_features(self.visual, crops, cfg.baseline, cfg.method)
+            logits = self.prompt_cosines(F.normalize(feats.float(), dim=1))
+            logits = F.interpolate(logits, size=crops.shape[-2:], mode="bilinear", align_corners=False)
+            if total is None:
+                total = logits.new_zeros(b, logits.shape[1], height, width)
+            ch, cw = crops.shape[-2:]
+            for j, (y, x) in enumerate(chunk):
+                total[:, :, y : y + ch, x : x + cw] += logits[j * b : (j + 1) * b]
+                count[:, :, y : y + ch, x : x + cw] += 1
+        return total / count
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, sizes: list[tuple[int, int]]) -> list[Prediction]:
+        cfg = self.config
+        logit_path = cfg.upsample_logits and not cfg.key_smoothing
+        if not (logit_path or cfg.pamr or cfg.area_threshold is not None):
+            return super().predict(images, sizes)
+        low = self.prompt_logits(images) if logit_path else self.scores(images)
+        out = []
+        for i, (w, h) in enumerate(sizes):
+            labels, conf = self._full_size(low[i], images[i], (h, w), logit_path)
+            probs = low[i]
+            if logit_path:
+                probs = reduce_groups((cfg.logit_scale * probs[None]).softmax(dim=1), self.groups, len(self.class_names))[0]
+            out.append(Prediction(labels.cpu().numpy(), conf.cpu().numpy().astype(np.float32), probs.cpu()))
+        return out
+
+    def _full_size(self, scores: torch.Tensor, image: torch.Tensor, size: tuple[int, int], logit_path: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Labels and confidence at ``size``: upsampled, PAMR-refined (guided by the input image
+        resized to ``size``, as SCLIP and NACLIP do), small classes dropped by the area threshold."""
+        cfg = self.config
+        kw = {"logit_scale": cfg.logit_scale, "groups": self.groups} if logit_path else {}
+        refine = None
+        if cfg.pamr:
+            try:
+                guide = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)
+                affinity = pamr_affinity(guide, cfg.pamr_dilations)
+                refine = lambda up: pamr_propagate(up, affinity, cfg.pamr_iterations, cfg.pamr_dilations)  # noqa: E731
+                labels, conf = upsample_argmax(scores, size, refine=refine, **kw)
+            except RuntimeError as exc:  # out of memory on a very large photo: label it without PAMR
+                self.hook.warn(f"PAMR skipped for a {size[1]}x{size[0]} image ({str(exc).splitlines()[0]}).")
+                refine = None
+        if refine is None:
+            labels, conf = upsample_argmax(scores, size, **kw)
+        if cfg.area_threshold is not None:
+            drop = small_classes(labels, len(self.class_names), cfg.area_threshold)
+            if drop[labels].any():
+                excluded = drop[self.groups] if logit_path else drop
+                labels, conf = upsample_argmax(scores, size, refine=refine, excluded=excluded, **kw)
+        return labels, conf
+
+
+def small_classes(labels: torch.Tensor, n_classes: int, threshold: float) -> torch.Tensor:
+    """(C,) bool: foreground classes (id > 0) whose pixels are at most ``threshold`` of all
+    foreground pixels of the map (SCLIP's ``area_thd``); the background never is."""
+    counts = torch.bincount(labels.flatten(), minlength=n_classes).float()
+    drop = counts <= threshold * counts[1:].sum()
+    drop[0] = False
+    return drop

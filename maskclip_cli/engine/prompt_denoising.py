@@ -16,15 +16,16 @@ from ..constants import SOFTMAX_SCALE
 REMOVED_LOGIT = -100.0
 
 
-def kept_classes(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """(B, C) bool: which classes survive denoising, for ``logits`` of shape (B, C, h, w)."""
-    probs = (SOFTMAX_SCALE * logits.float()).softmax(dim=1)
+def kept_classes(logits: torch.Tensor, threshold: float = 0.5, scale: float = SOFTMAX_SCALE) -> torch.Tensor:
+    """(B, C) bool: which classes survive denoising, for ``logits`` of shape (B, C, h, w);
+    probabilities are ``softmax(scale * logits)`` (the paper: 100)."""
+    probs = (scale * logits.float()).softmax(dim=1)
     keep = probs.flatten(2).amax(dim=2) >= threshold
     keep[~keep.any(dim=1)] = True
     return keep
 
 
-def prompt_denoise(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+def prompt_denoise(logits: torch.Tensor, threshold: float = 0.5, scale: float = SOFTMAX_SCALE) -> torch.Tensor:
     """Logits with the removed classes set to ``REMOVED_LOGIT`` everywhere."""
-    keep = kept_classes(logits, threshold)
+    keep = kept_classes(logits, threshold, scale)
     return logits.masked_fill(~keep[:, :, None, None], REMOVED_LOGIT)

@@ -25,7 +25,8 @@ import numpy as np
 
 from ..constants import IGNORE_INDEX
 from ..errors import MaskCLIPError
-from ..formats.label_files import read_label_png
+from ..engine.maskclip import ClassSpec, synonym_words
+from ..formats.label_files import class_lines, read_label_png
 
 # 0-based COCO category ids (pixel values of stuffthingmaps) that no annotation uses.
 COCO_UNUSED_IDS = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
@@ -120,6 +121,15 @@ def class_names(spec: DatasetSpec) -> list[str]:
     text = resources.files("maskclip_cli.evaluation").joinpath("data", spec.classes_file).read_text(encoding="utf-8")
     names = [line.strip() for line in text.splitlines() if line.strip()]
     return names[1:] if spec.skip_first_name else names
+
+
+def synonym_classes(spec: DatasetSpec) -> list[ClassSpec]:
+    """The benchmark's classes in label-id order as SCLIP's class files give them, each a name or
+    a list of synonyms (``data/synonyms_<dataset>.txt``; first line = background on datasets that
+    keep it)."""
+    path = f"synonyms_{spec.name.replace('-', '_')}.txt"
+    text = resources.files("maskclip_cli.evaluation").joinpath("data", path).read_text(encoding="utf-8")
+    return [synonym_words(line) for line in class_lines(text)]
 
 
 def get_spec(name: str) -> DatasetSpec:

@@ -6,15 +6,23 @@ rule: the largest scale at which the long side is at most L and the short side a
 configs use (L, S) = (520, 520) for PASCAL Context -- the image fits a 520x520 box, i.e. its
 *long* side becomes 520 -- and (2048, 512) for the others, i.e. short side 512.
 
-``sclip``: the protocol of SCLIP / ClearCLIP / NACLIP tables: 80 ImageNet templates, sliding
-window 224 with stride 112, (L, S) = (2048, 336) for VOC and Context, (2048, 448) for COCO-Stuff
-and ADE20K, (2048, 560) for Cityscapes. On the datasets with a background class (voc-bg,
-pascal-context-60) pixels whose top class probability is below 0.1 become background, as their
-``prob_thd=0.1``; background is one merged class whose words follow their class files. Their
-probabilities use a softmax scale of 40-65 where MaskCLIP uses CLIP's 100, so the same threshold
-marks somewhat fewer pixels; their area threshold and per-class synonym lists are not reproduced.
+``sclip``: the protocol of SCLIP / ClearCLIP / NACLIP tables, as SCLIP's configs set it: 80
+ImageNet templates; SCLIP's per-class synonym lists (shipped as ``data/synonyms_*.txt``; a class
+scores the max over its words, which compete in the softmax); sliding window 224 with stride
+112 whose cosine logits are upsampled per window and averaged per pixel, then upsampled to the
+image before the softmax; (L, S) = (2048, 336) for VOC and Context, (2048, 448) for COCO-Stuff,
+(2048, 560) for Cityscapes (ADE20K: 448); softmax scale (``logit_scale``) 40, 65 on voc-bg and 50
+on pascal-context-60; on the datasets with a background class (voc-bg, pascal-context-60) pixels
+whose top probability is below 0.1 become background (``prob_thd``), and on voc-bg foreground
+classes covering at most 10 % of an image's foreground are dropped (``area_thd``). No key
+smoothing, no prompt denoising (their tables have neither; both can be turned on).
 
 With ``paper`` the background datasets use the same merged background class without a threshold.
+
+``paper-exact``: ``paper`` plus every known difference of the authors' MaskCLIP code from CLIP as
+published (ImageNet mean/std, their ViT port's GELU and LayerNorm eps 1e-6, the ResNet pool without
+its positional embedding, key smoothing over location-normalised keys, logits upsampled when key
+smoothing is off; see :mod:`maskclip_cli.engine.authors_code`), to reproduce their Table 1.
 """
 
 from __future__ import annotations
@@ -25,12 +33,15 @@ import torch
 from PIL import Image
 
 from ..clip.preprocess import to_model_input
-from ..engine.maskclip import MaskCLIP, MaskCLIPConfig
-from ..engine.segmenter import Segmenter
+from ..constants import SOFTMAX_SCALE
+from ..engine.maskclip import ClassSpec, MaskCLIP, MaskCLIPConfig
+from ..engine.segmenter import Prediction, Segmenter
 from ..errors import MaskCLIPError
 from ..record import LabelRecord
+from .datasets import DatasetSpec, class_names, synonym_classes
 
-PROTOCOLS = ("paper", "sclip")
+PROTOCOLS = ("paper", "paper-exact", "sclip")
+SCLIP_LOGIT_SCALE = 40.0
 
 # Words merged into the background class (SCLIP's class files).
 VOC_BACKGROUND = (
@@ -52,17 +63,29 @@ class ProtocolSettings:
     stride: int | None
     background: tuple[str, ...]
     bg_threshold: float
+    logit_scale: float = SOFTMAX_SCALE
+    area_threshold: float | None = None
+    synonyms: bool = False  # classes from the shipped synonym lists
+    key_smoothing: bool = True
+    prompt_denoising: bool = True
+    upsample_logits: bool = False
+    authors_code: bool = False
 
 
 def protocol_settings(protocol: str, dataset: str) -> ProtocolSettings:
     if protocol not in PROTOCOLS:
         raise MaskCLIPError(f"Unknown protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}.")
     background = BACKGROUND_WORDS.get(dataset, ())
-    if protocol == "paper":
+    if protocol in ("paper", "paper-exact"):
         box = (520, 520) if dataset.startswith("pascal-context") else (2048, 512)
-        return ProtocolSettings(*box, "vild", None, None, background, 0.0)
+        exact = protocol == "paper-exact"
+        return ProtocolSettings(*box, "vild", None, None, background, 0.0, upsample_logits=exact, authors_code=exact)
     short = {"coco-stuff": 448, "ade20k": 448, "cityscapes": 560}.get(dataset, 336)
-    return ProtocolSettings(2048, short, "imagenet", 224, 112, background, 0.1 if background else 0.0)
+    scale = {"voc-bg": 65.0, "pascal-context-60": 50.0}.get(dataset, SCLIP_LOGIT_SCALE)
+    return ProtocolSettings(
+        2048, short, "imagenet", 224, 112, background, 0.1 if background else 0.0, scale,
+        0.1 if dataset == "voc-bg" else None, synonyms=True, key_smoothing=False, prompt_denoising=False, upsample_logits=True,
+    )
 
 
 def fit_scale(width: int, height: int, max_long: int, max_short: int) -> float:
@@ -80,10 +103,13 @@ class RescaledMaskCLIP(Segmenter):
     def prepare(self, image: Image.Image) -> torch.Tensor:
         w, h = image.size
         short = round(min(w, h) * fit_scale(w, h, self.max_long, self.max_short))
-        return to_model_input(image, short, self.inner.patch, self.inner.clip.mean, self.inner.clip.std, self.max_long)
+        return to_model_input(image, short, self.inner.patch, self.inner.mean, self.inner.std, self.max_long)
 
     def scores(self, images: torch.Tensor) -> torch.Tensor:
         return self.inner.scores(images)
+
+    def predict(self, images: torch.Tensor, sizes: list[tuple[int, int]]) -> list[Prediction]:
+        return self.inner.predict(images, sizes)
 
     def record(self) -> LabelRecord:
         record = self.inner.record()
@@ -98,10 +124,15 @@ def eval_config(
     short_side: int | None = None,
     window: int | None = None,
     stride: int | None = None,
+    key_smoothing: bool | None = None,
+    prompt_denoising: bool | None = None,
+    logit_scale: float | None = None,
+    area_threshold: float | None = None,
     **refinement: object,
 ) -> MaskCLIPConfig:
     """The protocol's MaskCLIP settings with the user's overrides (None = the protocol's value;
-    ``window=0`` = whole image). ``refinement`` holds key_smoothing, prompt_denoising, etc."""
+    ``window=0`` = whole image; ``area_threshold=0`` = off). ``refinement`` holds method,
+    denoise_threshold, pamr, etc."""
     if background and not settings.background:
         raise MaskCLIPError("--background applies only to datasets with a background class (voc-bg, pascal-context-60).")
     if window == 0:
@@ -114,8 +145,22 @@ def eval_config(
         short_side=short_side or settings.max_short,
         window=window,
         stride=stride,
+        key_smoothing=settings.key_smoothing if key_smoothing is None else key_smoothing,
+        prompt_denoising=settings.prompt_denoising if prompt_denoising is None else prompt_denoising,
+        logit_scale=logit_scale or settings.logit_scale,
+        area_threshold=settings.area_threshold if area_threshold is None else (area_threshold or None),
+        upsample_logits=settings.upsample_logits,
+        authors_code=settings.authors_code,
         **refinement,
     )
+
+
+def protocol_classes(settings: ProtocolSettings, spec: DatasetSpec) -> list[ClassSpec]:
+    """The foreground classes MaskCLIP is built with for a dataset: the class names, or with
+    ``synonyms`` the shipped synonym lists (whose first line, on datasets with a background class,
+    holds the background words that ``BACKGROUND_WORDS`` repeats)."""
+    lines = synonym_classes(spec) if settings.synonyms else class_names(spec)
+    return lines[1:] if spec.background else lines
 
 
 def protocol_segmenter(maskclip: MaskCLIP, settings: ProtocolSettings, short_side: int | None) -> Segmenter:

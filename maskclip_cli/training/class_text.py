@@ -77,6 +77,7 @@ def class_text_for_labels(
     pretrained, checkpoint = _weights_args(record, pretrained, checkpoint, hook)
     names, background = record.classes, record.background
     fg = names[1:] if background and names[:1] == [BACKGROUND] else names
+    fg = [record.synonyms.get(n, n) for n in fg]  # a class's synonym words are rows of the classifier too
     if quick_gelu is None and record.clip is not None:
         quick_gelu = record.clip.quick_gelu
     clip = load_clip(model, pretrained, checkpoint, device, hook=hook, quick_gelu=quick_gelu)

@@ -191,6 +191,8 @@ def test_dataset_mode_sclip_protocol_with_background(tmp_path, tiny_config, voc_
     inf = seg["inference"]
     assert (inf["window"], inf["stride"], inf["max_short_side"], inf["key_smoothing"]) == (224, 112, 336, False)
     assert "sky" in inf["background"] and seg["classes"][0] == "background"
+    assert inf["logit_scale"] == 65 and inf["area_threshold"] == 0.1  # SCLIP's cfg_voc21
+    assert seg["synonyms"]["person"][:2] == ["person", "person in shirt"] and len(seg["synonyms"]["television monitor"]) == 5
 
 
 def test_label_output_scores_against_itself(tmp_path, tiny_config):
@@ -309,3 +311,39 @@ def test_missing_pred_dir_says_so(tmp_path):
     (tmp_path / "gt").mkdir()
     result = runner.invoke(app, ["eval", "--pred-dir", str(tmp_path / "nope"), "--gt-dir", str(tmp_path / "gt"), "--no-progress"])
     assert result.exit_code == 2 and "Prediction folder not found" in result.output and "classes.json" not in result.output
+
+
+def test_pascal_context_sclip_protocol_clearclip_with_shipped_synonyms(tmp_path, tiny_config):
+    """`eval --dataset pascal-context --protocol sclip --method clearclip` runs with the shipped
+    synonym list and SCLIP's settings, on a generated PASCAL-Context tree."""
+    root = tmp_path / "VOC2010"
+    rng = np.random.default_rng(2)
+    stems = ["2008_000002", "2008_000003"]
+    for stem in stems:
+        (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(root / "JPEGImages" / f"{stem}.jpg")
+        save_png(root / "SegmentationClassContext" / f"{stem}.png", rng.integers(0, 60, (30, 40)), palette=False)
+    (root / "ImageSets/SegmentationContext").mkdir(parents=True)
+    (root / "ImageSets/SegmentationContext/val.txt").write_text("\n".join(stems) + "\n")
+    result, doc = run_eval(tmp_path, tiny_config, "--dataset", "pascal-context", "--data-root", str(root),
+                           "--protocol", "sclip", "--method", "clearclip", "--templates", "simple")
+    assert doc["images"] == 2 and len(doc["per_class"]) == 59
+    seg = doc["settings"]["segmenter"]
+    inf = seg["inference"]
+    assert inf["method"] == "clearclip" and inf["logit_scale"] == 40 and inf["upsample_logits"]
+    assert not inf["key_smoothing"] and not inf["prompt_denoising"] and inf["area_threshold"] is None
+    assert (inf["window"], inf["stride"], inf["max_short_side"]) == (224, 112, 336)
+    assert len(seg["classes"]) == 59 and seg["synonyms"] == {}  # Context 59's list has one word per class
+    _, pamr_doc = run_eval(tmp_path, tiny_config, "--dataset", "pascal-context", "--data-root", str(root), "--limit", "1",
+                           "--protocol", "sclip", "--method", "naclip", "--templates", "simple", "--pamr", "--logit-scale", "50")
+    inf = pamr_doc["settings"]["segmenter"]["inference"]
+    assert inf["pamr"] and inf["logit_scale"] == 50
+
+
+def test_paper_exact_protocol(tmp_path, tiny_config, voc_root):
+    """paper-exact = paper + the authors' code's differences, recorded."""
+    _, doc = run_eval(tmp_path, tiny_config, "--dataset", "voc", "--data-root", str(voc_root), "--limit", "1",
+                      "--protocol", "paper-exact", "--templates", "simple", "--no-key-smoothing")
+    inf = doc["settings"]["segmenter"]["inference"]
+    assert doc["settings"]["protocol"] == "paper-exact" and inf["authors_code"] and inf["upsample_logits"]
+    assert inf["max_short_side"] == 512 and inf["window"] is None and inf["logit_scale"] == 100

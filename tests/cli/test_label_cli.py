@@ -327,3 +327,30 @@ def test_unwritable_text_cache_is_a_warning_not_a_crash(images, tmp_path, tiny_c
     assert result.exit_code == 0, result.output
     assert " ".join(result.output.split()).count("is not writable") == 1
     assert len(manifest_lines(out)) == len(SIZES)
+
+
+def test_naclip_with_pamr_end_to_end(images, tmp_path, tiny_config):
+    """`label --method naclip --pamr` labels every image at its own size and records the settings."""
+    out = tmp_path / "out"
+    result = run_label(images, out, tiny_config, "--classes", "a", "b", "--method", "naclip", "--pamr",
+                       "--pamr-iterations", "3", "--pamr-dilations", "1,2")
+    assert result.exit_code == 0, result.output
+    inference = json.loads((out / "classes.json").read_text())["settings"]["inference"]
+    assert inference["method"] == "naclip" and inference["pamr"] and inference["pamr_dilations"] == [1, 2]
+    for rel, (w, h) in SIZES.items():
+        stem = rel.rsplit(".", 1)[0]
+        assert Image.open(out / "labels" / f"{stem}.png").size == (w, h)
+    bad = run_label(images, tmp_path / "o2", tiny_config, "--classes", "a", "--pamr", "--pamr-dilations", "8,x")
+    assert bad.exit_code == 2 and "--pamr-dilations" in bad.output
+
+
+def test_classes_file_synonyms(images, tmp_path, tiny_config):
+    """A classes-file line with ', ' is one class with synonyms, named by its first word."""
+    names = tmp_path / "names.txt"
+    names.write_text("person, person in shirt, person in jeans\ncat\n")
+    out = tmp_path / "out"
+    result = run_label(images, out, tiny_config, "--classes-file", str(names))
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "classes.json").read_text())
+    assert [c["name"] for c in doc["classes"]] == ["person", "cat"]
+    assert doc["settings"]["synonyms"] == {"person": ["person", "person in shirt", "person in jeans"]}

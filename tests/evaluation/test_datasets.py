@@ -129,3 +129,19 @@ def test_missing_or_malformed_dataset_names_the_expected_file(tmp_path):
         sample.load_label()
     with pytest.raises(MaskCLIPError, match="Unknown dataset"):
         get_spec("imagenet")
+
+
+def test_shipped_synonym_lists_parse_to_the_class_count():
+    """SCLIP's class files, one line per class in label-id order; most first words are our names."""
+    from maskclip_cli.evaluation.datasets import synonym_classes
+    from maskclip_cli.evaluation.protocols import BACKGROUND_WORDS
+
+    for name, spec in DATASETS.items():
+        lines = synonym_classes(spec)
+        names = class_names(spec)
+        assert len(lines) == len(names), name
+        first = [w if isinstance(w, str) else w[0] for w in lines]
+        assert sum(a == b for a, b in zip(first, names)) >= 0.6 * len(names), name
+    voc = synonym_classes(get_spec("voc-bg"))
+    assert tuple(voc[0]) == BACKGROUND_WORDS["voc-bg"] and voc[15][:2] == ["person", "person in shirt"]
+    assert synonym_classes(get_spec("pascal-context-60"))[0] == "background"

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
+from maskclip_cli.errors import MaskCLIPError
 from maskclip_cli.formats.label_folder import LabelFolder
 from maskclip_cli.labelling.label_job import LabelOptions, label_folder
 from maskclip_cli.record import (
@@ -100,3 +101,23 @@ def test_labels_made_with_a_config_and_checkpoint_rebuild_their_text_without_opt
     assert text.class_names == seg.class_names
     assert torch.allclose(text.text, seg.text.cpu()) and torch.equal(text.groups, seg.groups)
     assert text.record.clip == record.clip
+
+
+def test_class_text_rebuilds_synonyms_and_method(tmp_path):
+    """Labels made with synonyms and a successor method give the classifier the same rows and groups."""
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (24, 24), (200, 30, 30)).save(images / "a.png")
+    clip = load_synthetic_clip()
+    cfg = MaskCLIPConfig(method="naclip", templates="simple", background=["background"], short_side=32)
+    seg = MaskCLIP(clip, [["red", "red circle"], "blue"], cfg)
+    label_folder(seg, images, tmp_path / "out", LabelOptions(workers=0))
+    record = LabelFolder.open(tmp_path / "out").record
+    assert record.synonyms == {"red": ["red", "red circle"]} and record.inference["method"] == "naclip"
+    text = class_text_for_labels(record)
+    assert text.class_names == ["background", "red", "blue"] and text.groups.tolist() == [0, 1, 1, 2]
+    assert torch.allclose(text.text, seg.text.cpu())
+    with pytest.raises(MaskCLIPError, match="made with --method naclip"):
+        class_text_for_labels(record, method="sclip")
