@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,3 +33,22 @@ def tiny_segmenter() -> MaskCLIP:
 
 def manifest_lines(out: Path, name: str = "manifest.jsonl") -> list[dict]:
     return [json.loads(line) for line in (out / name).read_text().splitlines()]
+
+
+_HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from maskclip_cli.labelling.folder_lock import FolderLock
+shard = tuple(int(v) for v in sys.argv[2].split("/")) if len(sys.argv) > 2 else None
+lock = FolderLock(Path(sys.argv[1]), shard)
+print("locked", flush=True)
+time.sleep(300)
+"""
+
+
+def hold_lock(out: Path, *shard: str) -> subprocess.Popen:
+    """Another process holding the label lock of ``out`` (for shard "K/N" if given) until killed."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(out), *shard], stdout=subprocess.PIPE, env=env, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc

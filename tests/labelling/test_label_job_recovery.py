@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from conftest import TINY_CONFIGS
-from helpers import SIZES, make_images, manifest_lines, tiny_segmenter
+from helpers import SIZES, hold_lock, make_images, manifest_lines, tiny_segmenter
 from maskclip_cli.cli import app
 from maskclip_cli.errors import MaskCLIPError
 from maskclip_cli.labelling.label_job import LabelOptions, label_folder
@@ -96,30 +93,12 @@ def test_malformed_manifest_line_is_reported_and_ignored(images, tmp_path, bad):
     assert sorted(e["source"] for e in manifest_lines(out)) == sorted(SIZES)
 
 
-_HOLD_LOCK = """
-import sys, time
-from pathlib import Path
-from maskclip_cli.labelling.folder_lock import FolderLock
-shard = tuple(int(v) for v in sys.argv[2].split("/")) if len(sys.argv) > 2 else None
-lock = FolderLock(Path(sys.argv[1]), shard)
-print("locked", flush=True)
-time.sleep(300)
-"""
-
-
-def _hold_lock(out: Path, *shard: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(out), *shard], stdout=subprocess.PIPE, env=env, text=True)
-    assert proc.stdout.readline().strip() == "locked"
-    return proc
-
-
 def test_second_run_on_a_folder_is_refused_naming_the_other_and_a_killed_run_is_recovered(images, tmp_path):
     """Issue 9 defect 11: while another process labels into OUT, a second run is refused with one
     line naming that process (pid, host) and nothing written; after the first is killed with -9,
     its stale lock is recovered and the run goes ahead."""
     out = tmp_path / "out"
-    holder = _hold_lock(out)
+    holder = hold_lock(out)
     try:
         result = run_label(images, out, tmp_path)
         assert result.exit_code == 2, result.output
@@ -137,7 +116,7 @@ def test_second_run_on_a_folder_is_refused_naming_the_other_and_a_killed_run_is_
 
 def test_shards_of_one_split_share_a_folder_but_other_runs_do_not(images, tmp_path):
     out = tmp_path / "out"
-    holder = _hold_lock(out, "0/2")
+    holder = hold_lock(out, "0/2")
     try:
         seg = tiny_segmenter()
         summary = label_folder(seg, images, out, LabelOptions(workers=0, shard=(1, 2)))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from typer.testing import CliRunner
 import torch
 
 from conftest import TINY_CONFIGS, make_tiny_clip
-from helpers import SIZES, make_images, manifest_lines, tiny_segmenter
+from helpers import SIZES, hold_lock, make_images, manifest_lines, tiny_segmenter
 from maskclip_cli.cli import app
 from maskclip_cli.errors import MaskCLIPError
 from maskclip_cli.formats.image_files import find_images
@@ -132,6 +131,22 @@ def _label_args(images: Path, out: Path, model: tuple[Path, Path]) -> list[str]:
     return ["label", str(images), "--out", str(out), "--model", str(model[0]), "--checkpoint", str(model[1]),
             "--no-progress", "--workers", "0", "--batch-size", "1", "--short-side", "32", "--templates", "simple",
             "--classes", "cat,dog,tree", "--device", "cpu"]
+
+
+def test_merge_is_refused_while_a_shard_runs_and_shard_with_torchrun_is_refused(images, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    label_folder(tiny_segmenter(), images, out, LabelOptions(workers=0, shard=(1, 2)))
+    holder = hold_lock(out, "0/2")
+    try:
+        busy = runner.invoke(app, ["label", "--merge", str(out), "--no-progress"])
+        assert busy.exit_code == 2 and f"pid {holder.pid}" in " ".join(busy.output.split()), busy.output
+        assert (out / "manifest.shard-1-of-2.jsonl").is_file() and not (out / "manifest.jsonl").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    both = runner.invoke(app, ["label", str(images), "--out", str(out), "--shard", "0/2", "--classes", "cat", "--no-progress"])
+    assert both.exit_code == 2 and "--shard cannot be combined with torchrun" in both.output
 
 
 def _torchrun(images: Path, out: Path, model: tuple[Path, Path], nproc: int = 2) -> subprocess.Popen:
