@@ -19,9 +19,9 @@ def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the export into (must be empty unless --overwrite).")],
     images: Annotated[Optional[Path], typer.Option("--images", "-i", help="The folder of photos that was labelled: copied (hard-linked when possible) into the export. Required by yolo-seg.")] = None,
     instances: Annotated[bool, typer.Option(help="coco: one annotation per connected component of a class instead of one per class and image.")] = False,
-    min_area: Annotated[int, typer.Option(help="yolo-seg: drop components and fill holes smaller than this many pixels.")] = 0,
-    val_fraction: Annotated[float, typer.Option(help="yolo-seg: share of images in the validation split (per-image hash, deterministic).")] = 0.1,
-    seed: Annotated[int, typer.Option(help="yolo-seg: seed of the train/val split.")] = 0,
+    min_area: Annotated[int, typer.Option(min=0, help="yolo-seg: drop components and fill holes smaller than this many pixels.")] = ExportOptions.min_area,
+    val_fraction: Annotated[float, typer.Option(min=0, max=1, help="yolo-seg: share of images in the validation split (per-image hash, deterministic).")] = ExportOptions.val_fraction,
+    seed: Annotated[int, typer.Option(help="yolo-seg: seed of the train/val split.")] = ExportOptions.seed,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier export in --out.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import MaskCLIPError
+from ..errors import MaskCLIPError, ParameterError, check_range
 from ..formats.label_folder import LabelFolder
 from ..formats.manifest import ManifestEntry
 from ..hooks import SILENT, ProgressHook
@@ -41,11 +41,9 @@ class ExportOptions:
         from .formats import FORMATS  # the writers import this module
 
         if self.format not in FORMATS:
-            raise MaskCLIPError(f"Unknown export format '{self.format}'; choose one of {', '.join(FORMATS)}.")
-        if not 0.0 <= self.val_fraction <= 1.0:
-            raise MaskCLIPError("--val-fraction must be between 0 and 1.")
-        if self.min_area < 0:
-            raise MaskCLIPError("--min-area must be >= 0.")
+            raise ParameterError(f"{{}} must be one of {', '.join(FORMATS)} (got '{self.format}').", "format")
+        check_range("val_fraction", self.val_fraction, 0, 1)
+        check_range("min_area", self.min_area, 0)
         if self.images is not None and not self.images.is_dir():
             raise MaskCLIPError(f"Image folder not found: {self.images}")
 

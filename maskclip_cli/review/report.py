@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from .._io import atomic_write
-from ..errors import MaskCLIPError
+from ..errors import MaskCLIPError, check_range
 from ..formats.label_folder import LabelFolder
 from ..formats.manifest import ManifestEntry
 from ..hooks import SILENT, ProgressHook
@@ -47,8 +47,8 @@ class ReportOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.max_images < 1:
-            raise MaskCLIPError("--max-images must be >= 1.")
+        check_range("max_images", self.max_images, 1)
+        check_range("per_class", self.per_class, 0)
         if self.images is not None and not self.images.is_dir():
             raise MaskCLIPError(f"Image folder not found: {self.images}")
 
