@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..formats.label_folder import LabelFolder
 from ..review.report import ReportOptions, write_report
 from .app import app
 from .common import RichHook, console, user_errors
@@ -25,6 +26,6 @@ def report(
     """Write a review page: run settings, per-class pixel share / image count / confidence, a confidence histogram, the lowest-confidence images, failures, and overlay thumbnails by class."""
     with user_errors():
         options = ReportOptions(images=images, max_images=max_images, per_class=per_class, seed=seed)
-        summary = write_report(label_dir, out or label_dir / "report.html", options, RichHook(enabled=progress))
+        summary = write_report(label_dir, out or LabelFolder(label_dir).report_path, options, RichHook(enabled=progress))
     console.print(f"{summary.images} images, {summary.sampled} sampled, {summary.thumbnails} thumbnails in "
                   f"{summary.seconds:.1f} s -> {summary.path}")

@@ -10,6 +10,7 @@
       labels/<stem>.png       8-bit palette PNG, pixel = class id, 255 = ignore
       confidence/<stem>.png   confidence scaled 0-255 (or confidence/<stem>.npy, float16 in [0, 1])
       overlays/<stem>.jpg     the photo blended with the class colours (optional)
+      report.html, report_files/   the review page of `maskclip report` and its thumbnails (optional)
 
 ``<stem>`` is the image's path relative to the input folder without its extension (see
 formats.image_files.output_stems). The label job, the training dataset, eval's folder mode and
@@ -39,6 +40,8 @@ LOCKS_DIR = ".maskclip-locks"
 LABELS_DIR = "labels"
 CONFIDENCE_DIR = "confidence"
 OVERLAYS_DIR = "overlays"
+REPORT_FILE = "report.html"
+REPORT_ASSETS_DIR = "report_files"  # `maskclip report` names it after the page: <page stem>_files
 CONFIDENCE_FORMATS = ("png", "npy")
 
 
@@ -131,9 +134,13 @@ class LabelFolder:
     def overlay_path(self, stem: str) -> Path:
         return self.root / OVERLAYS_DIR / f"{stem}.jpg"
 
+    @property
+    def report_path(self) -> Path:
+        return self.root / REPORT_FILE
+
     def output_dirs(self) -> list[Path]:
         """Folders holding this folder's own images (not to be labelled when inside the input)."""
-        return [self.root / d for d in (LABELS_DIR, CONFIDENCE_DIR, OVERLAYS_DIR)]
+        return [self.root / d for d in (LABELS_DIR, CONFIDENCE_DIR, OVERLAYS_DIR, REPORT_ASSETS_DIR)]
 
     def find_confidence(self, stem: str) -> Path | None:
         """The confidence map of ``stem`` in whichever format it was written, if any."""

@@ -75,6 +75,9 @@ def test_label_overlays_option(tmp_path):
     for stem, size in {"a": (64, 48), "sub/b": (40, 72)}.items():
         with Image.open(out / "overlays" / f"{stem}.jpg") as img:
             assert img.size == size
+    assert runner.invoke(app, ["report", str(out), "--no-progress"]).exit_code == 0
+    assert (out / "report_files" / "thumbs").is_dir()  # thumbnails, inside the input: not new images
+    assert "0 labelled, 2 skipped" in runner.invoke(app, args).output
     (out / "overlays" / "a.jpg").unlink()
     result = runner.invoke(app, [*args, "--overlays", "--overwrite"])
     assert result.exit_code == 0 and "2 labelled" in result.output
