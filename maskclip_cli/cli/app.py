@@ -18,6 +18,7 @@ app = typer.Typer(
 def _root() -> None:
     """Annotation-free semantic segmentation labels from CLIP (MaskCLIP / MaskCLIP+, ECCV 2022).
 
-    label: folder -> pseudo-labelled dataset. train: MaskCLIP+ on those labels. eval: mIoU.
+    label: folder -> pseudo-labelled dataset. overlay / report: look at the labels. export: COCO, YOLO or
+    CVAT files. train: MaskCLIP+ on those labels. eval: mIoU.
     """
     logging.basicConfig(level=logging.ERROR)  # libraries' chatter off; our notices go through the hook
