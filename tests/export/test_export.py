@@ -199,3 +199,19 @@ def test_yolo_polygons_with_many_pinholes():
     filled = np.zeros(mask.shape, np.uint8)
     cv2.fillPoly(filled, [p.astype(np.int32) for p in polygons], 1)
     assert iou(filled.astype(bool), mask) >= 0.95
+
+
+def test_coco_scores_from_npy_confidence(tmp_path):
+    """Folders labelled with --confidence-format npy give the same scores (float16 maps)."""
+    from maskclip_cli.formats.label_files import write_confidence
+
+    labels = shapes_map(40, 50)
+    conf = np.random.default_rng(0).uniform(0, 1, labels.shape).astype(np.float32)
+    write_label_folder(tmp_path / "labels", None, {"x.jpg": labels})
+    (tmp_path / "labels/confidence/x.png").unlink()
+    write_confidence(tmp_path / "labels/confidence/x.npy", conf)
+    assert export(tmp_path, "coco").exit_code == 0
+    coco = COCO(str(tmp_path / "out/annotations.json"))
+    for ann in coco.loadAnns(coco.getAnnIds()):
+        m = coco.annToMask(ann).astype(bool)
+        assert ann["score"] == pytest.approx(conf.astype(np.float16)[m].astype(np.float64).mean(), abs=1e-4)
