@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 from label_folders import shapes_map, write_label_folder
+
 from maskclip_cli.hooks import TqdmHook
 from maskclip_cli.review import write_overlays
 

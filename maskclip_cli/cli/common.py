@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Iterator, Optional
 
-import torch
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -18,13 +17,18 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ..clip.last_block import METHODS, check_method
-from ..clip.loading import load_clip
-from ..engine.maskclip import ClassSpec, MaskCLIP, MaskCLIPConfig, class_synonyms, synonym_words
-from ..engine.segmenter import Segmenter
+from ..clip.methods import METHODS, check_method
+from ..engine.class_names import ClassSpec, class_synonyms, synonym_words
+from ..engine.config import MaskCLIPConfig
 from ..errors import MaskCLIPError, ParameterError
 from ..formats.label_files import class_lines, read_class_file
 from ..hooks import ProgressHook
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..engine.maskclip import MaskCLIP
+    from ..engine.segmenter import Segmenter
 
 console = Console(stderr=True)
 
@@ -79,7 +83,9 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(2)
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str) -> "torch.device":
+    import torch  # here, not at the top: `maskclip --help` does not load torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -143,19 +149,20 @@ def parse_dilations(text: str) -> tuple[int, ...]:
 def build_maskclip(
     model: str, pretrained: str, checkpoint: Path | None, device: str, classes: list[ClassSpec],
     config: MaskCLIPConfig, hook: ProgressHook, quick_gelu: bool | None = None,
-) -> MaskCLIP:
+) -> "MaskCLIP":
     """Validate the classes first (cheap), then load CLIP and the text embeddings."""
+    from ..clip.loading import load_clip
+    from ..engine.maskclip import MaskCLIP
+
     classes = class_synonyms(classes)
     check_method(config.method)
     clip = load_clip(model, pretrained, checkpoint, resolve_device(device), hook=hook, quick_gelu=quick_gelu)
     return MaskCLIP(clip, classes, config, hook=hook)
 
 
-def load_trained(path: Path, classes: list[str], device: str) -> Segmenter:
+def load_trained(path: Path, classes: list[str], device: str) -> "Segmenter":
     """A `maskclip train` checkpoint as a segmenter; it brings its own classes."""
-    from ..training.trained_segmenter import (
-        load_segmenter,  # torchvision only when a trained network is used
-    )
+    from ..training.trained_segmenter import load_segmenter
 
     if classes:
         raise MaskCLIPError("--segmenter labels with the classes it was trained on; drop --classes/--classes-file.")

@@ -12,6 +12,8 @@ from rich.table import Table
 
 from .. import __version__
 from .._io import file_sha256, write_json
+from ..constants import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from ..engine.config import MaskCLIPConfig as _M  # option defaults are the library's
 from ..errors import MaskCLIPError
 from ..evaluation.datasets import DATASETS, class_names, get_spec, list_samples
 from ..evaluation.evaluate import (
@@ -82,27 +84,27 @@ def eval_command(
     ignore_index: Annotated[int, typer.Option(min=0, max=255, help="Ground-truth value that is not scored (--pred-dir mode).")] = 255,
     skip_missing: Annotated[bool, typer.Option(help="--pred-dir mode: leave out ground-truth maps without a prediction instead of scoring them as all wrong.")] = False,
     segmenter_path: Annotated[Optional[Path], typer.Option("--segmenter", help="Evaluate a trained MaskCLIP+ checkpoint (from `maskclip train`) instead of MaskCLIP.")] = None,
-    model: Model = "ViT-B-16",
-    pretrained: Pretrained = "openai",
+    model: Model = DEFAULT_MODEL,
+    pretrained: Pretrained = DEFAULT_PRETRAINED,
     checkpoint: Checkpoint = None,
     quick_gelu: QuickGelu = None,
     device: Device = "auto",
-    method: Method = "maskclip",
+    method: Method = _M.method,
     templates: Annotated[Optional[str], typer.Option(help=f"Prompt template set: vild (85), imagenet (80) or simple (1); {PROTOCOL_DEFAULT}.")] = None,
     background: Annotated[Optional[str], typer.Option(help=f"Comma-separated words merged into the background class (voc-bg, pascal-context-60 only); {PROTOCOL_DEFAULT}.")] = None,
     key_smoothing: Annotated[Optional[bool], typer.Option("--key-smoothing/--no-key-smoothing", help=f"Key smoothing (paper eq. 5); {PROTOCOL_DEFAULT} (paper: on, sclip: off).")] = None,
     prompt_denoising: Annotated[Optional[bool], typer.Option("--prompt-denoising/--no-prompt-denoising", help=f"Prompt denoising; {PROTOCOL_DEFAULT} (paper: on, sclip: off).")] = None,
-    denoise_threshold: DenoiseThreshold = 0.5,
-    baseline: Annotated[bool, typer.Option(help="The paper's naive baseline: ordinary last-layer tokens instead of MaskCLIP's value features.")] = False,
+    denoise_threshold: DenoiseThreshold = _M.denoise_threshold,
+    baseline: Annotated[bool, typer.Option(help="The paper's naive baseline: ordinary last-layer tokens instead of MaskCLIP's value features.")] = _M.baseline,
     short_side: Annotated[Optional[int], typer.Option(min=1, help=f"Resize every image to this short side instead of the protocol's rescale rule; {PROTOCOL_DEFAULT}.")] = None,
     window: Annotated[Optional[int], typer.Option(min=0, help=f"Sliding-window size in pixels, 0 = whole image; {PROTOCOL_DEFAULT}.")] = None,
     stride: Annotated[Optional[int], typer.Option(min=1, help=f"Sliding-window stride in pixels; {PROTOCOL_DEFAULT} (window/2 with --window).")] = None,
     bg_threshold: Annotated[Optional[float], typer.Option(min=0, max=1, help=f"Pixels whose top probability is below this become background (datasets with a background class); {PROTOCOL_DEFAULT}.")] = None,
     logit_scale: Annotated[Optional[float], typer.Option(help=f"Probabilities are softmax(logit-scale x cosine); {PROTOCOL_DEFAULT} (paper: 100; sclip: 40, 65 on voc-bg, 50 on pascal-context-60).")] = None,
     area_threshold: Annotated[Optional[float], typer.Option(min=0, max=1, help=f"Foreground classes covering at most this fraction of an image's foreground pixels fall back to the next class (datasets with a background class); 0 = off; {PROTOCOL_DEFAULT} (sclip: 0.1 on voc-bg).")] = None,
-    pamr: Pamr = False,
-    pamr_iterations: PamrIterations = 10,
-    pamr_dilations: PamrDilations = "8,16",
+    pamr: Pamr = _M.pamr,
+    pamr_iterations: PamrIterations = _M.pamr_iterations,
+    pamr_dilations: PamrDilations = ",".join(map(str, _M.pamr_dilations)),
     limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate only the first N images (quick runs).")] = None,
     workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes reading and resizing images while the model runs.")] = 2,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures and the full settings to this JSON file.")] = None,

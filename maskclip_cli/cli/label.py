@@ -7,11 +7,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..engine.maskclip import MaskCLIPConfig, validate_classes
+from ..constants import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from ..engine.class_names import validate_classes
+from ..engine.config import MaskCLIPConfig
 from ..errors import MaskCLIPError
-from ..formats.label_files import PNG_COMPRESSION, check_class_count
+from ..formats.label_files import check_class_count
 from ..labelling.folder_lock import holders
-from ..labelling.label_job import LabelOptions, label_folder, merge_manifests
+from ..labelling.label_job import label_folder, merge_manifests
+from ..labelling.options import LabelOptions
 from ..labelling.ranks import rank_device, torchrun_shard
 from ..labelling.sharding import parse_shard
 from .app import app
@@ -45,6 +48,8 @@ from .common import (
     user_errors,
 )
 
+_M, _L = MaskCLIPConfig, LabelOptions  # option defaults are the library's
+
 
 @app.command("label", context_settings={"allow_extra_args": True})
 def label(
@@ -54,34 +59,34 @@ def label(
     classes: Classes = None,
     classes_file: ClassesFile = None,
     background: Background = None,
-    model: Model = "ViT-B-16",
-    pretrained: Pretrained = "openai",
+    model: Model = DEFAULT_MODEL,
+    pretrained: Pretrained = DEFAULT_PRETRAINED,
     checkpoint: Checkpoint = None,
     quick_gelu: QuickGelu = None,
-    method: Method = "maskclip",
-    templates: Templates = "vild",
-    key_smoothing: KeySmoothing = True,
-    prompt_denoising: PromptDenoising = True,
-    denoise_threshold: DenoiseThreshold = 0.5,
-    short_side: ShortSide = 512,
-    window: Window = None,
-    stride: Stride = None,
-    pamr: Pamr = False,
-    pamr_iterations: PamrIterations = 10,
-    pamr_dilations: PamrDilations = "8,16",
-    logit_scale: Annotated[float, typer.Option(help="Probabilities are softmax(logit-scale x cosine); CLIP's 100 (the paper). Changes confidences, denoising and smoothing, not the arg-max.")] = 100.0,
-    min_confidence: Annotated[Optional[float], typer.Option(min=0, max=1, help="Mark pixels below this confidence (0-1) as 255 = ignore. Off when not given.")] = None,
-    confidence_format: Annotated[str, typer.Option(help="Confidence maps as png (8-bit, 0-255) or npy (float16).")] = "png",
+    method: Method = _M.method,
+    templates: Templates = _M.templates,
+    key_smoothing: KeySmoothing = _M.key_smoothing,
+    prompt_denoising: PromptDenoising = _M.prompt_denoising,
+    denoise_threshold: DenoiseThreshold = _M.denoise_threshold,
+    short_side: ShortSide = _M.short_side,
+    window: Window = _M.window,
+    stride: Stride = _M.stride,
+    pamr: Pamr = _M.pamr,
+    pamr_iterations: PamrIterations = _M.pamr_iterations,
+    pamr_dilations: PamrDilations = ",".join(map(str, _M.pamr_dilations)),
+    logit_scale: Annotated[float, typer.Option(help="Probabilities are softmax(logit-scale x cosine); CLIP's 100 (the paper). Changes confidences, denoising and smoothing, not the arg-max.")] = _M.logit_scale,
+    min_confidence: Annotated[Optional[float], typer.Option(min=0, max=1, help="Mark pixels below this confidence (0-1) as 255 = ignore. Off when not given.")] = _L.min_confidence,
+    confidence_format: Annotated[str, typer.Option(help="Confidence maps as png (8-bit, 0-255) or npy (float16).")] = _L.confidence_format,
     segmenter_path: Annotated[Optional[Path], typer.Option("--segmenter", help="Label with a network trained by `maskclip train` (RUN/checkpoint.pt) instead of MaskCLIP; classes come from the checkpoint.")] = None,
     device: Device = "auto",
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass (same-sized inputs are batched together).")] = 8,
-    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes for reading and resizing images.")] = 2,
-    writers: Annotated[int, typer.Option(min=1, help="Threads writing PNG outputs.")] = 4,
-    overwrite: Annotated[bool, typer.Option(help="Relabel every image, even those already done with the same settings.")] = False,
-    png_compression: Annotated[int, typer.Option(min=0, max=9, help="zlib level of the PNG outputs. 1 (default): fast, Z_RLE strategy (label maps as small as level 6, confidence maps ~10-40 % larger); 6: PIL's default, smallest confidence maps, several times slower to write; 0: uncompressed.")] = PNG_COMPRESSION,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass (same-sized inputs are batched together).")] = _L.batch_size,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes for reading and resizing images.")] = _L.workers,
+    writers: Annotated[int, typer.Option(min=1, help="Threads writing PNG outputs.")] = _L.writers,
+    overwrite: Annotated[bool, typer.Option(help="Relabel every image, even those already done with the same settings.")] = _L.overwrite,
+    png_compression: Annotated[int, typer.Option(min=0, max=9, help="zlib level of the PNG outputs. 1 (default): fast, Z_RLE strategy (label maps as small as level 6, confidence maps ~10-40 % larger); 6: PIL's default, smallest confidence maps, several times slower to write; 0: uncompressed.")] = _L.png_compression,
     shard: Annotated[Optional[str], typer.Option(help="K/N: label only shard K (from 0) of N, for independent jobs (SLURM arrays, Kubernetes indexed jobs) sharing --out. Shards are balanced by file size; the last to finish merges the manifest parts (or run `maskclip label --merge OUT`). Under torchrun each rank takes its shard by itself.", show_default=False)] = None,
     merge: Annotated[Optional[Path], typer.Option(help="Only merge the shards' manifest parts of this label folder into its manifest.jsonl, then exit (no INPUT_DIR needed).", show_default=False)] = None,
-    overlays: Annotated[bool, typer.Option(help="Also write overlays/<path>.jpg: the photo blended with the class colours, with a legend.")] = False,
+    overlays: Annotated[bool, typer.Option(help="Also write overlays/<path>.jpg: the photo blended with the class colours, with a legend.")] = _L.overlays,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Label every image with MaskCLIP (dense CLIP features + text embeddings, key smoothing, prompt denoising).

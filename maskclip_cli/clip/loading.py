@@ -31,6 +31,7 @@ from open_clip.transformer import QuickGELU
 
 from .._io import file_sha256
 from .._network import reachable
+from ..constants import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from ..errors import CheckpointMismatchError, MaskCLIPError, WeightsUnavailableError
 from ..hooks import SILENT, ProgressHook
 from ..record import ClipSource, WeightsSource
@@ -222,8 +223,8 @@ def _load_checkpoint(model: torch.nn.Module, model_name: str, path: Path, torchs
 
 
 def load_clip(
-    model: str = "ViT-B-16",
-    pretrained: str = "openai",
+    model: str = DEFAULT_MODEL,
+    pretrained: str = DEFAULT_PRETRAINED,
     checkpoint: str | Path | None = None,
     device: str | torch.device = "cpu",
     cache_dir: str | None = None,
@@ -293,7 +294,7 @@ def _flag(quick_gelu: bool) -> str:
 def from_model(clip: torch.nn.Module, model_name: str = "custom", tokenizer: object | None = None) -> LoadedCLIP:
     """Wrap an already-built open_clip model (e.g. one made from a config dict in a script or test)."""
     source = ClipSource(model_name, WeightsSource("in-memory"))
-    return _frozen(clip, tokenizer or open_clip.get_tokenizer("ViT-B-16"), model_name, source)
+    return _frozen(clip, tokenizer or open_clip.get_tokenizer(DEFAULT_MODEL), model_name, source)
 
 
 def _frozen(clip: torch.nn.Module, tokenizer: object, model_name: str, source: ClipSource) -> LoadedCLIP:

@@ -12,9 +12,9 @@ tokens, and key smoothing works through its similarity in bounded row blocks.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -23,104 +23,28 @@ from PIL import Image
 
 from ..class_groups import reduce_groups
 from ..clip.dense import check_method_for, dense_features, output_stride
-from ..clip.last_block import DEFAULT_METHOD
 from ..clip.loading import LoadedCLIP
 from ..clip.preprocess import resize_uint8
 from ..clip.templates import get_templates
 from ..clip.text_embeddings import class_embeddings
-from ..constants import SOFTMAX_SCALE
-from ..errors import MaskCLIPError, ParameterError, check_range
+from ..errors import MaskCLIPError, ParameterError
 from ..hooks import SILENT, ProgressHook
 from ..record import LabelRecord
 from .authors_code import AUTHORS_MEAN, AUTHORS_STD, authors_key_smooth, authors_port
+from .class_names import (  # noqa: F401 (public here too)
+    BACKGROUND,
+    ClassSpec,
+    class_synonyms,
+    synonym_words,
+    validate_classes,
+)
+from .config import MaskCLIPConfig
 from .key_smoothing import key_smooth
-from .pamr import PAMR_DILATIONS, PAMR_ITERATIONS, pamr_affinity, pamr_propagate
+from .pamr import pamr_affinity, pamr_propagate
 from .prompt_denoising import REMOVED_LOGIT, kept_classes, prompt_denoise
 from .segmenter import Prediction, Segmenter
 from .sliding_window import window_starts
 from .upsampling import upsample_argmax
-
-BACKGROUND = "background"
-
-
-ClassSpec = Union[str, Sequence[str]]
-
-
-def class_synonyms(classes: Sequence[ClassSpec]) -> list[list[str]]:
-    """Each class as ``[name, *synonyms]``: a string is a class with one word, a sequence a class
-    named by its first word whose score is the max over all of them (SCLIP's class files). Words
-    are stripped; an empty list or duplicate names are refused (they would merge label ids)."""
-    words = [[w.strip() for w in ([c] if isinstance(c, str) else c) if w.strip()] for c in classes]
-    words = [w for w in words if w]
-    names = [w[0] for w in words]
-    if not names:
-        raise MaskCLIPError("No classes given: pass --classes NAME [NAME ...] or --classes-file FILE.")
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise MaskCLIPError(f"Duplicate class names: {', '.join(dupes)}.")
-    return words
-
-
-def synonym_words(line: str) -> ClassSpec:
-    """One line of a class file: ``"person, person in shirt"`` -> a class with synonyms; a line
-    without a comma stays a plain name."""
-    words = [w.strip() for w in line.split(",") if w.strip()]
-    return words if len(words) > 1 else line.strip()
-
-
-def validate_classes(classes: Sequence[ClassSpec]) -> list[str]:
-    """The class names (first words) of valid ``classes``; see :func:`class_synonyms`."""
-    return [w[0] for w in class_synonyms(classes)]
-
-
-@dataclass
-class MaskCLIPConfig:
-    """Inference settings. Defaults follow the paper (whole image, short side 512, KS + PD).
-
-    ``method`` picks the dense-feature recipe of the last ViT block: maskclip (the paper), sclip,
-    clearclip or naclip (training-free successors; ViT only). Key smoothing and prompt denoising
-    apply on top of any method. Probabilities are ``softmax(logit_scale * cosine)`` (CLIP's 100;
-    the successors' protocol uses 40-65).
-
-    ``upsample_logits`` (used when key smoothing is off) takes the successors' output path, which
-    is also MaskCLIP's own code without key smoothing: cosine logits per prompt are upsampled (with
-    a sliding window: each window's logits bilinearly to its pixels, then averaged), and the
-    softmax over all prompts comes after. ``pamr`` refines the scores at the original size
-    (logits on that path, probabilities otherwise). ``area_threshold`` (needs a background class)
-    zeroes foreground classes covering at most that fraction of an image's foreground pixels
-    (SCLIP on VOC with background).
-    """
-
-    method: str = DEFAULT_METHOD
-    templates: str = "vild"
-    background: list[str] = field(default_factory=list)
-    key_smoothing: bool = True
-    prompt_denoising: bool = True
-    denoise_threshold: float = 0.5
-    short_side: int = 512
-    window: int | None = None
-    stride: int | None = None
-    baseline: bool = False  # the paper's naive baseline: ordinary last-layer tokens
-    logit_scale: float = SOFTMAX_SCALE
-    upsample_logits: bool = False
-    pamr: bool = False
-    pamr_iterations: int = PAMR_ITERATIONS
-    pamr_dilations: tuple[int, ...] = PAMR_DILATIONS
-    area_threshold: float | None = None
-    authors_code: bool = False  # the authors' MaskCLIP code's differences from CLIP (engine/authors_code.py)
-
-    def __post_init__(self) -> None:  # checked on construction, before any model is loaded
-        check_range("denoise_threshold", self.denoise_threshold, 0, 1)
-        check_range("short_side", self.short_side, 1)
-        check_range("window", self.window, 1)
-        check_range("stride", self.stride, 1)
-        if self.window is not None and self.stride is not None and self.stride > self.window:
-            raise ParameterError("{} must be at most {} (larger strides leave pixels uncovered).", "stride", "window")
-        check_range("logit_scale", self.logit_scale, 0, above=True)
-        check_range("pamr_iterations", self.pamr_iterations, 1)
-        if not self.pamr_dilations or min(self.pamr_dilations) < 1:
-            raise ParameterError("{} must be positive integers, e.g. 8,16.", "pamr_dilations")
-        check_range("area_threshold", self.area_threshold, 0, 1)
 
 
 class MaskCLIP(Segmenter):

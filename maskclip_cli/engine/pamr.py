@@ -20,8 +20,8 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-PAMR_ITERATIONS = 10
-PAMR_DILATIONS = (8, 16)
+from .config import PAMR_DILATIONS, PAMR_ITERATIONS
+
 _NEIGHBOURS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
 
 

@@ -36,10 +36,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from .._worker_items import load_item
 from ..engine.segmenter import Segmenter
-from ..errors import MaskCLIPError, ParameterError, check_range
+from ..errors import MaskCLIPError
 from ..formats.image_files import find_images, output_stems
 from ..formats.label_files import (
-    PNG_COMPRESSION,
     check_class_count,
     palette,
     write_confidence,
@@ -52,31 +51,8 @@ from ..record import LabelRecord, record_hash
 from ..review.overlay import write_overlay, write_overlays
 from .device_maps import ImageMaps, MapBatch, device_maps
 from .folder_lock import FolderLock, merge_when_idle
+from .options import LabelOptions
 from .sharding import shard_of
-
-
-@dataclass
-class LabelOptions:
-    """Output and runtime options of a label run (the segmenter holds the model settings)."""
-
-    min_confidence: float | None = None
-    confidence_format: str = "png"  # png | npy
-    batch_size: int = 8
-    workers: int = 2
-    writers: int = 4
-    overwrite: bool = False
-    overlays: bool = False  # also write overlays/<path>.jpg (photo blended with the label colours)
-    png_compression: int = PNG_COMPRESSION  # zlib level 0-9; 1 = fast (Z_RLE), 6 = PIL's default
-    shard: tuple[int, int] | None = None  # (K, N): label only shard K of N (see sharding)
-
-    def __post_init__(self) -> None:  # checked on construction, before any model is loaded
-        if self.confidence_format not in ("png", "npy"):
-            raise ParameterError("{} must be png or npy.", "confidence_format")
-        check_range("min_confidence", self.min_confidence, 0, 1)
-        check_range("batch_size", self.batch_size, 1)
-        check_range("workers", self.workers, 0)
-        check_range("writers", self.writers, 1)
-        check_range("png_compression", self.png_compression, 0, 9)
 
 
 @dataclass

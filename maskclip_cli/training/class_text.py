@@ -15,6 +15,7 @@ import torch
 
 from .._io import file_sha256
 from ..clip.last_block import DEFAULT_METHOD
+from ..constants import DEFAULT_PRETRAINED
 from ..engine.maskclip import BACKGROUND, MaskCLIP, MaskCLIPConfig
 from ..errors import MaskCLIPError
 from ..hooks import SILENT, ProgressHook
@@ -39,7 +40,7 @@ def from_maskclip(mc: MaskCLIP) -> ClassText:
 def _weights_args(record: LabelRecord, pretrained: str | None, checkpoint: Path | None, hook: ProgressHook) -> tuple[str, Path | None]:
     """(pretrained tag, checkpoint file) that load the recorded weights, unless the user overrides them."""
     if checkpoint is not None or pretrained is not None:
-        return pretrained or "openai", checkpoint
+        return pretrained or DEFAULT_PRETRAINED, checkpoint
     weights = record.clip.weights if record.clip else None
     if weights is None or weights.kind == "in-memory":
         raise MaskCLIPError("classes.json does not say which CLIP made the labels; pass --model with --pretrained or --checkpoint.")
@@ -51,8 +52,8 @@ def _weights_args(record: LabelRecord, pretrained: str | None, checkpoint: Path 
             raise MaskCLIPError(f"The CLIP checkpoint that made the labels, {path}, is not there; pass --checkpoint.")
         if weights.sha256 and not file_sha256(path).startswith(weights.sha256):
             hook.warn(f"{path} has changed since it made the labels (sha256 differs); its text embeddings may differ.")
-        return "openai", path
-    return {"tag": weights.tag, "random": "none"}.get(weights.kind) or "openai", None
+        return DEFAULT_PRETRAINED, path
+    return {"tag": weights.tag, "random": "none"}.get(weights.kind) or DEFAULT_PRETRAINED, None
 
 
 def class_text_for_labels(

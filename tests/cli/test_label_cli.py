@@ -252,9 +252,9 @@ def test_bad_confidence_format_refused_before_model_load(images, tmp_path):
 def test_too_many_classes_refused_before_model_load(images, tmp_path, monkeypatch, background):
     """256 classes (or 255 plus the merged background) do not fit an 8-bit label map: one line, exit 2,
     before any weights are loaded or any text is embedded."""
-    import maskclip_cli.cli.common as common
+    import maskclip_cli.clip.loading as loading
 
-    monkeypatch.setattr(common, "load_clip", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(loading, "load_clip", lambda *a, **k: pytest.fail("the model was loaded"))
     names = [f"class{i}" for i in range(256 - len(background) // 2)]
     result = runner.invoke(app, ["label", str(images), "--classes", ",".join(names), *background,
                                  "--out", str(tmp_path / "o"), "--no-progress"])

@@ -116,6 +116,7 @@ def test_library_errors_name_parameters(make, name):
 def test_short_side_below_the_patch_size(tmp_path):
     """The patch size is known once the model is: a short side below it is refused by the segmenter."""
     from conftest import make_tiny_clip
+
     from maskclip_cli.engine.maskclip import MaskCLIP
 
     with pytest.raises(ParameterError, match="short_side must be at least the model's patch size 8"):

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from conftest import make_tiny_clip
 from PIL import Image
 
-from conftest import make_tiny_clip
 from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
 
 SIZES = {"a.jpg": (64, 48), "nested/deeper/b.PNG": (40, 72), "nested/c.JPEG": (50, 50), "d.webp": (33, 65),

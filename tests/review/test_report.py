@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from label_folders import shapes_map, write_label_folder
 from PIL import Image
 from typer.testing import CliRunner
 
-from label_folders import shapes_map, write_label_folder
 from maskclip_cli.cli import app
 from maskclip_cli.formats.label_files import palette
 

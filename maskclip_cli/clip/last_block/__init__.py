@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from open_clip.transformer import ResidualAttentionBlock
 
-from ...errors import MaskCLIPError
+from ..methods import DEFAULT_METHOD, METHODS, check_method
 from .clearclip import clearclip_block
 from .maskclip import maskclip_block
 from .naclip import naclip_block
@@ -26,15 +26,7 @@ RECIPES: dict[str, LastBlock] = {
     "clearclip": clearclip_block,
     "naclip": naclip_block,
 }
-METHODS = tuple(RECIPES)
-DEFAULT_METHOD = "maskclip"
-
-
-def check_method(method: str) -> str:
-    """``method`` if it is known; otherwise one clear error naming the choices."""
-    if method not in RECIPES:
-        raise MaskCLIPError(f"Unknown method '{method}'; choose one of {', '.join(METHODS)}.")
-    return method
+assert tuple(RECIPES) == METHODS, "every method name needs its recipe"
 
 
 def last_block(method: str) -> LastBlock:
