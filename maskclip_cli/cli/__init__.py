@@ -1,8 +1,11 @@
-"""Command-line layer: parses options and calls the library. Each command lives in its own module."""
+"""Command-line layer: parses options and calls the library. Each command lives in its own module,
+imported when the command runs (see :mod:`.app`), so `maskclip --help` does not load torch."""
 
-from . import demo, eval, export, label, overlay, report, train  # noqa: F401  (each import registers a command)
-from .app import app
+from .app import COMMANDS, app
 
 
 def main() -> None:
     app()
+
+
+__all__ = ["COMMANDS", "app", "main"]
