@@ -82,9 +82,9 @@ class _DeviceTimer:
 
     def __init__(self, seg: Segmenter):
         self.seconds = 0.0
-        self._maps, self._normalise = label_job.device_maps, seg.normalise
-        label_job.device_maps = self._timed(self._maps)
-        seg.normalise = self._timed(self._normalise)
+        label_job.device_maps = self._timed(label_job.device_maps)
+        seg.normalise = self._timed(seg.normalise)
+        seg.full_size = self._timed(seg.full_size)  # the model (near-free here), upsampling, arg-max
 
     def _timed(self, fn):
         def run(*a, **k):

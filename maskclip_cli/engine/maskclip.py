@@ -214,6 +214,16 @@ class MaskCLIP(Segmenter):
             out.append(Prediction(labels.cpu().numpy(), conf.cpu().numpy().astype(np.float32), probs.cpu()))
         return out
 
+    @torch.no_grad()
+    def full_size(self, images: torch.Tensor, sizes: list[tuple[int, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The maps of :meth:`predict`, left on the device (the label job's path)."""
+        cfg = self.config
+        logit_path = cfg.upsample_logits and not cfg.key_smoothing
+        if not (logit_path or cfg.pamr or cfg.area_threshold is not None):
+            return super().full_size(images, sizes)
+        low = self.prompt_logits(images) if logit_path else self.scores(images)
+        return [self._full_size(low[i], images[i], (h, w), logit_path) for i, (w, h) in enumerate(sizes)]
+
     def _full_size(self, scores: torch.Tensor, image: torch.Tensor, size: tuple[int, int], logit_path: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Labels and confidence at ``size``: upsampled, PAMR-refined (guided by the input image
         resized to ``size``, as SCLIP and NACLIP do), small classes dropped by the area threshold."""

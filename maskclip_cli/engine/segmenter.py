@@ -61,6 +61,13 @@ class Segmenter:
         return self.record().to_dict()
 
     @torch.no_grad()
+    def full_size(self, images: torch.Tensor, sizes: list[tuple[int, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per image, (labels long, confidence float) at its original (width, height), left on the
+        device: the maps :meth:`predict` returns, before any copy to the host (the label job
+        post-processes them there). Segmenters that refine at full size override this too."""
+        return [upsample_argmax(p, (h, w)) for p, (w, h) in zip(self.scores(images), sizes)]
+
+    @torch.no_grad()
     def predict(self, images: torch.Tensor, sizes: list[tuple[int, int]]) -> list[Prediction]:
         """Label a batch of same-sized inputs; ``sizes`` are the original (width, height)."""
         probs = self.scores(images)

@@ -1,8 +1,8 @@
-"""Class probabilities -> the bytes the writers need, computed where the probabilities are.
+"""Full-size label and confidence maps -> the bytes the writers need, computed where the maps are.
 
-On the segmenter's device, per image: bilinear upsampling to the original size and arg-max
-(:func:`~maskclip_cli.engine.upsampling.upsample_argmax`, the same code as ``Segmenter.predict``,
-so label maps are identical), ``--min-confidence`` masking, confidence quantisation
+The maps come from :meth:`Segmenter.full_size` (upsampling and arg-max, plus any full-size
+refinement such as PAMR: the same code as ``Segmenter.predict``, so label maps are identical).
+On the segmenter's device, per image: ``--min-confidence`` masking, confidence quantisation
 (``round(255 * p)``, as the 8-bit PNG always stored it; float16 for npy), classes present and
 mean confidence. Everything of a batch is packed into one uint8 buffer and copied to the host once,
 asynchronously into pinned memory on CUDA: 2 bytes per pixel (3 with npy confidence) instead of
@@ -16,8 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..engine.upsampling import upsample_argmax
-from ..formats.label_files import IGNORE_INDEX
+from ..constants import IGNORE_INDEX
 
 _STATS = 256 + 4  # per image: 256 presence flags, then the float32 mean confidence
 
@@ -57,9 +56,8 @@ class MapBatch:
         return ImageMaps(labels, conf, present, mean)
 
 
-def _pack(scores: torch.Tensor, size: tuple[int, int], min_confidence: float | None, half: bool) -> torch.Tensor:
-    """One image's (C, h, w) probabilities -> its flat uint8 segment of the batch buffer."""
-    labels, conf = upsample_argmax(scores, size)
+def _pack(labels: torch.Tensor, conf: torch.Tensor, min_confidence: float | None, half: bool) -> torch.Tensor:
+    """One image's (H, W) labels and confidence -> its flat uint8 segment of the batch buffer."""
     labels = labels.to(torch.uint8)
     if min_confidence is not None:  # where(), not a masked assignment: no host sync on CUDA
         labels = torch.where(conf < min_confidence, IGNORE_INDEX, labels)
@@ -71,14 +69,15 @@ def _pack(scores: torch.Tensor, size: tuple[int, int], min_confidence: float | N
 
 @torch.no_grad()
 def device_maps(
-    probs: torch.Tensor, sizes: list[tuple[int, int]], min_confidence: float | None = None, half: bool = False
+    maps: list[tuple[torch.Tensor, torch.Tensor]], min_confidence: float | None = None, half: bool = False
 ) -> MapBatch:
-    """(B, C, h, w) probabilities of a batch and the original (width, height) of each image ->
-    their maps, copied to the host in one transfer (started, not awaited, on CUDA).
+    """(labels, confidence) of each image of a batch (from :meth:`Segmenter.full_size`) -> their
+    output maps and statistics, copied to the host in one transfer (started, not awaited, on CUDA).
     ``half`` stores confidence as float16 (npy) instead of 0-255."""
     segments, layout, start = [], [], 0
-    for p, (w, h) in zip(probs, sizes):
-        seg = _pack(p, (h, w), min_confidence, half)
+    for labels, conf in maps:
+        h, w = labels.shape
+        seg = _pack(labels, conf, min_confidence, half)
         layout.append((start, h, w))
         segments.append(seg)
         start += seg.numel()

@@ -263,7 +263,7 @@ def _maps_each(segmenter: Segmenter, images: torch.Tensor, sizes: list[tuple[int
     """
     try:
         inputs = segmenter.normalise(images.to(segmenter.device, non_blocking=True))
-        maps = device_maps(segmenter.scores(inputs), sizes, options.min_confidence, options.confidence_format == "npy")
+        maps = device_maps(segmenter.full_size(inputs, sizes), options.min_confidence, options.confidence_format == "npy")
         return [(maps, i) for i in range(len(sizes))]
     except (RuntimeError, MemoryError) as exc:
         error = exc

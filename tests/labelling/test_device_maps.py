@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from maskclip_cli.clip.preprocess import normalise, resize_uint8, to_model_input
+from maskclip_cli.engine.upsampling import upsample_argmax
 from maskclip_cli.labelling.device_maps import device_maps
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -36,7 +37,7 @@ def test_device_maps_equal_the_cpu_reference(device, min_confidence):
     sizes = [(61, 47), (9, 7), (130, 95)]  # (width, height)
     batch = torch.from_numpy(probs).float().to(device)
     for half in (False, True):
-        maps = device_maps(batch, sizes, min_confidence, half)
+        maps = device_maps([upsample_argmax(p, (h, w)) for p, (w, h) in zip(batch, sizes)], min_confidence, half)
         assert len(maps) == 3
         for i, (w, h) in enumerate(sizes):
             labels, conf = _reference(probs[i].astype(np.float32), (h, w), min_confidence)
@@ -62,3 +63,28 @@ def test_uint8_resize_then_normalise_equals_the_float_input():
     assert torch.equal(normalise(small[None], mean, std)[0], to_model_input(image, 32, 8, mean, std))
     expected = (small.double() / 255 - torch.tensor(mean, dtype=torch.float64)[:, None, None]) / torch.tensor(std, dtype=torch.float64)[:, None, None]
     assert (normalise(small, mean, std).double() - expected).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("config", [
+    {"pamr": True},
+    {"key_smoothing": False, "upsample_logits": True},
+    {"background": ["sky"], "area_threshold": 0.3},
+])
+def test_label_job_keeps_full_size_refinements(tmp_path, config):
+    """PAMR, the logit path and the area threshold work at the original size: the label job's maps
+    (through Segmenter.full_size) equal Segmenter.label_image's for every image."""
+    from helpers import SIZES, make_images
+    from conftest import make_tiny_clip
+    from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
+    from maskclip_cli.labelling.label_job import LabelOptions, label_folder
+
+    images = make_images(tmp_path / "images")
+    seg = MaskCLIP(make_tiny_clip("vit"), ["cat", "dog", "tree"], MaskCLIPConfig(templates="simple", short_side=32, **config))
+    label_folder(seg, images, tmp_path / "out", LabelOptions(workers=0, batch_size=3))
+    for rel in SIZES:
+        with Image.open(images / rel) as im:
+            pred = seg.label_image(im.convert("RGB"))
+        stem = rel.rsplit(".", 1)[0]
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "labels" / f"{stem}.png")), pred.labels)
+        conf = np.asarray(Image.open(tmp_path / "out" / "confidence" / f"{stem}.png"), dtype=float)
+        assert np.abs(conf - pred.confidence * 255).max() <= 1.0
