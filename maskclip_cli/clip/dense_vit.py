@@ -14,16 +14,16 @@ import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 
 from ..errors import MaskCLIPError
-from .last_block import DEFAULT_METHOD, last_block
+from .last_block import DEFAULT_METHOD, POS_EMBED_SCALE_OFFSET, last_block
 from .pos_embed import interpolate_pos_embed
 
 
-def _embed(visual: VisionTransformer, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+def _embed(visual: VisionTransformer, images: torch.Tensor, method: str) -> tuple[torch.Tensor, tuple[int, int]]:
     x = visual.conv1(images)
     grid = (x.shape[-2], x.shape[-1])
     x = x.flatten(2).transpose(1, 2)
     cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-    pos = interpolate_pos_embed(visual.positional_embedding, grid, tuple(visual.grid_size))
+    pos = interpolate_pos_embed(visual.positional_embedding, grid, tuple(visual.grid_size), POS_EMBED_SCALE_OFFSET[method])
     x = torch.cat([cls, x], dim=1) + pos.to(x.dtype)
     return visual.ln_pre(x), grid
 
@@ -59,7 +59,7 @@ def vit_dense(
         raise MaskCLIPError(f"MaskCLIP needs a standard CLIP ViT block; got {type(last).__name__}.")
     if not visual.transformer.batch_first:
         raise MaskCLIPError("MaskCLIP expects an open_clip ViT built with batch_first=True.")
-    x, grid = _embed(visual, images)
+    x, grid = _embed(visual, images, method)
     for blk in blocks[:-1]:
         x = blk(x)
     keys = _keys(last, x)

@@ -23,8 +23,9 @@ def visual():
     return model.visual
 
 
-def tokens_before_last(visual, images):
-    """Patch + class tokens through every block but the last (positional embedding resized here)."""
+def tokens_before_last(visual, images, method):
+    """Patch + class tokens through every block but the last (positional embedding resized here:
+    by size for MaskCLIP, by the scale factor (grid + 0.1) / 14 in the successors' code)."""
     x = visual.conv1(images)
     h, w = x.shape[-2:]
     x = x.flatten(2).transpose(1, 2)
@@ -32,7 +33,11 @@ def tokens_before_last(visual, images):
     side = int(math.isqrt(pos.shape[0] - 1))
     spatial = pos[1:].T.reshape(1, -1, side, side)
     if (h, w) != (side, side):
-        spatial = F.interpolate(spatial, size=(h, w), mode="bicubic", align_corners=False)
+        if method == "maskclip":
+            spatial = F.interpolate(spatial, size=(h, w), mode="bicubic", align_corners=False)
+        else:
+            spatial = F.interpolate(spatial, scale_factor=((h + 0.1) / side, (w + 0.1) / side), mode="bicubic")
+            assert spatial.shape[-2:] == (h, w)
     pos = torch.cat([pos[:1], spatial.reshape(pos.shape[1], -1).T])
     x = torch.cat([visual.class_embedding.expand(x.shape[0], 1, -1), x], dim=1) + pos
     x = visual.ln_pre(x)
@@ -43,7 +48,7 @@ def tokens_before_last(visual, images):
 
 def reference(visual, images, method):
     """The authors' last block, head by head."""
-    x, (h, w) = tokens_before_last(visual, images)
+    x, (h, w) = tokens_before_last(visual, images, method)
     blk = visual.transformer.resblocks[-1]
     heads = blk.attn.num_heads
     width = x.shape[-1]

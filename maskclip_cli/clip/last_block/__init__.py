@@ -27,11 +27,14 @@ RECIPES: dict[str, LastBlock] = {
     "naclip": naclip_block,
 }
 assert tuple(RECIPES) == METHODS, "every method name needs its recipe"
+# The successors' code resizes the positional embedding by the scale factor (grid + 0.1) / 14 (DINO's
+# interpolation), MaskCLIP's by size; see clip/pos_embed.py.
+POS_EMBED_SCALE_OFFSET = {"maskclip": 0.0, "sclip": 0.1, "clearclip": 0.1, "naclip": 0.1}
 
 
 def last_block(method: str) -> LastBlock:
     return RECIPES[check_method(method)]
 
 
-__all__ = ["METHODS", "DEFAULT_METHOD", "RECIPES", "LastBlock", "check_method", "last_block",
+__all__ = ["METHODS", "DEFAULT_METHOD", "POS_EMBED_SCALE_OFFSET", "RECIPES", "LastBlock", "check_method", "last_block",
            "maskclip_block", "sclip_block", "clearclip_block", "naclip_block"]
