@@ -41,8 +41,14 @@ def pamr_affinity(image: torch.Tensor, dilations: Sequence[int] = PAMR_DILATIONS
     mean = sum(_shifted(image, dilations, centre=True)) / n
     var = sum((s - mean).square() for s in _shifted(image, dilations, centre=True)) / (n - 1)
     denom = 1e-8 + 0.1 * var.sqrt()
-    logits = torch.stack([(-(image - s).abs() / denom).mean(dim=1) for s in _shifted(image, dilations)], dim=1)
-    return logits.softmax(dim=1)
+    b, _, h, w = image.shape
+    aff = image.new_empty(b, 8 * len(dilations), h, w)
+    for p, s in enumerate(_shifted(image, dilations)):
+        aff[:, p] = (-(image - s).abs() / denom).mean(dim=1)
+    aff -= aff.amax(dim=1, keepdim=True)  # softmax over the neighbours, in place (the largest tensor here)
+    aff.exp_()
+    aff /= aff.sum(dim=1, keepdim=True)
+    return aff
 
 
 def pamr_propagate(
