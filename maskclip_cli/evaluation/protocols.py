@@ -10,8 +10,8 @@ configs use (L, S) = (520, 520) for PASCAL Context -- the image fits a 520x520 b
 ImageNet templates; SCLIP's per-class synonym lists (shipped as ``data/synonyms_*.txt``; a class
 scores the max over its words, which compete in the softmax); sliding window 224 with stride
 112 whose cosine logits are upsampled per window and averaged per pixel, then upsampled to the
-image before the softmax; (L, S) = (2048, 336) for VOC and Context, (2048, 448) for COCO-Stuff,
-(2048, 560) for Cityscapes (ADE20K: 448); softmax scale (``logit_scale``) 40, 65 on voc-bg and 50
+image before the softmax; (L, S) = (2048, 336) for VOC, Context and ADE20K, (2048, 448) for
+COCO-Stuff, (2048, 560) for Cityscapes; softmax scale (``logit_scale``) 40, 65 on voc-bg and 50
 on pascal-context-60; on the datasets with a background class (voc-bg, pascal-context-60) pixels
 whose top probability is below 0.1 become background (``prob_thd``), and on voc-bg foreground
 classes covering at most 10 % of an image's foreground are dropped (``area_thd``). No key
@@ -80,7 +80,7 @@ def protocol_settings(protocol: str, dataset: str) -> ProtocolSettings:
         box = (520, 520) if dataset.startswith("pascal-context") else (2048, 512)
         exact = protocol == "paper-exact"
         return ProtocolSettings(*box, "vild", None, None, background, 0.0, upsample_logits=exact, authors_code=exact)
-    short = {"coco-stuff": 448, "ade20k": 448, "cityscapes": 560}.get(dataset, 336)
+    short = {"coco-stuff": 448, "cityscapes": 560}.get(dataset, 336)
     scale = {"voc-bg": 65.0, "pascal-context-60": 50.0}.get(dataset, SCLIP_LOGIT_SCALE)
     return ProtocolSettings(
         2048, short, "imagenet", 224, 112, background, 0.1 if background else 0.0, scale,

@@ -31,6 +31,13 @@ def test_protocol_settings_per_dataset():
     assert "sky" in sclip.background
     assert protocol_settings("sclip", "voc").bg_threshold == 0.0 and protocol_settings("sclip", "voc").background == ()
     assert protocol_settings("sclip", "coco-stuff").max_short == 448
+    # SCLIP's configs: ADE20K 336, Cityscapes 560; logit scale 40 (65 VOC21, 50 Context 60); area threshold on VOC21 only
+    assert protocol_settings("sclip", "ade20k").max_short == 336 and protocol_settings("sclip", "cityscapes").max_short == 560
+    assert [protocol_settings("sclip", d).logit_scale for d in ("voc", "voc-bg", "pascal-context-60")] == [40, 65, 50]
+    assert protocol_settings("sclip", "voc-bg").area_threshold == 0.1 and protocol_settings("sclip", "pascal-context-60").area_threshold is None
+    exact = protocol_settings("paper-exact", "pascal-context")
+    assert exact.authors_code and exact.upsample_logits and (exact.max_long, exact.max_short) == (520, 520)
+    assert not paper.authors_code and not paper.upsample_logits and paper.logit_scale == 100
     with pytest.raises(MaskCLIPError, match="Unknown protocol"):
         protocol_settings("fast", "voc")
 
