@@ -74,6 +74,11 @@ class CocoWriter:
     def _append(part, item: dict) -> None:
         part.write(("," if part.tell() else "") + json.dumps(item, separators=(",", ":")))
 
+    def abort(self) -> None:
+        for part in (self._images, self._annotations):
+            part.close()
+            Path(part.name).unlink(missing_ok=True)
+
     def close(self) -> None:
         self._images.close()
         self._annotations.close()

@@ -45,6 +45,10 @@ class CvatMaskWriter:
             copy_photo(photo, self.out / "JPEGImages" / f"{self.folder.stem_of(entry)}{PurePosixPath(entry.source).suffix}")
         self._image_set.write(self.folder.stem_of(entry) + "\n")
 
+    def abort(self) -> None:
+        self._image_set.close()
+        Path(self._image_set.name).unlink(missing_ok=True)
+
     def close(self) -> None:
         self._image_set.close()
         Path(self._image_set.name).replace(self.out / IMAGE_SET)

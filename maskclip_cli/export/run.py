@@ -23,6 +23,7 @@ from ..formats.manifest import ManifestEntry
 from ..hooks import SILENT, ProgressHook
 
 FAILED_FILE = "failed.jsonl"
+KEPT_FAILURES = 1000  # in the summary; failed.jsonl lists them all
 
 
 @dataclass
@@ -56,6 +57,9 @@ class Writer(Protocol):
     def add(self, entry: ManifestEntry, labels: np.ndarray, confidence: np.ndarray | None, photo: Path | None) -> None: ...
 
     def close(self) -> None: ...
+
+    def abort(self) -> None:
+        """The export stopped early: remove temporary files."""
 
 
 @dataclass
@@ -106,11 +110,11 @@ def export_folder(label_dir: Path, out: Path, options: ExportOptions, hook: Prog
     folder = LabelFolder.open(label_dir)
     writer_class = FORMATS[options.format]
     if writer_class.needs_images and options.images is None:
-        raise MaskCLIPError(f"--format {options.format} needs the photos: pass --images IMG_DIR.")
+        raise ParameterError(f"format {options.format} needs the photos: pass {{}}.", "images")
     _prepare_out(out, writer_class.outputs, options.overwrite)
     writer = writer_class(folder, out, options)
     summary = ExportSummary(total=sum(1 for _ in folder.entries()))
-    failed = []
+    failed_file = None
     start = time.perf_counter()
     hook.start(summary.total, f"export {options.format}")
     try:
@@ -128,12 +132,17 @@ def export_folder(label_dir: Path, out: Path, options: ExportOptions, hook: Prog
                 summary.exported += 1
             except (MaskCLIPError, OSError) as exc:
                 summary.failed += 1
-                summary.failures.append((entry.source, str(exc)))
-                failed.append(json.dumps({"source": entry.source, "error": str(exc)}) + "\n")
+                if len(summary.failures) < KEPT_FAILURES:
+                    summary.failures.append((entry.source, str(exc)))
+                failed_file = failed_file or open(out / FAILED_FILE, "w", encoding="utf-8")
+                failed_file.write(json.dumps({"source": entry.source, "error": str(exc)}) + "\n")
         writer.close()
+    except BaseException:
+        writer.abort()  # an interrupted export leaves no half-joined index file
+        raise
     finally:
         hook.finish()
         summary.seconds = time.perf_counter() - start
-    if failed:
-        (out / FAILED_FILE).write_text("".join(failed), encoding="utf-8")
+        if failed_file is not None:
+            failed_file.close()
     return summary

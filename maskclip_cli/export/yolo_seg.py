@@ -105,6 +105,9 @@ class YoloSegWriter:
         copy_photo(photo, self.out / "images" / split / f"{self.folder.stem_of(entry)}{PurePosixPath(entry.source).suffix}")
         self.counts[split] += 1
 
+    def abort(self) -> None:
+        pass  # every file it writes is complete (atomic); data.yaml comes last
+
     def close(self) -> None:
         val = "images/val" if self.counts["val"] else "images/train"  # Ultralytics needs a val entry
         names = "".join(f"  {i}: {json.dumps(n)}\n" for i, n in enumerate(self.folder.class_names))

@@ -215,3 +215,22 @@ def test_coco_scores_from_npy_confidence(tmp_path):
     for ann in coco.loadAnns(coco.getAnnIds()):
         m = coco.annToMask(ann).astype(bool)
         assert ann["score"] == pytest.approx(conf.astype(np.float16)[m].astype(np.float64).mean(), abs=1e-4)
+
+
+def test_interrupted_export_leaves_no_temporary_files(folder, monkeypatch):
+    """Ctrl-C in the middle: COCO's part files are removed and no annotations.json appears."""
+    from maskclip_cli.export import ExportOptions, export_folder
+    from maskclip_cli.export.coco import CocoWriter
+
+    tmp_path, _ = folder
+    calls = []
+
+    def interrupt(self, *args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(CocoWriter, "add", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        export_folder(tmp_path / "labels", tmp_path / "out", ExportOptions(format="coco"))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["failed.jsonl"]  # bad.jpg came before
