@@ -5,7 +5,8 @@ with one polygon per 8-connected component (``class x1 y1 x2 y2 ...``, normalise
 YOLO polygons cannot have holes, so each hole is joined to its outer boundary by a zero-width cut
 (the "keyhole" that Ultralytics' own mask converter also uses); a filled polygon then leaves the
 hole empty. Components and holes smaller than ``min_area`` pixels are dropped / filled. Contours
-come from OpenCV's ``findContours``. The split is deterministic per image: a hash of the seed and
+come from OpenCV's ``findContours``; vertices are pixel centres (as ``cv2.fillPoly`` reads them), nudged
+a quarter pixel so Ultralytics' truncating rasteriser gets the same pixels back. The split is deterministic per image: a hash of the seed and
 the image path, so adding images never moves the others between splits.
 """
 
@@ -24,6 +25,10 @@ from ..formats.manifest import ManifestEntry
 from .run import ExportOptions, copy_photo
 
 DATA_YAML = "data.yaml"
+# Vertices are pixel indices. Ultralytics rasterises polygons with ``astype(int32)`` (truncation), and
+# k / w * w often comes back as k - 1e-7, which would move a vertex a whole pixel: a quarter-pixel
+# nudge survives the 6-decimal rounding at any image size and truncates (or rounds) back to k.
+PIXEL_NUDGE = 0.25
 
 
 def in_val_split(source: str, seed: int, val_fraction: float) -> bool:
@@ -98,7 +103,7 @@ class YoloSegWriter:
             if class_id >= len(self.folder.class_names):
                 continue  # ignore index
             for polygon in component_polygons(labels == class_id, self.options.min_area):
-                xy = polygon.astype(np.float64) / (w, h)
+                xy = (polygon + PIXEL_NUDGE) / (w, h)
                 lines.append(f"{class_id} " + " ".join(f"{v:.6f}" for v in xy.reshape(-1)))
         text = "".join(line + "\n" for line in lines)
         atomic_write(self.out / "labels" / split / f"{self.folder.stem_of(entry)}.txt", lambda tmp: Path(tmp).write_text(text))

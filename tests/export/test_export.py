@@ -79,16 +79,30 @@ def test_coco_masks_decode_to_label_maps(folder, instances):
 
 
 def rasterise(lines, h, w):
-    """Each class's polygons filled back as Ultralytics does (cv2.fillPoly at pixel scale)."""
+    """Each class's polygons filled back as Ultralytics' polygon2mask does: scaled to pixels,
+    truncated to int32, cv2.fillPoly."""
     masks = {}
     for line in lines:
         values = line.split()
         xy = np.asarray(values[1:], float).reshape(-1, 2) * (w, h)
         m = masks.setdefault(int(values[0]), np.zeros((h, w), np.uint8))
         layer = np.zeros((h, w), np.uint8)
-        cv2.fillPoly(layer, [np.round(xy).astype(np.int32)], 1)
+        cv2.fillPoly(layer, [xy.astype(np.int32)], 1)
         m |= layer
     return masks
+
+
+def test_yolo_rectangles_come_back_pixel_exact(tmp_path):
+    """On an odd-sized image (k / w is not exact in decimal), truncating rasterisers get every
+    rectangle back to the pixel."""
+    labels = np.zeros((89, 97), np.uint8)
+    labels[7:20, 11:40] = 1
+    labels[50:80, 3:90] = 2
+    write_label_folder(tmp_path / "labels", tmp_path / "images", {"r.png": labels})
+    assert export(tmp_path, "yolo-seg", "--images", str(tmp_path / "images"), "--val-fraction", "0").exit_code == 0
+    masks = rasterise((tmp_path / "out/labels/train/r.txt").read_text().splitlines(), 89, 97)
+    for c in (1, 2):
+        assert np.array_equal(masks[c].astype(bool), labels == c)
 
 
 def iou(a, b):
