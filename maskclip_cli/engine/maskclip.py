@@ -198,18 +198,27 @@ class MaskCLIP(Segmenter):
                 count[:, :, y : y + ch, x : x + cw] += 1
         return total / count
 
+    @property
+    def _logit_path(self) -> bool:
+        return self.config.upsample_logits and not self.config.key_smoothing
+
+    @property
+    def _own_full_size(self) -> bool:
+        """Whether full-size maps need more than upsampling the probabilities (Segmenter's default)."""
+        return self._logit_path or self.config.pamr or self.config.area_threshold is not None
+
+    def _low_res(self, images: torch.Tensor) -> torch.Tensor:
+        return self.prompt_logits(images) if self._logit_path else self.scores(images)
+
     @torch.no_grad()
     def predict(self, images: torch.Tensor, sizes: list[tuple[int, int]]) -> list[Prediction]:
-        cfg = self.config
-        logit_path = cfg.upsample_logits and not cfg.key_smoothing
-        if not (logit_path or cfg.pamr or cfg.area_threshold is not None):
+        if not self._own_full_size:
             return super().predict(images, sizes)
-        low = self.prompt_logits(images) if logit_path else self.scores(images)
-        out = []
+        cfg, low, out = self.config, self._low_res(images), []
         for i, (w, h) in enumerate(sizes):
-            labels, conf = self._full_size(low[i], images[i], (h, w), logit_path)
+            labels, conf = self._full_size(low[i], images[i], (h, w), self._logit_path)
             probs = low[i]
-            if logit_path:
+            if self._logit_path:
                 probs = reduce_groups((cfg.logit_scale * probs[None]).softmax(dim=1), self.groups, len(self.class_names))[0]
             out.append(Prediction(labels.cpu().numpy(), conf.cpu().numpy().astype(np.float32), probs.cpu()))
         return out
@@ -217,12 +226,10 @@ class MaskCLIP(Segmenter):
     @torch.no_grad()
     def full_size(self, images: torch.Tensor, sizes: list[tuple[int, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The maps of :meth:`predict`, left on the device (the label job's path)."""
-        cfg = self.config
-        logit_path = cfg.upsample_logits and not cfg.key_smoothing
-        if not (logit_path or cfg.pamr or cfg.area_threshold is not None):
+        if not self._own_full_size:
             return super().full_size(images, sizes)
-        low = self.prompt_logits(images) if logit_path else self.scores(images)
-        return [self._full_size(low[i], images[i], (h, w), logit_path) for i, (w, h) in enumerate(sizes)]
+        low = self._low_res(images)
+        return [self._full_size(low[i], images[i], (h, w), self._logit_path) for i, (w, h) in enumerate(sizes)]
 
     def _full_size(self, scores: torch.Tensor, image: torch.Tensor, size: tuple[int, int], logit_path: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Labels and confidence at ``size``: upsampled, PAMR-refined (guided by the input image
