@@ -112,7 +112,7 @@ def eval_command(
 ) -> None:
     """Measure mIoU, per-class IoU/accuracy, aAcc and fwIoU.
 
-    Either run MaskCLIP on a benchmark (--dataset, --data-root; --protocol paper or sclip; the other model options override the protocol's), or score a folder of label maps against ground truth (--pred-dir, --gt-dir) without loading a model.
+    Either run MaskCLIP on a benchmark (--dataset, --data-root; --protocol paper, paper-exact or sclip; the other model options override the protocol's), or score a folder of label maps against ground truth (--pred-dir, --gt-dir) without loading a model.
 
     Exit code 2 on bad input.
     """

@@ -89,7 +89,7 @@ def label(
     overlays: Annotated[bool, typer.Option(help="Also write overlays/<path>.jpg: the photo blended with the class colours, with a legend.")] = _L.overlays,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Label every image with MaskCLIP (dense CLIP features + text embeddings, key smoothing, prompt denoising).
+    """Label every image with MaskCLIP (dense CLIP features + text embeddings, key smoothing, prompt denoising), or a successor method (--method), optionally with PAMR.
 
     Re-running the same command resumes: finished images are skipped. Exit code 1 when some images
     failed (listed in manifest.jsonl), 2 on bad input. Many GPUs or machines:
