@@ -22,6 +22,7 @@ def export(
     min_area: Annotated[int, typer.Option(min=0, help="yolo-seg: drop components and fill holes smaller than this many pixels.")] = ExportOptions.min_area,
     val_fraction: Annotated[float, typer.Option(min=0, max=1, help="yolo-seg: share of images in the validation split (per-image hash, deterministic).")] = ExportOptions.val_fraction,
     seed: Annotated[int, typer.Option(help="yolo-seg: seed of the train/val split.")] = ExportOptions.seed,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", "-x", help="Class names to leave out (coco, yolo-seg) or to make unlabelled (cvat-mask), e.g. --exclude background; repeat or comma-separate.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier export in --out.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -31,7 +32,8 @@ def export(
     """
     with user_errors():
         options = ExportOptions(format=format, images=images, overwrite=overwrite, instances=instances,
-                                min_area=min_area, val_fraction=val_fraction, seed=seed)
+                                min_area=min_area, val_fraction=val_fraction, seed=seed,
+                                exclude=tuple(n.strip() for e in exclude or [] for n in e.split(",") if n.strip()))
         summary = export_folder(label_dir, out, options, RichHook(enabled=progress))
     console.print(
         f"{summary.exported} exported, {summary.failed} skipped of {summary.total} images in {summary.seconds:.1f} s "

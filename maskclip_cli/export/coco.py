@@ -3,7 +3,8 @@ present) whose ``segmentation`` is a compressed RLE made by pycocotools, with py
 and ``bbox``, ``iscrowd`` 0 and a ``score``: the class's mean confidence on its pixels.
 ``instances`` splits each class into 8-connected components, one annotation each.
 
-Category id = class id + 1 (COCO keeps 0 for "no category"); names come from classes.json. The
+Category id = class id + 1 (COCO keeps 0 for "no category"); names come from classes.json; excluded
+classes have neither a category nor annotations (the other ids do not move). The
 arrays are streamed to part files while images arrive and joined into ``annotations.json`` at the
 end, so memory does not grow with the folder.
 """
@@ -21,17 +22,17 @@ from pycocotools import mask as mask_utils
 from .._io import atomic_write
 from ..formats.label_folder import LabelFolder
 from ..formats.manifest import ManifestEntry
-from .run import ExportOptions, copy_photo
+from .run import ExportOptions, copy_photo, kept_classes
 
 ANNOTATIONS = "annotations.json"
 IMAGES = "images"
 
 
-def class_masks(labels: np.ndarray, n_classes: int, instances: bool):
-    """(class id, boolean mask) per class present, or per 8-connected component of it."""
+def class_masks(labels: np.ndarray, classes: list[int], instances: bool):
+    """(class id, boolean mask) per class of ``classes`` present, or per 8-connected component of it."""
     for c in np.unique(labels):
-        if c >= n_classes:
-            continue  # ignore index
+        if c not in classes:
+            continue  # ignore index, or an excluded class
         mask = (labels == c).astype(np.uint8)
         if not instances:
             yield int(c), mask
@@ -47,6 +48,7 @@ class CocoWriter:
 
     def __init__(self, folder: LabelFolder, out: Path, options: ExportOptions):
         self.folder, self.out, self.options = folder, out, options
+        self.classes = kept_classes(folder, options.exclude)
         self._images = open(out / f".{ANNOTATIONS}.images.part", "w", encoding="utf-8")
         self._annotations = open(out / f".{ANNOTATIONS}.annotations.part", "w", encoding="utf-8")
         self._image_id = self._annotation_id = 0
@@ -58,7 +60,7 @@ class CocoWriter:
             copy_photo(photo, self.out / IMAGES / file_name)
         self._image_id += 1
         self._append(self._images, {"id": self._image_id, "file_name": file_name, "width": w, "height": h})
-        for class_id, mask in class_masks(labels, len(self.folder.class_names), self.options.instances):
+        for class_id, mask in class_masks(labels, self.classes, self.options.instances):
             rle = mask_utils.encode(np.asfortranarray(mask))
             self._annotation_id += 1
             annotation = {
@@ -86,7 +88,7 @@ class CocoWriter:
             "info": {"description": "maskclip pseudo labels (semantic segmentation, COCO-Stuff style)",
                      "settings": self.folder.settings},
             "licenses": [],
-            "categories": [{"id": i + 1, "name": n, "supercategory": ""} for i, n in enumerate(self.folder.class_names)],
+            "categories": [{"id": i + 1, "name": self.folder.class_names[i], "supercategory": ""} for i in self.classes],
         }
 
         def write(tmp: str) -> None:

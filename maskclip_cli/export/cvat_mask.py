@@ -5,7 +5,8 @@ and many labelling tools import), so pseudo labels can be corrected by hand:
 
 CVAT reads black (0, 0, 0) as "background"/unlabelled. When class 0 is named background it keeps
 that colour; otherwise a ``background`` entry is added for black and the classes take the next
-colours of the same VOC palette. Ignore pixels become background (unlabelled in CVAT).
+colours of the same VOC palette. Ignore pixels and excluded classes become background (unlabelled in
+CVAT).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .._io import atomic_write
 from ..formats.label_files import palette, write_label_png
 from ..formats.label_folder import LabelFolder
 from ..formats.manifest import ManifestEntry
-from .run import ExportOptions, copy_photo
+from .run import ExportOptions, copy_photo, kept_classes
 
 LABELMAP = "labelmap.txt"
 IMAGE_SET = "ImageSets/Segmentation/default.txt"
@@ -36,6 +37,7 @@ class CvatMaskWriter:
         self.colours = palette(len(self.names))
         self.lut = np.zeros(256, np.uint8)  # ignore and anything unknown -> background (0)
         self.lut[: len(names)] = np.arange(len(names)) + self.shift
+        self.lut[[i for i in range(len(names)) if i not in kept_classes(folder, options.exclude)]] = 0
         (out / IMAGE_SET).parent.mkdir(parents=True, exist_ok=True)
         self._image_set = open(out / f"{IMAGE_SET}.part", "w", encoding="utf-8")
 

@@ -37,6 +37,7 @@ class ExportOptions:
     min_area: int = 0  # yolo-seg: components and holes below this many pixels are dropped / filled
     val_fraction: float = 0.1  # yolo-seg: share of images in the validation split
     seed: int = 0  # yolo-seg: split seed
+    exclude: tuple[str, ...] = ()  # classes left out (coco, yolo-seg) or made background (cvat-mask)
 
     def __post_init__(self) -> None:
         from .formats import FORMATS  # the writers import this module
@@ -47,6 +48,15 @@ class ExportOptions:
         check_range("min_area", self.min_area, 0)
         if self.images is not None and not self.images.is_dir():
             raise MaskCLIPError(f"Image folder not found: {self.images}")
+
+
+def kept_classes(folder: LabelFolder, exclude: tuple[str, ...]) -> list[int]:
+    """Ids of the classes an export keeps; a name the folder does not have is a ParameterError."""
+    unknown = sorted(set(exclude) - set(folder.class_names))
+    if unknown:
+        raise ParameterError(f"{{}} names classes this folder does not have: {', '.join(unknown)} "
+                             f"(it has {', '.join(folder.class_names)}).", "exclude")
+    return [i for i, name in enumerate(folder.class_names) if name not in exclude]
 
 
 class Writer(Protocol):
@@ -111,6 +121,7 @@ def export_folder(label_dir: Path, out: Path, options: ExportOptions, hook: Prog
     writer_class = FORMATS[options.format]
     if writer_class.needs_images and options.images is None:
         raise ParameterError(f"format {options.format} needs the photos: pass {{}}.", "images")
+    kept_classes(folder, options.exclude)  # checked before anything is written
     _prepare_out(out, writer_class.outputs, options.overwrite)
     writer = writer_class(folder, out, options)
     summary = ExportSummary(total=sum(1 for _ in folder.entries()))

@@ -7,7 +7,8 @@ YOLO polygons cannot have holes, so each hole is joined to its outer boundary by
 hole empty. Components and holes smaller than ``min_area`` pixels are dropped / filled. Contours
 come from OpenCV's ``findContours``; vertices are pixel centres (as ``cv2.fillPoly`` reads them), nudged
 a quarter pixel so Ultralytics' truncating rasteriser gets the same pixels back. The split is deterministic per image: a hash of the seed and
-the image path, so adding images never moves the others between splits.
+the image path, so adding images never moves the others between splits. Excluded classes are left
+out and the others renumbered 0..nc-1 (Ultralytics wants no gaps), as ``data.yaml`` names them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 from .._io import atomic_write
 from ..formats.label_folder import LabelFolder
 from ..formats.manifest import ManifestEntry
-from .run import ExportOptions, copy_photo
+from .run import ExportOptions, copy_photo, kept_classes
 
 DATA_YAML = "data.yaml"
 # Vertices are pixel indices. Ultralytics rasterises polygons with ``astype(int32)`` (truncation), and
@@ -94,17 +95,20 @@ class YoloSegWriter:
     def __init__(self, folder: LabelFolder, out: Path, options: ExportOptions):
         self.folder, self.out, self.options = folder, out, options
         self.counts = {"train": 0, "val": 0}
+        kept = kept_classes(folder, options.exclude)
+        self.names = [folder.class_names[i] for i in kept]
+        self.yolo_id = {c: k for k, c in enumerate(kept)}  # Ultralytics wants ids 0..nc-1 without gaps
 
     def add(self, entry: ManifestEntry, labels: np.ndarray, confidence: np.ndarray | None, photo: Path | None) -> None:
         h, w = labels.shape
         split = "val" if in_val_split(entry.source, self.options.seed, self.options.val_fraction) else "train"
         lines = []
         for class_id in np.unique(labels):
-            if class_id >= len(self.folder.class_names):
-                continue  # ignore index
+            if int(class_id) not in self.yolo_id:
+                continue  # ignore index, or an excluded class
             for polygon in component_polygons(labels == class_id, self.options.min_area):
                 xy = (polygon + PIXEL_NUDGE) / (w, h)
-                lines.append(f"{class_id} " + " ".join(f"{v:.6f}" for v in xy.reshape(-1)))
+                lines.append(f"{self.yolo_id[int(class_id)]} " + " ".join(f"{v:.6f}" for v in xy.reshape(-1)))
         text = "".join(line + "\n" for line in lines)
         atomic_write(self.out / "labels" / split / f"{self.folder.stem_of(entry)}.txt", lambda tmp: Path(tmp).write_text(text))
         copy_photo(photo, self.out / "images" / split / f"{self.folder.stem_of(entry)}{PurePosixPath(entry.source).suffix}")
@@ -115,10 +119,10 @@ class YoloSegWriter:
 
     def close(self) -> None:
         val = "images/val" if self.counts["val"] else "images/train"  # Ultralytics needs a val entry
-        names = "".join(f"  {i}: {json.dumps(n)}\n" for i, n in enumerate(self.folder.class_names))
+        names = "".join(f"  {i}: {json.dumps(n)}\n" for i, n in enumerate(self.names))
         text = (
             "# Ultralytics YOLO segmentation dataset written by `maskclip export --format yolo-seg`.\n"
             "# Paths are relative to this file's folder.\n"
-            f"train: images/train\nval: {val}\nnc: {len(self.folder.class_names)}\nnames:\n{names}"
+            f"train: images/train\nval: {val}\nnc: {len(self.names)}\nnames:\n{names}"
         )
         atomic_write(self.out / DATA_YAML, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

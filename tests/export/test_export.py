@@ -248,3 +248,26 @@ def test_interrupted_export_leaves_no_temporary_files(folder, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         export_folder(tmp_path / "labels", tmp_path / "out", ExportOptions(format="coco"))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["failed.jsonl"]  # bad.jpg came before
+
+
+def test_exclude_leaves_classes_out(folder):
+    """--exclude background: COCO keeps the other ids, YOLO renumbers them without gaps, CVAT
+    makes the class unlabelled; an unknown name is refused before anything is written."""
+    tmp_path, maps = folder
+    images = ["--images", str(tmp_path / "images")]
+    assert export(tmp_path, "coco", "--exclude", "background", out="c").exit_code == 1
+    coco = COCO(str(tmp_path / "c/annotations.json"))
+    assert {c["id"]: c["name"] for c in coco.cats.values()} == {2: "cat", 3: "dog"}
+    assert {a["category_id"] for a in coco.anns.values()} == {2, 3}
+    assert export(tmp_path, "yolo-seg", "-x", "background", *images, "--val-fraction", "0", out="y").exit_code == 1
+    data = (tmp_path / "y/data.yaml").read_text()
+    assert 'nc: 2' in data and '0: "cat"' in data and '1: "dog"' in data
+    lines = (tmp_path / "y/labels/train/a.txt").read_text().splitlines()
+    masks = rasterise(lines, *maps["a.jpg"].shape)
+    for c in (1, 2):
+        assert iou(masks[c - 1].astype(bool), maps["a.jpg"] == c) >= 0.95
+    assert export(tmp_path, "cvat-mask", "--exclude", "cat", out="v").exit_code == 1
+    mask = np.asarray(Image.open(tmp_path / "v/SegmentationClass/a.png"))
+    assert set(np.unique(mask[maps["a.jpg"] == 1])) == {0}
+    result = export(tmp_path, "coco", "--exclude", "unicorn", out="u")
+    assert result.exit_code == 2 and "unicorn" in result.output and not (tmp_path / "u").exists()
