@@ -1,0 +1,106 @@
+"""Online MaskCLIP+ (paper §3.4, as the authors train it): a frozen CLIP labeller runs on each
+augmented training crop in the same step as the network being trained.
+
+The crop the network sees (resized, cropped, flipped, photometrically distorted, padded) is
+renormalised from the network's input statistics to CLIP's, snapped to the labeller's patch grid
+when its side is not a multiple of it, and scored by a frozen segmenter built from a
+:class:`~maskclip_cli.engine.maskclip.MaskCLIPConfig` (any ``method`` it supports). The class
+probabilities are upsampled bilinearly to the crop and their arg-max is the pseudo label; pixels
+below ``min_confidence`` and the crop's padding stay ignored.
+
+In zero-shot mode the labeller is built over the unseen classes only, as the authors'
+``MaskClipPlusHead.assign_label`` restricts the text embeddings to ``clip_unlabeled_cats`` before
+any refinement: unlabelled pixels take the best unseen class, and a seen class can never be given.
+
+Deliberate differences from the authors' code: the labeller's probabilities (softmax, or the
+key-smoothed scores) are upsampled, where the authors upsample the raw cosines when key smoothing
+is off; so ``min_confidence`` is a probability, where their ``conf_thresh`` compares cosines. The
+arg-max at a patch centre is the same; it can differ within one patch of a class boundary.
+The crop is scored as a whole (a sliding window recorded for ``maskclip label`` is not used).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+
+import torch
+import torch.nn.functional as F
+
+from ..clip.loading import LoadedCLIP
+from ..engine.maskclip import BACKGROUND, MaskCLIP, MaskCLIPConfig
+from ..engine.upsampling import upsample_argmax
+from ..errors import MaskCLIPError
+from ..formats.label_files import IGNORE_INDEX
+
+
+def labeller_config(settings: dict) -> MaskCLIPConfig:
+    """The :class:`MaskCLIPConfig` a label folder's recorded settings describe, for whole-crop use
+    (window and stride dropped: the crop is the unit online). Unknown keys are left out, so any
+    setting MaskCLIPConfig gains (e.g. ``method``) is taken over without a change here."""
+    known = {f.name for f in fields(MaskCLIPConfig)}
+    cfg = MaskCLIPConfig(**{k: v for k, v in settings.items() if k in known})
+    return replace(cfg, window=None, stride=None)
+
+
+class OnlineLabeller:
+    """Pseudo labels for a batch of augmented training crops, from a frozen MaskCLIP.
+
+    ``class_names`` are the training classes by id; with ``candidates`` (zero-shot: the unseen
+    class names) only those can be assigned. ``input_mean``/``input_std`` are the statistics the
+    crops were normalised with (the target network's); CLIP's own are taken from ``clip``.
+    """
+
+    def __init__(
+        self, clip: LoadedCLIP, class_names: list[str], config: MaskCLIPConfig,
+        input_mean: tuple[float, ...], input_std: tuple[float, ...],
+        candidates: list[str] | None = None, min_confidence: float = 0.0,
+    ):
+        background = [w.strip() for w in config.background if w.strip()]
+        has_bg = bool(background) and class_names[:1] == [BACKGROUND]
+        chosen = list(candidates) if candidates is not None else list(class_names)
+        unknown = [c for c in chosen if c not in class_names]
+        if unknown:
+            raise MaskCLIPError(f"Labeller classes not among the training classes: {', '.join(unknown)}.")
+        fg = [c for c in chosen if not (has_bg and c == BACKGROUND)]
+        if not fg:
+            raise MaskCLIPError("The online labeller needs at least one class besides the merged background.")
+        use_bg = has_bg and BACKGROUND in chosen
+        self.segmenter = MaskCLIP(clip, fg, replace(config, background=background if use_bg else []))
+        self.class_ids = torch.tensor([class_names.index(n) for n in self.segmenter.class_names])
+        self.class_names = list(class_names)
+        self.min_confidence = min_confidence
+        self.device = clip.device
+        self.patch = self.segmenter.patch
+        # x_clip = x * a + b maps the target's normalisation to CLIP's
+        m_in, s_in = torch.tensor(input_mean), torch.tensor(input_std)
+        m_clip, s_clip = torch.tensor(clip.mean), torch.tensor(clip.std)
+        self._scale = (s_in / s_clip)[:, None, None]
+        self._shift = ((m_in - m_clip) / s_clip)[:, None, None]
+
+    def clip_input(self, images: torch.Tensor) -> torch.Tensor:
+        """Crops normalised for the target network -> CLIP's normalisation, sides snapped to the patch grid."""
+        x = images.float() * self._scale.to(images.device) + self._shift.to(images.device)
+        h, w = x.shape[-2:]
+        sh, sw = (max(self.patch, round(v / self.patch) * self.patch) for v in (h, w))
+        if (sh, sw) != (h, w):
+            x = F.interpolate(x, size=(sh, sw), mode="bilinear", align_corners=False)
+        return x
+
+    @torch.no_grad()
+    def scores(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, K, h, w) probabilities of the K labeller classes (see ``class_ids``) on the crops' patch grid."""
+        return self.segmenter.scores(self.clip_input(images).to(self.device))
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pseudo labels (B, H, W) as training class ids and their confidence (B, H, W) for crops
+        (B, 3, H, W); ignore below ``min_confidence`` and where ``valid`` is ignore (crop padding)."""
+        probs = self.scores(images)
+        size = tuple(images.shape[-2:])
+        ids = self.class_ids.to(probs.device)
+        labels, confidence = zip(*(upsample_argmax(p, size) for p in probs))
+        labels, confidence = ids[torch.stack(labels)], torch.stack(confidence)
+        drop = confidence < self.min_confidence
+        if valid is not None:
+            drop |= valid.to(drop.device) == IGNORE_INDEX
+        return labels.masked_fill(drop, IGNORE_INDEX).to(images.device), confidence.to(images.device)
