@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..clip.loading import LoadedCLIP
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..engine.maskclip import MaskCLIP, MaskCLIPConfig
 from ..engine.segmenter import Segmenter
 from ..errors import MaskCLIPError, check_range
@@ -27,6 +28,7 @@ from ..hooks import SILENT, ProgressHook
 from ..labelling.label_job import LabelOptions, label_folder
 from ..training.class_text import from_maskclip
 from ..training.loop import METRICS_FILE, TrainConfig, train
+from ..training.online_labeller import OnlineLabeller
 from .assets import load_synthetic_clip
 from .export import write_split
 from .world import BACKGROUND_PHRASE, CLASSES, WorldSpec, make_scene
@@ -40,6 +42,7 @@ MASKCLIP_ROWS: tuple[tuple[str, dict], ...] = (
     ("MaskCLIP +KS+PD", {}),
 )
 CHANCE, GUIDED, SELF_TRAINED = "random labels (chance)", "MaskCLIP+ (guided)", "MaskCLIP+ (+self-training)"
+ONLINE_GUIDED, ONLINE_SELF_TRAINED = "MaskCLIP+ online (guided)", "MaskCLIP+ online (+self-training)"
 ROW_NAMES = (CHANCE,) + tuple(name for name, _ in MASKCLIP_ROWS) + (GUIDED, SELF_TRAINED)
 # Scene streams: the tiny CLIP was trained on world seed 0, so demo worlds start far from it.
 WORLD_SEED_BASE = 1000
@@ -53,6 +56,7 @@ class DemoSettings:
     train_scenes: int = 200
     val_scenes: int = 100
     maskclip_plus: bool = True
+    online: bool = False  # also train MaskCLIP+ online (labeller on every crop) beside the offline run
     guided_iters: int = 200
     self_train_iters: int = 100
     batch_size: int = 8
@@ -96,13 +100,14 @@ def chance_miou(world: int, count: int, spec: WorldSpec = WorldSpec(), seed: int
     return cm.scores().miou
 
 
-def _train_config(s: DemoSettings, out: Path) -> TrainConfig:
+def _train_config(s: DemoSettings, out: Path, online: bool = False) -> TrainConfig:
     """MaskCLIP+'s short schedule: guided learning, then self-training, in one run as in the
     paper, validated on the held-out scenes when the guided phase ends and at the end.
     Photometric distortion is off: it shifts hue, and hue is what the classes of this world are."""
     iters = s.guided_iters + s.self_train_iters
     return TrainConfig(
-        images=out / "train" / "images", labels=out / "pseudo-labels", out=out / "maskclip-plus", backbone=s.backbone,
+        images=out / "train" / "images", labels=out / "pseudo-labels", out=out / ("maskclip-plus-online" if online else "maskclip-plus"),
+        backbone=s.backbone, online=online,
         backbone_weights="none", iters=iters, self_train=s.self_train_iters > 0, guided_iters=s.guided_iters,
         batch_size=s.batch_size, crop_size=s.spec.size, photometric=False, lr=s.lr, seed=s.seed, workers=0,
         checkpoint_every=iters, log_every=10, amp=False, val_images=out / "val" / "JPEGImages",
@@ -121,9 +126,10 @@ def _val_miou(run: Path, iteration: int) -> float:
 
 def run_demo(out: Path, settings: DemoSettings = DemoSettings(), clip: LoadedCLIP | None = None,
              hook: ProgressHook = SILENT) -> dict[str, float]:
-    """Run everything under ``out``; return ``{row name: mIoU (0-1)}`` in :data:`ROW_NAMES` order
-    (the MaskCLIP+ rows only with ``settings.maskclip_plus``, self-training only with
-    ``self_train_iters`` > 0)."""
+    """Run everything under ``out``; return ``{row name: mIoU (0-1)}`` in :data:`ROW_NAMES` order, then
+    the ``ONLINE_*`` rows
+    (the MaskCLIP+ rows only with ``settings.maskclip_plus``, the online ones only with
+    ``settings.online``, self-training only with ``self_train_iters`` > 0)."""
     s = settings
     clip = clip or load_synthetic_clip(hook=hook)
     hook.info(f"Writing {s.val_scenes} held-out scenes to {out / 'val'}")
@@ -145,4 +151,13 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), clip: LoadedCLI
     results[GUIDED] = _val_miou(config.out, s.guided_iters)
     if s.self_train_iters:
         results[SELF_TRAINED] = _val_miou(config.out, config.iters)
+    if s.online:
+        config = _train_config(s, out, online=True)
+        shutil.rmtree(config.out, ignore_errors=True)
+        hook.info("Training MaskCLIP+ online: the same labeller scores every augmented crop")
+        online = OnlineLabeller(clip, list(labeller.class_names), labeller.config, IMAGENET_MEAN, IMAGENET_STD)
+        train(config, from_maskclip(labeller), device=clip.device, hook=hook, labeller=online)
+        results[ONLINE_GUIDED] = _val_miou(config.out, s.guided_iters)
+        if s.self_train_iters:
+            results[ONLINE_SELF_TRAINED] = _val_miou(config.out, config.iters)
     return results
