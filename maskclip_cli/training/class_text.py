@@ -15,6 +15,7 @@ import torch
 
 from .._io import file_sha256
 from ..clip.last_block import DEFAULT_METHOD
+from ..clip.loading import LoadedCLIP, load_clip
 from ..constants import DEFAULT_PRETRAINED
 from ..engine.maskclip import BACKGROUND, MaskCLIP, MaskCLIPConfig
 from ..errors import MaskCLIPError
@@ -56,33 +57,53 @@ def _weights_args(record: LabelRecord, pretrained: str | None, checkpoint: Path 
     return {"tag": weights.tag, "random": "none"}.get(weights.kind) or DEFAULT_PRETRAINED, None
 
 
+def _checked_method(record: LabelRecord, method: str | None) -> str:
+    """The recorded dense-feature method; an error when ``method`` is given and differs."""
+    recorded = record.inference.get("method", DEFAULT_METHOD)
+    if method is not None and method != recorded:
+        raise MaskCLIPError(f"--method {method} was asked for, but the labels were made with --method {recorded}.")
+    return recorded
+
+
+def load_labels_clip(
+    record: LabelRecord, model: str | None = None, pretrained: str | None = None, checkpoint: Path | None = None,
+    quick_gelu: bool | None = None, device: str | torch.device = "cpu", hook: ProgressHook = SILENT,
+) -> LoadedCLIP:
+    """The CLIP recorded in ``record`` (or the one given): the text classifier's, and online the labeller's.
+
+    It is built with the activation recorded for the labels unless ``quick_gelu`` is given (records
+    of 0.1.0 hold none: it is then built as its weights were trained)."""
+    model = model or (record.clip.model if record.clip else None)
+    if not model:
+        raise MaskCLIPError("classes.json does not say which CLIP made the labels; pass --model with --pretrained or --checkpoint.")
+    pretrained, checkpoint = _weights_args(record, pretrained, checkpoint, hook)
+    if quick_gelu is None and record.clip is not None:
+        quick_gelu = record.clip.quick_gelu
+    return load_clip(model, pretrained, checkpoint, device, hook=hook, quick_gelu=quick_gelu)
+
+
+def class_text_from_clip(clip: LoadedCLIP, record: LabelRecord, method: str | None = None, hook: ProgressHook = SILENT) -> ClassText:
+    """Embed ``record``'s classes with ``clip``, with the recorded templates and background words.
+
+    ``method``, when given, must be the dense-feature method recorded for the labels (a guard
+    against training on labels other than the ones meant); it is kept in the classifier's record."""
+    recorded = _checked_method(record, method)
+    names, background = record.classes, record.background
+    fg = names[1:] if background and names[:1] == [BACKGROUND] else names
+    fg = [record.synonyms.get(n, n) for n in fg]  # a class's synonym words are rows of the classifier too
+    mc = MaskCLIP(clip, fg, MaskCLIPConfig(method=recorded, templates=record.templates, background=background), hook=hook)
+    if mc.class_names != names:
+        raise MaskCLIPError(f"Rebuilt classes {mc.class_names} differ from classes.json {names}.")
+    return from_maskclip(mc)
+
+
 def class_text_for_labels(
     record: LabelRecord, model: str | None = None, pretrained: str | None = None,
     checkpoint: Path | None = None, device: str | torch.device = "cpu", hook: ProgressHook = SILENT,
     method: str | None = None, quick_gelu: bool | None = None,
 ) -> ClassText:
-    """Load the CLIP recorded in ``record`` (or the one given) and embed its classes.
-
-    ``method``, when given, must be the dense-feature method recorded for the labels (a guard
-    against training on labels other than the ones meant); it is kept in the classifier's record.
-    The CLIP is built with the activation recorded for the labels unless ``quick_gelu`` is given
-    (records of 0.1.0 hold none: it is then built as its weights were trained)."""
-    from ..clip.loading import load_clip
-
-    recorded = record.inference.get("method", DEFAULT_METHOD)
-    if method is not None and method != recorded:
-        raise MaskCLIPError(f"--method {method} was asked for, but the labels were made with --method {recorded}.")
-    model = model or (record.clip.model if record.clip else None)
-    if not model:
-        raise MaskCLIPError("classes.json does not say which CLIP made the labels; pass --model with --pretrained or --checkpoint.")
-    pretrained, checkpoint = _weights_args(record, pretrained, checkpoint, hook)
-    names, background = record.classes, record.background
-    fg = names[1:] if background and names[:1] == [BACKGROUND] else names
-    fg = [record.synonyms.get(n, n) for n in fg]  # a class's synonym words are rows of the classifier too
-    if quick_gelu is None and record.clip is not None:
-        quick_gelu = record.clip.quick_gelu
-    clip = load_clip(model, pretrained, checkpoint, device, hook=hook, quick_gelu=quick_gelu)
-    mc = MaskCLIP(clip, fg, MaskCLIPConfig(method=recorded, templates=record.templates, background=background), hook=hook)
-    if mc.class_names != names:
-        raise MaskCLIPError(f"Rebuilt classes {mc.class_names} differ from classes.json {names}.")
-    return from_maskclip(mc)
+    """Load the CLIP recorded in ``record`` (or the one given) and embed its classes (see
+    :func:`load_labels_clip` for ``quick_gelu`` and :func:`class_text_from_clip` for ``method``)."""
+    _checked_method(record, method)  # before the (slow) model load
+    clip = load_labels_clip(record, model, pretrained, checkpoint, quick_gelu, device, hook)
+    return class_text_from_clip(clip, record, method, hook)

@@ -1,5 +1,7 @@
 """MaskCLIP+ training (paper §3.4, §4): DeepLabv2 with CLIP's text classifier, learnt from
-MaskCLIP's pseudo labels, then optionally from its own predictions (self-training).
+MaskCLIP's pseudo labels, then optionally from its own predictions (self-training). The pseudo
+labels are read from a label folder (offline), or made on each augmented crop by a frozen CLIP
+labeller in the same step (``online``, as the paper trains; see :mod:`.online_labeller`).
 
 The run folder holds ``checkpoint.pt`` (latest, rewritten every ``checkpoint_every`` iterations,
 at the end and on Ctrl-C), ``metrics.jsonl`` and ``config.json``. Batches are a pure function of
@@ -38,8 +40,9 @@ from .checkpointing import (
     rng_state,
     save_checkpoint,
 )
-from .class_text import ClassText, class_text_for_labels
+from .class_text import ClassText, class_text_from_clip, load_labels_clip
 from .deeplab import NO_WEIGHTS, DeepLabV2
+from .online_labeller import OnlineLabeller, labeller_config
 from .pseudo_label_dataset import (
     IterationBatches,
     PseudoLabelDataset,
@@ -62,7 +65,7 @@ class TrainConfig:
     schedule (MMSegmentation's DeepLabv2 config): 8k iterations, batch 16, crop 512, SGD 0.01."""
 
     images: Path
-    labels: Path
+    labels: Path | None  # the label folder; None only online with ``record``
     out: Path
     backbone: str = "resnet101"
     backbone_weights: str = "imagenet"
@@ -97,6 +100,8 @@ class TrainConfig:
     clip_checkpoint: Path | None = None  # its weights file; default: from classes.json
     clip_quick_gelu: bool | None = None  # its activation (QuickGELU or GELU); default: from classes.json
     method: str | None = None  # the dense-feature method the labels must have been made with (a guard)
+    online: bool = False  # pseudo labels from a frozen CLIP labeller on every augmented crop
+    record: dict | None = None  # online without a label folder: how to label (a LabelRecord.to_dict())
 
     def __post_init__(self) -> None:  # checked on construction, before any data or model is loaded
         for name, low in (("iters", 1), ("batch_size", 1), ("crop_size", MIN_CROP), ("workers", 0),
@@ -158,14 +163,23 @@ def _ignore_sigint(_worker: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _check_resume(saved: dict, cfg: TrainConfig, hook: ProgressHook, given: Collection[str] | None = None) -> TrainConfig:
-    """Resume with the saved configuration; say which of the ``given`` options (default: all) it overrides."""
+def _check_resume(saved: dict, cfg: TrainConfig, hook: ProgressHook, given: Collection[str] | None = None,
+                  iters: int | None = None, done: int = 0) -> TrainConfig:
+    """Resume with the saved configuration; say which of the ``given`` options (default: all) it
+    overrides. ``iters`` sets a new total; a self-training run keeps the guided phase it started with."""
     values = cfg.as_json()
-    changed = sorted(k for k, v in saved.items() if k in values and values[k] != v and k not in ("out", "workers")
+    changed = sorted(k for k, v in saved.items() if k in values and values[k] != v and k not in ("out", "workers", "iters")
                      and (given is None or k in given))
     if changed:
         hook.warn(f"--resume continues the saved run; ignoring changed options: {', '.join(changed)}.")
     merged = {**saved, "out": cfg.out, "workers": cfg.workers}
+    if iters is not None and iters != saved["iters"]:
+        if iters < done:
+            raise MaskCLIPError(f"--iters {iters} is below the {done} iterations the run has done.")
+        if merged["self_train"] and merged["guided_iters"] is None:  # iters // 10 of the run as started
+            merged["guided_iters"] = saved["iters"] // 10
+        merged["iters"] = iters
+        hook.info(f"Extending the run from {saved['iters']} to {iters} iterations; the poly LR schedule is recomputed for {iters}.")
     for key in ("images", "labels", "gt_labels", "val_images", "val_labels", "clip_checkpoint"):
         merged[key] = Path(merged[key]) if merged.get(key) is not None else None
     return TrainConfig(**merged)
@@ -189,6 +203,16 @@ def _optimizer(model: DeepLabV2, cfg: TrainConfig) -> torch.optim.SGD:
         {"params": list(model.aspp.parameters()), "lr": cfg.lr * cfg.head_lr_mult},
     ]
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def _fit_schedule(scheduler: torch.optim.lr_scheduler.PolynomialLR, total: int, done: int) -> None:
+    """A restored poly schedule stretched to ``total`` iterations (``--resume --iters``): the LR at
+    iteration ``done`` becomes ``base * (1 - done / total) ** power``, and it decays from there."""
+    if scheduler.total_iters == total:
+        return
+    scheduler.total_iters = total
+    for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+        group["lr"] = base * (1 - min(done, total) / total) ** scheduler.power
 
 
 def _logged_iteration(line: str) -> int | None:
@@ -224,6 +248,7 @@ class Run:
     meta: dict  # what a checkpoint records about the network besides its weights
     start: int  # first iteration to run
     window: list[float]  # losses since the last metrics line (saved, so a resume logs the same windows)
+    labeller: OnlineLabeller | None = None  # online: labels each crop (zero-shot: the unseen classes only)
 
     def save(self, iteration: int) -> None:
         if self.dist.main:
@@ -246,32 +271,56 @@ def _saved_text(meta: dict) -> ClassText:
     return ClassText(meta["class_names"], meta["text"], meta["groups"], record)
 
 
+def _label_source(cfg: TrainConfig) -> tuple[LabelFolder | None, LabelRecord]:
+    """The label folder (None online without one) and the record of how its labels were made."""
+    if cfg.labels is not None and cfg.record is not None:
+        raise MaskCLIPError("Give a label folder or a labelling record, not both.")
+    if cfg.labels is None:
+        if not (cfg.online and cfg.record):
+            raise MaskCLIPError("Training needs --labels (a folder made by `maskclip label`), or --online with --classes.")
+        return None, LabelRecord.from_dict(cfg.record)
+    folder = LabelFolder.open(cfg.labels)
+    return folder, folder.record
+
+
+def _saved_labeller(meta: dict) -> LabelRecord:
+    """The record of a checkpoint's online labeller; one that cannot be reloaded is one clear error."""
+    record = LabelRecord.from_dict(meta["labeller"])
+    if record.clip is None or record.clip.weights.kind == "in-memory":
+        raise MaskCLIPError("This run's online labeller was a CLIP built in memory; pass the same labeller to resume it.")
+    return record
+
+
 def setup(cfg: TrainConfig, text: ClassText | None = None, device: str | torch.device = "cpu", resume: bool = False,
-          hook: ProgressHook = SILENT, given: Collection[str] | None = None) -> Run:
-    """Check the inputs, build (or restore) network, optimiser and data, and join the process group.
+          hook: ProgressHook = SILENT, given: Collection[str] | None = None, labeller: OnlineLabeller | None = None,
+          iters: int | None = None) -> Run:
+    """Check the inputs, build (or restore) network, optimiser, data and online labeller, and join the process group.
 
     ``text`` is the frozen classifier; by default it is rebuilt from the label folder's record (with
     ``cfg.clip_*`` overrides). A resumed run takes its own from the checkpoint, keeps its saved options
     and warns about those of ``cfg`` that differ, among ``given`` (the fields the caller set on purpose,
-    e.g. typed flags; default: every field).
+    e.g. typed flags; default: every field); ``iters`` sets a new total (the poly schedule is
+    recomputed for it). With ``cfg.online`` the pseudo labels come from ``labeller`` (by default
+    built, on this process's device, from the label folder's record or ``cfg.record``, or on resume
+    from the checkpoint's), run on each augmented crop.
     """
     ckpt_path = cfg.out / CHECKPOINT_FILE
-    state = None
+    state, labeller_record = None, None
     if resume:
         state = load_checkpoint(ckpt_path)
-        cfg = _check_resume(state["config"], cfg, hook, given)
+        cfg = _check_resume(state["config"], cfg, hook, given, iters, state["iteration"])
         text = _saved_text(state["meta"])
+        if cfg.online and labeller is None:
+            labeller_record = _saved_labeller(state["meta"])
     elif ckpt_path.is_file():
         raise MaskCLIPError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out.")
 
-    folder = LabelFolder.open(cfg.labels)
-    if text is None:
-        text = class_text_for_labels(folder.record, cfg.clip_model, cfg.clip_pretrained, cfg.clip_checkpoint, device, hook,
-                                     cfg.method, cfg.clip_quick_gelu)
-    if text.class_names != folder.class_names:
-        raise MaskCLIPError(f"Text classes {text.class_names} differ from {cfg.labels}/classes.json {folder.class_names}.")
-    unseen = _unseen_ids(cfg, folder.class_names)
-    samples, unlabelled = find_samples(cfg.images, folder, cfg.gt_labels)
+    folder, record = _label_source(cfg)
+    names = folder.class_names if folder else record.classes
+    if text is not None and text.class_names != names:
+        raise MaskCLIPError(f"Text classes {text.class_names} differ from {cfg.labels}/classes.json {names}.")
+    unseen = _unseen_ids(cfg, names)
+    samples, unlabelled = find_samples(cfg.images, None if cfg.online else folder, cfg.gt_labels)
     if unlabelled:
         hook.warn(f"{unlabelled} images in {cfg.images} have no label map and are left out.")
     if (cfg.val_images is None) != (cfg.val_labels is None):
@@ -281,6 +330,20 @@ def setup(cfg: TrainConfig, text: ClassText | None = None, device: str | torch.d
     d = distributed.setup(torch.device(device))
     if cfg.batch_size % d.world:
         raise MaskCLIPError(f"--batch-size {cfg.batch_size} must be divisible by the {d.world} processes.")
+    clip = None  # loaded once, on this process's device, for whichever of text and labeller is missing
+    if text is None or (cfg.online and labeller is None):
+        overrides = ((None,) * 4 if labeller_record
+                     else (cfg.clip_model, cfg.clip_pretrained, cfg.clip_checkpoint, cfg.clip_quick_gelu))
+        clip = load_labels_clip(labeller_record or record, *overrides, device=d.device, hook=hook)
+    if text is None:
+        text = class_text_from_clip(clip, record, cfg.method, hook)
+        if text.class_names != names:
+            raise MaskCLIPError(f"Text classes {text.class_names} differ from {cfg.labels}/classes.json {names}.")
+    if cfg.online and labeller is None:
+        inference = (labeller_record or record).inference
+        labeller = OnlineLabeller(clip, names, labeller_config(inference), IMAGENET_MEAN, IMAGENET_STD)
+    if labeller is not None and labeller.class_names != names:
+        raise MaskCLIPError(f"The online labeller's classes {labeller.class_names} differ from the training classes {names}.")
     torch.manual_seed(cfg.seed)
     model = DeepLabV2(cfg.backbone, text.text, text.groups, NO_WEIGHTS if state else cfg.backbone_weights).to(d.device)
     optimizer = _optimizer(model, cfg)
@@ -292,6 +355,7 @@ def setup(cfg: TrainConfig, text: ClassText | None = None, device: str | torch.d
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        _fit_schedule(scheduler, cfg.iters, state["iteration"])
         scaler.load_state_dict(state["scaler"])
         restore_rng(state["rng"])
         start = state["iteration"]
@@ -299,7 +363,7 @@ def setup(cfg: TrainConfig, text: ClassText | None = None, device: str | torch.d
         del state
 
     aug = AugmentConfig(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.crop_size, cfg.flip, cfg.photometric, IMAGENET_MEAN, IMAGENET_STD)
-    dataset = PseudoLabelDataset(samples, len(folder.class_names), aug, cfg.min_confidence, unseen.tolist() if unseen is not None else None)
+    dataset = PseudoLabelDataset(samples, len(names), aug, cfg.min_confidence, unseen.tolist() if unseen is not None else None)
     batches = IterationBatches(len(dataset), cfg.batch_size // d.world, cfg.seed, start, cfg.iters, d.rank, d.world)
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers, pin_memory=d.device.type == "cuda",
                         worker_init_fn=_ignore_sigint, collate_fn=collate)
@@ -307,12 +371,16 @@ def setup(cfg: TrainConfig, text: ClassText | None = None, device: str | torch.d
         "backbone": cfg.backbone, "class_names": text.class_names, "text": text.text, "groups": text.groups,
         "record": text.record.to_dict(), "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "short_side": cfg.crop_size,
     }
+    if labeller is not None:
+        meta["labeller"] = labeller.record().to_dict()
+        if unseen is not None:  # assign_label: only the unseen classes are candidates
+            labeller = labeller.restricted(cfg.unseen)
     if d.main:
         cfg.out.mkdir(parents=True, exist_ok=True)
         write_json(cfg.out / CONFIG_FILE, cfg.as_json())
         _trim_metrics(cfg.out / METRICS_FILE, start)
     return Run(cfg, d, model, distributed.wrap(model, d), optimizer, scheduler, scaler, use_amp, loader, text, unseen,
-               val_pairs, meta, start, window)
+               val_pairs, meta, start, window, labeller)
 
 
 def step(run: Run, batch: dict, iteration: int) -> tuple[float, float, bool]:
@@ -321,7 +389,9 @@ def step(run: Run, batch: dict, iteration: int) -> tuple[float, float, bool]:
     x = batch["image"].to(device, non_blocking=True)
     gt = batch["gt"].to(device)
     guided = iteration < cfg.guided
-    if guided:
+    if guided and run.labeller is not None:  # online: the labeller on this very crop
+        labels, _ = run.labeller(x, batch["valid"], cfg.min_confidence)
+    elif guided:
         labels = batch["pseudo"].to(device)
     else:
         labels = self_labels(run.model, x, run.unseen, cfg.self_train_threshold)
@@ -342,12 +412,14 @@ def step(run: Run, batch: dict, iteration: int) -> tuple[float, float, bool]:
 
 
 def train(cfg: TrainConfig, text: ClassText | None = None, device: str | torch.device = "cpu", resume: bool = False,
-          hook: ProgressHook = SILENT, given: Collection[str] | None = None) -> TrainSummary:
+          hook: ProgressHook = SILENT, given: Collection[str] | None = None, labeller: OnlineLabeller | None = None,
+          iters: int | None = None) -> TrainSummary:
     """Train (or with ``resume`` continue) the run in ``cfg.out``; returns when ``cfg.iters`` are done.
 
-    See :func:`setup` for ``text`` and ``given``. Raises KeyboardInterrupt after saving a checkpoint when interrupted.
+    See :func:`setup` for ``text``, ``given``, ``labeller`` and ``iters``. Raises KeyboardInterrupt
+    after saving a checkpoint when interrupted.
     """
-    run = setup(cfg, text, device, resume, hook, given)
+    run = setup(cfg, text, device, resume, hook, given, labeller, iters)
     cfg, d, start = run.cfg, run.dist, run.start
     stop, losses, timed = _StopRequest(), [], 0  # timed: iterations this process ran since the last line
     summary = TrainSummary(start, start, 0.0, float("nan"), cfg.out / CHECKPOINT_FILE)

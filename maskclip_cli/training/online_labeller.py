@@ -21,24 +21,25 @@ The crop is scored as a whole (a sliding window recorded for ``maskclip label`` 
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 
 import torch
 import torch.nn.functional as F
 
 from ..clip.loading import LoadedCLIP
+from ..constants import IGNORE_INDEX
 from ..engine.maskclip import BACKGROUND, MaskCLIP, MaskCLIPConfig
 from ..engine.upsampling import upsample_argmax
 from ..errors import MaskCLIPError
-from ..formats.label_files import IGNORE_INDEX
+from ..record import LabelRecord
 
 
-def labeller_config(settings: dict) -> MaskCLIPConfig:
-    """The :class:`MaskCLIPConfig` a label folder's recorded settings describe, for whole-crop use
-    (window and stride dropped: the crop is the unit online). Unknown keys are left out, so any
-    setting MaskCLIPConfig gains (e.g. ``method``) is taken over without a change here."""
+def labeller_config(inference: dict) -> MaskCLIPConfig:
+    """The :class:`MaskCLIPConfig` a record's inference settings describe, for whole-crop use
+    (window and stride dropped: the crop is the unit online). Keys MaskCLIPConfig does not know
+    are left out; every one it has (``method`` included) is taken over."""
     known = {f.name for f in fields(MaskCLIPConfig)}
-    cfg = MaskCLIPConfig(**{k: v for k, v in settings.items() if k in known})
+    cfg = MaskCLIPConfig(**{k: v for k, v in inference.items() if k in known})
     return replace(cfg, window=None, stride=None)
 
 
@@ -53,7 +54,7 @@ class OnlineLabeller:
     def __init__(
         self, clip: LoadedCLIP, class_names: list[str], config: MaskCLIPConfig,
         input_mean: tuple[float, ...], input_std: tuple[float, ...],
-        candidates: list[str] | None = None, min_confidence: float = 0.0,
+        candidates: list[str] | None = None,
     ):
         background = [w.strip() for w in config.background if w.strip()]
         has_bg = bool(background) and class_names[:1] == [BACKGROUND]
@@ -68,7 +69,7 @@ class OnlineLabeller:
         self.segmenter = MaskCLIP(clip, fg, replace(config, background=background if use_bg else []))
         self.class_ids = torch.tensor([class_names.index(n) for n in self.segmenter.class_names])
         self.class_names = list(class_names)
-        self.min_confidence = min_confidence
+        self._args = (clip, list(class_names), config, tuple(input_mean), tuple(input_std))
         self.device = clip.device
         self.patch = self.segmenter.patch
         # x_clip = x * a + b maps the target's normalisation to CLIP's
@@ -76,6 +77,16 @@ class OnlineLabeller:
         m_clip, s_clip = torch.tensor(clip.mean), torch.tensor(clip.std)
         self._scale = (s_in / s_clip)[:, None, None]
         self._shift = ((m_in - m_clip) / s_clip)[:, None, None]
+
+    def record(self) -> LabelRecord:
+        """How this labeller labels (CLIP, settings, all training classes): saved in checkpoints, so a
+        resumed run rebuilds the same labeller."""
+        clip, names, config = self._args[:3]
+        return LabelRecord(classes=list(names), clip=clip.source, inference=asdict(config))
+
+    def restricted(self, candidates: list[str]) -> OnlineLabeller:
+        """The same labeller (same CLIP, settings and classes) that can assign only ``candidates``."""
+        return OnlineLabeller(*self._args, candidates=candidates)
 
     def clip_input(self, images: torch.Tensor) -> torch.Tensor:
         """Crops normalised for the target network -> CLIP's normalisation, sides snapped to the patch grid."""
@@ -92,7 +103,7 @@ class OnlineLabeller:
         return self.segmenter.scores(self.clip_input(images).to(self.device))
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, images: torch.Tensor, valid: torch.Tensor | None = None, min_confidence: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Pseudo labels (B, H, W) as training class ids and their confidence (B, H, W) for crops
         (B, 3, H, W); ignore below ``min_confidence`` and where ``valid`` is ignore (crop padding)."""
         probs = self.scores(images)
@@ -100,7 +111,7 @@ class OnlineLabeller:
         ids = self.class_ids.to(probs.device)
         labels, confidence = zip(*(upsample_argmax(p, size) for p in probs))
         labels, confidence = ids[torch.stack(labels)], torch.stack(confidence)
-        drop = confidence < self.min_confidence
+        drop = confidence < min_confidence
         if valid is not None:
             drop |= valid.to(drop.device) == IGNORE_INDEX
         return labels.masked_fill(drop, IGNORE_INDEX).to(images.device), confidence.to(images.device)

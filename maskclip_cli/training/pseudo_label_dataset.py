@@ -1,7 +1,7 @@
 """The training set of MaskCLIP+: images paired with the pseudo labels ``maskclip label`` wrote.
 
 ``--images DIR/<rel>.<ext>`` pairs with its label map and confidence map in the label folder
-(found through formats.label_folder), and in zero-shot mode with ``GT_DIR/<rel>.png``. Samples are addressed by ``(index, seed)`` keys that
+(found through formats.label_folder; online training reads images only), and in zero-shot mode with ``GT_DIR/<rel>.png``. Samples are addressed by ``(index, seed)`` keys that
 :func:`batch_keys` derives from (run seed, iteration), so which images and which crops a step
 sees depend on nothing but its iteration number: that is what makes ``--resume`` exact.
 """
@@ -31,20 +31,23 @@ from .zero_shot import mask_unseen
 @dataclass
 class Sample:
     image: Path
-    label: Path
+    label: Path | None  # None online: the labels are made on the crop
     confidence: Path | None
     gt: Path | None
 
 
-def find_samples(images: Path, labels: LabelFolder, gt: Path | None = None) -> tuple[list[Sample], int]:
+def find_samples(images: Path, labels: LabelFolder | None, gt: Path | None = None) -> tuple[list[Sample], int]:
     """Images that have a label map (and ground truth, when ``gt`` is given), plus how many
-    images had no label map (failed or not yet labelled; the caller warns)."""
+    images had no label map (failed or not yet labelled; the caller warns). With ``labels`` None
+    (online labelling) every image is a sample."""
     rels = find_images(images)
+    if not rels:
+        raise MaskCLIPError(f"No images found in {images}.")
     stems = output_stems(rels)
     samples, unlabelled = [], 0
     for rel in rels:
-        label = labels.label_path(stems[rel])
-        if not label.is_file():
+        label = labels.label_path(stems[rel]) if labels is not None else None
+        if label is not None and not label.is_file():
             unlabelled += 1
             continue
         gt_file = None
@@ -52,7 +55,7 @@ def find_samples(images: Path, labels: LabelFolder, gt: Path | None = None) -> t
             gt_file = gt / f"{stems[rel]}.png"
             if not gt_file.is_file():
                 raise MaskCLIPError(f"Ground-truth label map missing for {rel}: expected {gt_file}.")
-        samples.append(Sample(images / rel, label, labels.find_confidence(stems[rel]), gt_file))
+        samples.append(Sample(images / rel, label, labels.find_confidence(stems[rel]) if labels else None, gt_file))
     if not samples:
         raise MaskCLIPError(f"No image in {images} has a label map in {labels.label_path('').parent}.")
     return samples, unlabelled
@@ -92,8 +95,11 @@ class PseudoLabelDataset(Dataset):
         with Image.open(s.image) as im:
             image = TF.pil_to_tensor(im.convert("RGB"))
         size = (image.shape[2], image.shape[1])
-        pseudo = read_map(s.label, size)
-        self._check_ids(pseudo, s.label)
+        if s.label is None:
+            pseudo = torch.full((size[1], size[0]), IGNORE_INDEX, dtype=torch.uint8)
+        else:
+            pseudo = read_map(s.label, size)
+            self._check_ids(pseudo, s.label)
         if s.confidence is not None and self.min_confidence > 0:  # either stored format (PNG or npy)
             pseudo[_at_size(read_confidence(s.confidence), size) < self.min_confidence] = IGNORE_INDEX
         gt = torch.full_like(pseudo, IGNORE_INDEX)

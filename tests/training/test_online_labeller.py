@@ -68,7 +68,7 @@ def test_min_confidence_ignores_less_confident_pixels():
     x, valid = _crops((32, 32))
     _, conf = OnlineLabeller(clip, NAMES, cfg, IMAGENET_MEAN, IMAGENET_STD)(x, valid)
     threshold = float(conf.median())
-    labels, _ = OnlineLabeller(clip, NAMES, cfg, IMAGENET_MEAN, IMAGENET_STD, min_confidence=threshold)(x, valid)
+    labels, _ = OnlineLabeller(clip, NAMES, cfg, IMAGENET_MEAN, IMAGENET_STD)(x, valid, min_confidence=threshold)
     assert torch.equal(labels == IGN, conf < threshold)
 
 
@@ -119,3 +119,13 @@ def test_background_words_and_config_from_settings():
     assert zs.segmenter.class_names == ["background", "dog"] and zs.class_ids.tolist() == [0, 2]
     with pytest.raises(MaskCLIPError, match="horse"):
         OnlineLabeller(clip, names, cfg, IMAGENET_MEAN, IMAGENET_STD, candidates=["horse"])
+
+
+def test_restricted_labeller_equals_one_built_over_the_candidates():
+    clip = make_tiny_clip("vit")
+    cfg = MaskCLIPConfig(templates="simple", key_smoothing=False, prompt_denoising=True)
+    full = OnlineLabeller(clip, NAMES, cfg, IMAGENET_MEAN, IMAGENET_STD)
+    x, valid = _crops((32, 32))
+    a, _ = full.restricted(["cow", "cat"])(x, valid)
+    b, _ = OnlineLabeller(clip, NAMES, cfg, IMAGENET_MEAN, IMAGENET_STD, candidates=["cow", "cat"])(x, valid)
+    assert torch.equal(a, b) and set(a.unique().tolist()) <= {1, 3}
