@@ -43,7 +43,7 @@ def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoint.pt, metrics.jsonl, config.json.")],
     backbone: Annotated[str, typer.Option(help="DeepLabv2 backbone: resnet101 (paper), resnet50, or resnet18 (tests, quick runs).")] = "resnet101",
     backbone_weights: Annotated[str, typer.Option(help="imagenet (torchvision weights, from torch's cache or downloaded), none (random init), or PATH to a torchvision ResNet state dict.")] = "imagenet",
-    iters: Annotated[int, typer.Option(min=1, help="Training iterations (paper: 8k COCO-Stuff / 4k Context annotation-free; 20k-80k zero-shot).")] = 8000,
+    iters: Annotated[int, typer.Option(min=1, help="Training iterations (paper: 8k COCO-Stuff / 4k Context annotation-free; 20k-80k zero-shot). With --resume: a new total for the run; the poly LR schedule is recomputed for it.")] = 8000,
     self_train: Annotated[bool, typer.Option("--self-train/--no-self-train", help="After MaskCLIP-guided learning, train on the model's own predictions.")] = False,
     guided_iters: Annotated[Optional[int], typer.Option(min=0, help="Iterations of MaskCLIP-guided learning before self-training, at most --iters. Default: all iterations, or iters/10 with --self-train (paper).")] = None,
     self_train_threshold: Annotated[float, typer.Option(min=0, max=1, help="During self-training, ignore pixels whose predicted confidence (0-1) is below this.")] = 0.0,
@@ -97,7 +97,9 @@ def train(
             clip_model=model, clip_pretrained=pretrained, clip_checkpoint=checkpoint, clip_quick_gelu=quick_gelu, method=method,
         )
         try:
-            summary = run_training(cfg, None, resolve_device(device), resume=resume, hook=hook, given=_typed(ctx))
+            typed = _typed(ctx)
+            summary = run_training(cfg, None, resolve_device(device), resume=resume, hook=hook, given=typed,
+                                   iters=iters if resume and "iters" in typed else None)
         except KeyboardInterrupt:
             raise typer.Exit(130)
     if not main_rank:

@@ -160,10 +160,13 @@ def test_cli_train_with_validation(tmp_path, monkeypatch):
     assert (out / "checkpoint.pt").is_file()
     val = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "val" in r]
     assert val and val[0]["iter"] == 2 and "mIoU" in val[0]["val"]
-    result = CliRunner().invoke(app, ["train", *common, *own, "--resume", "--iters", "3"])
+    result = CliRunner().invoke(app, ["train", *common, *own, "--resume", "--iters", "2", "--lr", "0.5"])
     assert result.exit_code == 0, result.output
-    assert "ignoring changed options: iters." in " ".join(result.output.split())
+    assert "ignoring changed options: lr." in " ".join(result.output.split())
     assert "already at iteration 2" in result.output
+    result = CliRunner().invoke(app, ["train", *common, *own, "--resume", "--iters", "3"])  # --iters extends the run
+    assert result.exit_code == 0, result.output
+    assert "from 2 to 3 iterations" in " ".join(result.output.split()) and "Trained iterations 2->3" in result.output
 
     # the trained network labels a folder through `maskclip label --segmenter`, and that folder trains
     # again with the CLIP recorded (nested) in its classes.json
