@@ -1,4 +1,4 @@
-"""`maskclip train`: MaskCLIP+ on a folder labelled by `maskclip label`."""
+"""`maskclip train`: MaskCLIP+ on a folder labelled by `maskclip label`, or online on an image folder."""
 
 from __future__ import annotations
 
@@ -8,16 +8,12 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..errors import MaskCLIPError
 from ..hooks import ProgressHook
 from .app import app
 from .common import (
-    Checkpoint,
-    Device,
-    QuickGelu,
-    RichHook,
-    console,
-    resolve_device,
-    user_errors,
+    Background, Checkpoint, Classes, ClassesFile, DenoiseThreshold, Device, KeySmoothing, PromptDenoising, QuickGelu,
+    RichHook, Templates, console, read_classes, resolve_device, user_errors,
 )
 
 OptPath = Optional[Path]
@@ -35,19 +31,45 @@ def _typed(ctx: typer.Context) -> set[str]:
             if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")}
 
 
+_LABELLING_OPTIONS = {
+    "classes": "--classes", "classes_file": "--classes-file", "background": "--background", "templates": "--templates",
+    "key_smoothing": "--key-smoothing", "prompt_denoising": "--prompt-denoising", "denoise_threshold": "--denoise-threshold",
+}
+
+
+def _labelling_record(names: list[str], background: str | None, templates: str, key_smoothing: bool,
+                      prompt_denoising: bool, denoise_threshold: float, method: str | None) -> dict:
+    """The labelling record of an online run without a label folder, from the label command's options."""
+    from ..engine.maskclip import MaskCLIPConfig
+    from ..training.online_labeller import labelling_record
+
+    config = MaskCLIPConfig(templates=templates, background=background.split(",") if background else [],
+                            key_smoothing=key_smoothing, prompt_denoising=prompt_denoising,
+                            denoise_threshold=denoise_threshold, **({"method": method} if method else {}))
+    return labelling_record(names, config).to_dict()
+
+
 @app.command("train")
 def train(
     ctx: typer.Context,
     images: Annotated[Path, typer.Option(help="Folder of training images (the one given to `maskclip label`).")],
-    labels: Annotated[Path, typer.Option(help="Output folder of `maskclip label` (labels/, confidence/, classes.json).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoint.pt, metrics.jsonl, config.json.")],
+    labels: Annotated[OptPath, typer.Option(help="Output folder of `maskclip label` (labels/, confidence/, classes.json). Online, only its classes.json (classes, CLIP, method and settings) is used; without it, give --online --classes.")] = None,
+    online: Annotated[bool, typer.Option("--online/--offline", help="Online MaskCLIP+ (as the paper trains): a frozen CLIP labeller scores every augmented crop in the training step (fp16 on GPU). Offline (default): the label maps in --labels, resized to the crop.")] = False,
+    classes: Classes = None,
+    classes_file: ClassesFile = None,
+    background: Background = None,
+    templates: Templates = "vild",
+    key_smoothing: KeySmoothing = True,
+    prompt_denoising: PromptDenoising = True,
+    denoise_threshold: DenoiseThreshold = 0.5,
     backbone: Annotated[str, typer.Option(help="DeepLabv2 backbone: resnet101 (paper), resnet50, or resnet18 (tests, quick runs).")] = "resnet101",
     backbone_weights: Annotated[str, typer.Option(help="imagenet (torchvision weights, from torch's cache or downloaded), none (random init), or PATH to a torchvision ResNet state dict.")] = "imagenet",
     iters: Annotated[int, typer.Option(min=1, help="Training iterations (paper: 8k COCO-Stuff / 4k Context annotation-free; 20k-80k zero-shot). With --resume: a new total for the run; the poly LR schedule is recomputed for it.")] = 8000,
     self_train: Annotated[bool, typer.Option("--self-train/--no-self-train", help="After MaskCLIP-guided learning, train on the model's own predictions.")] = False,
     guided_iters: Annotated[Optional[int], typer.Option(min=0, help="Iterations of MaskCLIP-guided learning before self-training, at most --iters. Default: all iterations, or iters/10 with --self-train (paper).")] = None,
     self_train_threshold: Annotated[float, typer.Option(min=0, max=1, help="During self-training, ignore pixels whose predicted confidence (0-1) is below this.")] = 0.0,
-    min_confidence: Annotated[float, typer.Option(min=0, max=1, help="Ignore pseudo-label pixels whose confidence map (0-1) is below this.")] = 0.0,
+    min_confidence: Annotated[float, typer.Option(min=0, max=1, help="Ignore pseudo-label pixels whose confidence (0-1) is below this: the stored confidence map offline, the labeller's probability online.")] = 0.0,
     gt_labels: Annotated[OptPath, typer.Option(help="Transductive zero-shot: folder of ground-truth label PNGs (<rel>.png, ids of classes.json, 255 unlabelled) for the seen classes.")] = None,
     unseen: Annotated[Optional[str], typer.Option(help="Transductive zero-shot: comma-separated unseen class names; their ground truth is never used.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per iteration, in total over all GPUs (paper: 16).")] = 16,
@@ -70,22 +92,37 @@ def train(
     val_labels: Annotated[OptPath, typer.Option(help="Validation ground truth (<rel>.png with the ids of classes.json, 255 ignored).")] = None,
     val_every: Annotated[int, typer.Option(min=1, help="Validation interval in iterations.")] = 1000,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its checkpoint.pt, with its saved options and classifier.")] = False,
-    model: Annotated[Optional[str], typer.Option(help="CLIP for the text classifier (use the one that made the labels); default: the one recorded in classes.json.")] = None,
-    pretrained: Annotated[Optional[str], typer.Option(help="Its open_clip pretrained tag; default: from classes.json.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="CLIP for the text classifier and the online labeller (use the one that made the labels); default: the one recorded in classes.json, or ViT-B-16 online without --labels.")] = None,
+    pretrained: Annotated[Optional[str], typer.Option(help="Its open_clip pretrained tag; default: from classes.json (openai online without --labels).")] = None,
     checkpoint: Checkpoint = None,
     quick_gelu: QuickGelu = None,
-    method: Annotated[Optional[str], typer.Option(help="Dense-feature method the pseudo labels were made with (maskclip, sclip, clearclip, naclip); checked against classes.json and kept in the checkpoint. Default: the one recorded.")] = None,
+    method: Annotated[Optional[str], typer.Option(help="Dense-feature method the pseudo labels were made with (maskclip, sclip, clearclip, naclip); checked against classes.json and kept in the checkpoint. Default: the one recorded. Online without --labels: the labeller's method (default maskclip).")] = None,
     device: Device = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Train MaskCLIP+ (DeepLabv2 with CLIP's text classifier) on MaskCLIP pseudo labels, optionally
-    followed by self-training. Multi-GPU: launch with `torchrun --nproc-per-node N -m maskclip_cli train ...`."""
+    followed by self-training. The labels come from a `maskclip label` folder, or with --online from a
+    frozen CLIP labeller run on every augmented crop (then --classes etc. describe it when there is no
+    label folder). Multi-GPU: launch with `torchrun --nproc-per-node N -m maskclip_cli train ...`."""
     from ..training.loop import TrainConfig
     from ..training.loop import train as run_training
 
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
     hook = RichHook(unit="it", enabled=progress) if main_rank else ProgressHook()
+    typed = _typed(ctx)
     with user_errors():
+        record = None
+        labelling = sorted(typed & set(_LABELLING_OPTIONS))
+        if labels is None and not resume:
+            if not online:
+                raise MaskCLIPError("Pass --labels (a folder made by `maskclip label`), or --online with --classes to label as it trains.")
+            record = _labelling_record(read_classes(classes, classes_file), background, templates, key_smoothing,
+                                       prompt_denoising, denoise_threshold, method)
+            model = model or "ViT-B-16"
+            pretrained = pretrained or (None if checkpoint else "openai")
+        elif labelling:
+            raise MaskCLIPError(f"{', '.join(_LABELLING_OPTIONS[k] for k in labelling)}: only for --online without --labels "
+                                "(a label folder's classes.json, or a resumed run, already says how to label).")
         cfg = TrainConfig(
             images=images, labels=labels, out=out, backbone=backbone, backbone_weights=backbone_weights, iters=iters,
             self_train=self_train, guided_iters=guided_iters, self_train_threshold=self_train_threshold,
@@ -95,9 +132,9 @@ def train(
             poly_power=poly_power, amp=amp, seed=seed, workers=workers, checkpoint_every=checkpoint_every,
             log_every=log_every, val_images=val_images, val_labels=val_labels, val_every=val_every,
             clip_model=model, clip_pretrained=pretrained, clip_checkpoint=checkpoint, clip_quick_gelu=quick_gelu, method=method,
+            online=online, record=record,
         )
         try:
-            typed = _typed(ctx)
             summary = run_training(cfg, None, resolve_device(device), resume=resume, hook=hook, given=typed,
                                    iters=iters if resume and "iters" in typed else None)
         except KeyboardInterrupt:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..clip.loading import LoadedCLIP
 from ..constants import IGNORE_INDEX
-from ..engine.maskclip import BACKGROUND, MaskCLIP, MaskCLIPConfig
+from ..engine.maskclip import BACKGROUND, MaskCLIP, MaskCLIPConfig, validate_classes
 from ..engine.upsampling import upsample_argmax
 from ..errors import MaskCLIPError
 from ..record import LabelRecord
@@ -41,6 +41,16 @@ def labeller_config(inference: dict) -> MaskCLIPConfig:
     known = {f.name for f in fields(MaskCLIPConfig)}
     cfg = MaskCLIPConfig(**{k: v for k, v in inference.items() if k in known})
     return replace(cfg, window=None, stride=None)
+
+
+def labelling_record(classes: list[str], config: MaskCLIPConfig) -> LabelRecord:
+    """How to label ``classes`` online when there is no label folder: the class ids MaskCLIP gives
+    them (a merged background first) and ``config``; the CLIP is named when it is loaded."""
+    names = validate_classes(classes)
+    background = [w.strip() for w in config.background if w.strip()]
+    if background and BACKGROUND in names:
+        raise MaskCLIPError(f"'{BACKGROUND}' is reserved for the --background class; rename that class.")
+    return LabelRecord(classes=([BACKGROUND] if background else []) + names, clip=None, inference=asdict(config))
 
 
 class OnlineLabeller:

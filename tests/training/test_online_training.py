@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
 from maskclip_cli.errors import MaskCLIPError
 from maskclip_cli.training import loop, pseudo_label_dataset
-from maskclip_cli.training.augment import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig
+from maskclip_cli.constants import IMAGENET_MEAN, IMAGENET_STD
+from maskclip_cli.training.augment import AugmentConfig
 from maskclip_cli.training.class_text import from_maskclip
 from maskclip_cli.training.online_labeller import OnlineLabeller
 from maskclip_cli.training.pseudo_label_dataset import PseudoLabelDataset, batch_keys, find_samples
@@ -156,3 +157,38 @@ def test_resume_extension_keeps_the_guided_phase(tmp_path, maskclip):
     loop.train(config(images, labels, run), None, resume=True, iters=14)
     phases = [r["phase"] for r in map(json.loads, (run / loop.METRICS_FILE).read_text().splitlines())]
     assert phases == ["guided"] + ["self"] * 13  # iters // 10 = 1 guided iteration, as the run started
+
+
+def test_cli_online_from_an_image_folder_and_resume(tmp_path):
+    """`train --online --classes` with no label folder; the resumed run rebuilds the labeller from its checkpoint."""
+    from typer.testing import CliRunner
+
+    from maskclip_cli.cli import app
+    from maskclip_cli.training.checkpointing import load_checkpoint
+
+    from conftest import TINY_CONFIGS
+
+    images, _ = make_dataset(tmp_path, n=2)
+    model_cfg, weights = tmp_path / "tiny-vit.json", tmp_path / "tiny-vit.pt"
+    model_cfg.write_text(json.dumps(TINY_CONFIGS["vit"]))
+    torch.save(make_tiny_clip("vit").model.state_dict(), weights)
+    out = tmp_path / "run"
+    common = ["train", "--images", str(images), "--out", str(out), "--backbone", "resnet18", "--backbone-weights", "none",
+              "--batch-size", "1", "--crop-size", "48", "--workers", "0", "--device", "cpu", "--no-progress"]
+    labelling = ["--online", "--classes", "cat,dog", "--background", "grass,field", "--templates", "simple",
+                 "--no-key-smoothing", "--model", str(model_cfg), "--checkpoint", str(weights)]
+    result = CliRunner().invoke(app, [*common, *labelling, "--iters", "2"])
+    assert result.exit_code == 0, result.output
+    meta = load_checkpoint(out / "checkpoint.pt")["meta"]
+    assert meta["class_names"] == ["background", "cat", "dog"]
+    assert meta["labeller"]["inference"]["key_smoothing"] is False
+    assert meta["labeller"]["clip"]["weights"]["path"] == str(weights.resolve())
+
+    result = CliRunner().invoke(app, [*common, "--resume", "--iters", "3"])
+    assert result.exit_code == 0, result.output
+    assert "Trained iterations 2->3" in result.output
+
+    for bad in ([*common[:3], str(tmp_path / "x"), *common[5:]],  # neither --labels nor --online
+                [*common[:3], str(tmp_path / "y"), *common[5:], "--labels", str(tmp_path / "labelled"), "--classes", "cat"]):
+        result = CliRunner().invoke(app, bad)
+        assert result.exit_code == 2 and "Traceback" not in result.output
