@@ -6,7 +6,9 @@ renormalised from the network's input statistics to CLIP's, snapped to the label
 when its side is not a multiple of it, and scored by a frozen segmenter built from a
 :class:`~maskclip_cli.engine.maskclip.MaskCLIPConfig` (any ``method`` it supports). The class
 probabilities are upsampled bilinearly to the crop and their arg-max is the pseudo label; pixels
-below ``min_confidence`` and the crop's padding stay ignored.
+below ``min_confidence`` and the crop's padding stay ignored. On a GPU the image encoder runs in
+fp16 (as in ``maskclip label``). Under torchrun each process builds its own labeller on its own
+GPU and labels its own crops: nothing is communicated.
 
 In zero-shot mode the labeller is built over the unseen classes only, as the authors'
 ``MaskClipPlusHead.assign_label`` restricts the text embeddings to ``clip_unlabeled_cats`` before
