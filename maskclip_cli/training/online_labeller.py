@@ -2,36 +2,37 @@
 augmented training crop in the same step as the network being trained.
 
 The crop the network sees (resized, cropped, flipped, photometrically distorted, padded) is
-renormalised from the network's input statistics to CLIP's, snapped to the labeller's patch grid
-when its side is not a multiple of it, and scored by a frozen segmenter built from a
-:class:`~maskclip_cli.engine.maskclip.MaskCLIPConfig` (any ``method`` it supports). The class
-probabilities are upsampled bilinearly to the crop and their arg-max is the pseudo label; pixels
-below ``min_confidence`` and the crop's padding stay ignored. On a GPU the image encoder runs in
-fp16 (as in ``maskclip label``). Under torchrun each process builds its own labeller on its own
-GPU and labels its own crops: nothing is communicated.
+renormalised from the network's input statistics to the labeller's, snapped to the labeller's
+patch grid when its side is not a multiple of it, and labelled by a frozen MaskCLIP built from a
+:class:`~maskclip_cli.engine.maskclip.MaskCLIPConfig` (any ``method`` and setting it supports)
+through its own ``predict``: class scores upsampled bilinearly to the crop, then the arg-max (or
+the logit path, PAMR, the area threshold, when its settings ask for them). Pixels below
+``min_confidence`` and the crop's padding stay ignored. On a GPU the image encoder runs in fp16
+(as in ``maskclip label``). Under torchrun each process builds its own labeller on its own GPU
+and labels its own crops: nothing is communicated.
 
 In zero-shot mode the labeller is built over the unseen classes only, as the authors'
 ``MaskClipPlusHead.assign_label`` restricts the text embeddings to ``clip_unlabeled_cats`` before
 any refinement: unlabelled pixels take the best unseen class, and a seen class can never be given.
 
-Deliberate differences from the authors' code: the labeller's probabilities (softmax, or the
-key-smoothed scores) are upsampled, where the authors upsample the raw cosines when key smoothing
-is off; so ``min_confidence`` is a probability, where their ``conf_thresh`` compares cosines. The
-arg-max at a patch centre is the same; it can differ within one patch of a class boundary.
-The crop is scored as a whole (a sliding window recorded for ``maskclip label`` is not used).
+Deliberate differences from the authors' code: by default the labeller's probabilities (softmax,
+or the key-smoothed scores) are upsampled, where the authors upsample the raw cosines when key
+smoothing is off (``upsample_logits`` in the record gives their path); ``min_confidence`` is a
+probability, where their ``conf_thresh`` compares cosines. The crop is scored as a whole (a
+sliding window recorded for ``maskclip label`` is not used).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, fields, replace
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..clip.loading import LoadedCLIP
 from ..constants import IGNORE_INDEX
-from ..engine.maskclip import BACKGROUND, MaskCLIP, MaskCLIPConfig, validate_classes
-from ..engine.upsampling import upsample_argmax
+from ..engine.maskclip import BACKGROUND, ClassSpec, MaskCLIP, MaskCLIPConfig, class_synonyms
 from ..errors import MaskCLIPError
 from ..record import LabelRecord
 
@@ -45,29 +46,37 @@ def labeller_config(inference: dict) -> MaskCLIPConfig:
     return replace(cfg, window=None, stride=None)
 
 
-def labelling_record(classes: list[str], config: MaskCLIPConfig) -> LabelRecord:
+def labelling_record(classes: Sequence[ClassSpec], config: MaskCLIPConfig) -> LabelRecord:
     """How to label ``classes`` online when there is no label folder: the class ids MaskCLIP gives
-    them (a merged background first) and ``config``; the CLIP is named when it is loaded."""
-    names = validate_classes(classes)
+    them (a merged background first), their synonyms and ``config``; the CLIP is named when it is loaded."""
+    words = class_synonyms(classes)
+    names = [w[0] for w in words]
     background = [w.strip() for w in config.background if w.strip()]
     if background and BACKGROUND in names:
         raise MaskCLIPError(f"'{BACKGROUND}' is reserved for the --background class; rename that class.")
-    return LabelRecord(classes=([BACKGROUND] if background else []) + names, clip=None, inference=asdict(config))
+    return LabelRecord(classes=([BACKGROUND] if background else []) + names, clip=None, inference=_inference(config),
+                       synonyms={w[0]: w for w in words if len(w) > 1})
+
+
+def _inference(config: MaskCLIPConfig) -> dict:
+    return {**asdict(config), "pamr_dilations": list(config.pamr_dilations)}
 
 
 class OnlineLabeller:
     """Pseudo labels for a batch of augmented training crops, from a frozen MaskCLIP.
 
-    ``class_names`` are the training classes by id; with ``candidates`` (zero-shot: the unseen
-    class names) only those can be assigned. ``input_mean``/``input_std`` are the statistics the
-    crops were normalised with (the target network's); CLIP's own are taken from ``clip``.
+    ``class_names`` are the training classes by id (``synonyms``: extra words of a class, as
+    recorded); with ``candidates`` (zero-shot: the unseen class names) only those can be assigned.
+    ``input_mean``/``input_std`` are the statistics the crops were normalised with (the target
+    network's); the labeller's own are its segmenter's.
     """
 
     def __init__(
         self, clip: LoadedCLIP, class_names: list[str], config: MaskCLIPConfig,
         input_mean: tuple[float, ...], input_std: tuple[float, ...],
-        candidates: list[str] | None = None,
+        candidates: list[str] | None = None, synonyms: dict[str, list[str]] | None = None,
     ):
+        synonyms = dict(synonyms or {})
         background = [w.strip() for w in config.background if w.strip()]
         has_bg = bool(background) and class_names[:1] == [BACKGROUND]
         chosen = list(candidates) if candidates is not None else list(class_names)
@@ -78,30 +87,33 @@ class OnlineLabeller:
         if not fg:
             raise MaskCLIPError("The online labeller needs at least one class besides the merged background.")
         use_bg = has_bg and BACKGROUND in chosen
-        self.segmenter = MaskCLIP(clip, fg, replace(config, background=background if use_bg else []))
+        crop_config = replace(config, background=background if use_bg else [], window=None, stride=None,
+                              area_threshold=config.area_threshold if use_bg else None)
+        self.segmenter = MaskCLIP(clip, [synonyms.get(c, c) for c in fg], crop_config)
         self.class_ids = torch.tensor([class_names.index(n) for n in self.segmenter.class_names])
         self.class_names = list(class_names)
         self._args = (clip, list(class_names), config, tuple(input_mean), tuple(input_std))
+        self._synonyms = synonyms
         self.device = clip.device
         self.patch = self.segmenter.patch
-        # x_clip = x * a + b maps the target's normalisation to CLIP's
+        # x_clip = x * a + b maps the target's normalisation to the labeller's
         m_in, s_in = torch.tensor(input_mean), torch.tensor(input_std)
-        m_clip, s_clip = torch.tensor(clip.mean), torch.tensor(clip.std)
-        self._scale = (s_in / s_clip)[:, None, None]
-        self._shift = ((m_in - m_clip) / s_clip)[:, None, None]
+        m_out, s_out = torch.tensor(self.segmenter.mean), torch.tensor(self.segmenter.std)
+        self._scale = (s_in / s_out)[:, None, None]
+        self._shift = ((m_in - m_out) / s_out)[:, None, None]
 
     def record(self) -> LabelRecord:
         """How this labeller labels (CLIP, settings, all training classes): saved in checkpoints, so a
         resumed run rebuilds the same labeller."""
         clip, names, config = self._args[:3]
-        return LabelRecord(classes=list(names), clip=clip.source, inference=asdict(config))
+        return LabelRecord(classes=list(names), clip=clip.source, inference=_inference(config), synonyms=self._synonyms)
 
     def restricted(self, candidates: list[str]) -> OnlineLabeller:
         """The same labeller (same CLIP, settings and classes) that can assign only ``candidates``."""
-        return OnlineLabeller(*self._args, candidates=candidates)
+        return OnlineLabeller(*self._args, candidates=candidates, synonyms=self._synonyms)
 
     def clip_input(self, images: torch.Tensor) -> torch.Tensor:
-        """Crops normalised for the target network -> CLIP's normalisation, sides snapped to the patch grid."""
+        """Crops normalised for the target network -> the labeller's normalisation, sides snapped to the patch grid."""
         x = images.float() * self._scale.to(images.device) + self._shift.to(images.device)
         h, w = x.shape[-2:]
         sh, sw = (max(self.patch, round(v / self.patch) * self.patch) for v in (h, w))
@@ -110,20 +122,16 @@ class OnlineLabeller:
         return x
 
     @torch.no_grad()
-    def scores(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, K, h, w) probabilities of the K labeller classes (see ``class_ids``) on the crops' patch grid."""
-        return self.segmenter.scores(self.clip_input(images).to(self.device))
-
-    @torch.no_grad()
     def __call__(self, images: torch.Tensor, valid: torch.Tensor | None = None, min_confidence: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Pseudo labels (B, H, W) as training class ids and their confidence (B, H, W) for crops
-        (B, 3, H, W); ignore below ``min_confidence`` and where ``valid`` is ignore (crop padding)."""
-        probs = self.scores(images)
-        size = tuple(images.shape[-2:])
-        ids = self.class_ids.to(probs.device)
-        labels, confidence = zip(*(upsample_argmax(p, size) for p in probs))
-        labels, confidence = ids[torch.stack(labels)], torch.stack(confidence)
+        (B, 3, H, W); ignore below ``min_confidence`` and where ``valid`` is ignore (crop padding).
+        The segmenter's own ``predict`` takes its scores to the crop's size (bilinear, then arg-max;
+        the logit path, PAMR and the area threshold when its settings ask for them)."""
+        h, w = images.shape[-2:]
+        preds = self.segmenter.predict(self.clip_input(images).to(self.device), [(w, h)] * len(images))
+        labels = self.class_ids[torch.stack([torch.from_numpy(p.labels) for p in preds])]
+        confidence = torch.stack([torch.from_numpy(p.confidence) for p in preds])
         drop = confidence < min_confidence
         if valid is not None:
-            drop |= valid.to(drop.device) == IGNORE_INDEX
+            drop |= valid.cpu() == IGNORE_INDEX
         return labels.masked_fill(drop, IGNORE_INDEX).to(images.device), confidence.to(images.device)

@@ -129,3 +129,25 @@ def test_restricted_labeller_equals_one_built_over_the_candidates():
     a, _ = full.restricted(["cow", "cat"])(x, valid)
     b, _ = OnlineLabeller(clip, NAMES, cfg, IMAGENET_MEAN, IMAGENET_STD, candidates=["cow", "cat"])(x, valid)
     assert torch.equal(a, b) and set(a.unique().tolist()) <= {1, 3}
+
+
+def test_zero_shot_on_the_logit_path_is_assign_label():
+    """With ``upsample_logits`` (key smoothing off) the labeller follows the authors' assign_label to the
+    letter: cosines of the unit dense features with the unseen classes' text, bilinear to the crop, arg-max."""
+    from maskclip_cli.clip.dense import dense_features
+
+    clip = make_tiny_clip("vit")
+    cfg = MaskCLIPConfig(templates="simple", key_smoothing=False, prompt_denoising=False, upsample_logits=True)
+    unseen = ["cow", "cat", "sheep"]
+    x, valid = _crops((64, 56), pad=8)
+    labels, _ = OnlineLabeller(clip, NAMES, cfg, IMAGENET_MEAN, IMAGENET_STD).restricted(unseen)(x, valid)
+
+    rgb = x * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(IMAGENET_MEAN)[:, None, None]
+    x_clip = (rgb - torch.tensor(clip.mean)[:, None, None]) / torch.tensor(clip.std)[:, None, None]
+    feats, _ = dense_features(clip.model.visual, x_clip)
+    feats = feats / feats.norm(dim=1, keepdim=True)
+    text = MaskCLIP(clip, unseen, cfg).text  # one prompt row per class here
+    cosines = torch.einsum("nchw,lc->nlhw", feats, text)
+    up = F.interpolate(cosines, size=(64, 56), mode="bilinear", align_corners=False)
+    want = torch.tensor([NAMES.index(u) for u in unseen])[up.argmax(dim=1)].masked_fill(valid == IGN, IGN)
+    assert torch.equal(labels, want) and len(labels.unique()) > 2
