@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..constants import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from ..errors import MaskCLIPError
 from ..hooks import ProgressHook
 from .app import app
@@ -118,8 +119,8 @@ def train(
                 raise MaskCLIPError("Pass --labels (a folder made by `maskclip label`), or --online with --classes to label as it trains.")
             record = _labelling_record(read_classes(classes, classes_file), background, templates, key_smoothing,
                                        prompt_denoising, denoise_threshold, method)
-            model = model or "ViT-B-16"
-            pretrained = pretrained or (None if checkpoint else "openai")
+            model = model or DEFAULT_MODEL
+            pretrained = pretrained or (None if checkpoint else DEFAULT_PRETRAINED)
         elif labelling:
             raise MaskCLIPError(f"{', '.join(_LABELLING_OPTIONS[k] for k in labelling)}: only for --online without --labels "
                                 "(a label folder's classes.json, or a resumed run, already says how to label).")
