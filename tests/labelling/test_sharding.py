@@ -178,8 +178,8 @@ def test_torchrun_two_cpu_ranks_and_resume_after_kill_9(images, tmp_path):
 
     # kill -9 one rank after it has written at least one image
     killed = tmp_path / "killed"
-    for i in range(30):  # more images, so the kill lands mid-run
-        Image.fromarray(np.full((48, 64, 3), i * 8, np.uint8)).save(images / f"more{i:02d}.png")
+    for i in range(60):  # more and larger images, so the kill lands mid-run even on a fast machine
+        Image.fromarray(np.full((360, 480, 3), i * 4, np.uint8)).save(images / f"more{i:02d}.png")
     proc = _torchrun(images, killed, model)
     part = killed / "manifest.shard-1-of-2.jsonl"
     deadline = time.time() + 240
