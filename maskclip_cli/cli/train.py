@@ -9,12 +9,28 @@ from typing import Annotated, Optional
 import typer
 
 from ..constants import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from ..engine.config import MaskCLIPConfig as _M  # option defaults are the library's
 from ..errors import MaskCLIPError
 from ..hooks import ProgressHook
+from ..training.config import MIN_CROP
+from ..training.config import TrainConfig as _T
 from .app import app
 from .common import (
-    Background, Checkpoint, Classes, ClassesFile, DenoiseThreshold, Device, KeySmoothing, PromptDenoising, QuickGelu,
-    RichHook, Templates, console, read_classes, resolve_device, user_errors,
+    Background,
+    Checkpoint,
+    Classes,
+    ClassesFile,
+    DenoiseThreshold,
+    Device,
+    KeySmoothing,
+    PromptDenoising,
+    QuickGelu,
+    RichHook,
+    Templates,
+    console,
+    read_classes,
+    resolve_device,
+    user_errors,
 )
 
 OptPath = Optional[Path]
@@ -41,7 +57,7 @@ _LABELLING_OPTIONS = {
 def _labelling_record(names: list[str], background: str | None, templates: str, key_smoothing: bool,
                       prompt_denoising: bool, denoise_threshold: float, method: str | None) -> dict:
     """The labelling record of an online run without a label folder, from the label command's options."""
-    from ..engine.maskclip import MaskCLIPConfig
+    from ..engine.config import MaskCLIPConfig
     from ..training.online_labeller import labelling_record
 
     config = MaskCLIPConfig(templates=templates, background=background.split(",") if background else [],
@@ -56,42 +72,42 @@ def train(
     images: Annotated[Path, typer.Option(help="Folder of training images (the one given to `maskclip label`).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoint.pt, metrics.jsonl, config.json.")],
     labels: Annotated[OptPath, typer.Option(help="Output folder of `maskclip label` (labels/, confidence/, classes.json). Online, only its classes.json (classes, CLIP, method and settings) is used; without it, give --online --classes.")] = None,
-    online: Annotated[bool, typer.Option("--online/--offline", help="Online MaskCLIP+ (as the paper trains): a frozen CLIP labeller scores every augmented crop in the training step (fp16 on GPU). Offline (default): the label maps in --labels, resized to the crop.")] = False,
+    online: Annotated[bool, typer.Option("--online/--offline", help="Online MaskCLIP+ (as the paper trains): a frozen CLIP labeller scores every augmented crop in the training step (fp16 on GPU). Offline (default): the label maps in --labels, resized to the crop.")] = _T.online,
     classes: Classes = None,
     classes_file: ClassesFile = None,
     background: Background = None,
-    templates: Templates = "vild",
-    key_smoothing: KeySmoothing = True,
-    prompt_denoising: PromptDenoising = True,
-    denoise_threshold: DenoiseThreshold = 0.5,
-    backbone: Annotated[str, typer.Option(help="DeepLabv2 backbone: resnet101 (paper), resnet50, or resnet18 (tests, quick runs).")] = "resnet101",
-    backbone_weights: Annotated[str, typer.Option(help="imagenet (torchvision weights, from torch's cache or downloaded), none (random init), or PATH to a torchvision ResNet state dict.")] = "imagenet",
-    iters: Annotated[int, typer.Option(min=1, help="Training iterations (paper: 8k COCO-Stuff / 4k Context annotation-free; 20k-80k zero-shot). With --resume: a new total for the run; the poly LR schedule is recomputed for it.")] = 8000,
-    self_train: Annotated[bool, typer.Option("--self-train/--no-self-train", help="After MaskCLIP-guided learning, train on the model's own predictions.")] = False,
+    templates: Templates = _M.templates,
+    key_smoothing: KeySmoothing = _M.key_smoothing,
+    prompt_denoising: PromptDenoising = _M.prompt_denoising,
+    denoise_threshold: DenoiseThreshold = _M.denoise_threshold,
+    backbone: Annotated[str, typer.Option(help="DeepLabv2 backbone: resnet101 (paper), resnet50, or resnet18 (tests, quick runs).")] = _T.backbone,
+    backbone_weights: Annotated[str, typer.Option(help="imagenet (torchvision weights, from torch's cache or downloaded), none (random init), or PATH to a torchvision ResNet state dict.")] = _T.backbone_weights,
+    iters: Annotated[int, typer.Option(min=1, help="Training iterations (paper: 8k COCO-Stuff / 4k Context annotation-free; 20k-80k zero-shot). With --resume: a new total for the run; the poly LR schedule is recomputed for it.")] = _T.iters,
+    self_train: Annotated[bool, typer.Option("--self-train/--no-self-train", help="After MaskCLIP-guided learning, train on the model's own predictions.")] = _T.self_train,
     guided_iters: Annotated[Optional[int], typer.Option(min=0, help="Iterations of MaskCLIP-guided learning before self-training, at most --iters. Default: all iterations, or iters/10 with --self-train (paper).")] = None,
-    self_train_threshold: Annotated[float, typer.Option(min=0, max=1, help="During self-training, ignore pixels whose predicted confidence (0-1) is below this.")] = 0.0,
-    min_confidence: Annotated[float, typer.Option(min=0, max=1, help="Ignore pseudo-label pixels whose confidence (0-1) is below this: the stored confidence map offline, the labeller's probability online.")] = 0.0,
+    self_train_threshold: Annotated[float, typer.Option(min=0, max=1, help="During self-training, ignore pixels whose predicted confidence (0-1) is below this.")] = _T.self_train_threshold,
+    min_confidence: Annotated[float, typer.Option(min=0, max=1, help="Ignore pseudo-label pixels whose confidence (0-1) is below this: the stored confidence map offline, the labeller's probability online.")] = _T.min_confidence,
     gt_labels: Annotated[OptPath, typer.Option(help="Transductive zero-shot: folder of ground-truth label PNGs (<rel>.png, ids of classes.json, 255 unlabelled) for the seen classes.")] = None,
     unseen: Annotated[Optional[str], typer.Option(help="Transductive zero-shot: comma-separated unseen class names; their ground truth is never used.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per iteration, in total over all GPUs (paper: 16).")] = 16,
-    crop_size: Annotated[int, typer.Option(min=32, help="Square training crop; also the short side images are resized to at inference.")] = 512,
-    scale_min: Annotated[float, typer.Option(min=0, help="Smallest random resize ratio (of a short side of crop-size); > 0 and at most --scale-max.")] = 0.5,
-    scale_max: Annotated[float, typer.Option(min=0, help="Largest random resize ratio.")] = 2.0,
-    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flip.")] = True,
-    photometric: Annotated[bool, typer.Option("--photometric/--no-photometric", help="Random brightness, contrast, saturation and hue.")] = True,
-    lr: Annotated[float, typer.Option(min=0, help="SGD learning rate (poly decay to 0); > 0.")] = 0.01,
-    head_lr_mult: Annotated[float, typer.Option(min=0, help="LR multiplier of the ASPP head (DeepLab's original recipe uses 10).")] = 1.0,
-    momentum: Annotated[float, typer.Option(min=0, max=1, help="SGD momentum.")] = 0.9,
-    weight_decay: Annotated[float, typer.Option(min=0, help="SGD weight decay.")] = 5e-4,
-    poly_power: Annotated[float, typer.Option(min=0, help="Power of the poly LR schedule.")] = 0.9,
-    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (no effect on CPU).")] = True,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of initialisation, data order and augmentation.")] = 0,
-    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes per GPU.")] = 4,
-    checkpoint_every: Annotated[int, typer.Option(min=1, help="Save checkpoint.pt every N iterations (and at the end, and on Ctrl-C).")] = 1000,
-    log_every: Annotated[int, typer.Option(min=1, help="Append averaged loss, LR and it/s to metrics.jsonl every N iterations.")] = 10,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per iteration, in total over all GPUs (paper: 16).")] = _T.batch_size,
+    crop_size: Annotated[int, typer.Option(min=MIN_CROP, help="Square training crop; also the short side images are resized to at inference.")] = _T.crop_size,
+    scale_min: Annotated[float, typer.Option(min=0, help="Smallest random resize ratio (of a short side of crop-size); > 0 and at most --scale-max.")] = _T.scale_min,
+    scale_max: Annotated[float, typer.Option(min=0, help="Largest random resize ratio.")] = _T.scale_max,
+    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flip.")] = _T.flip,
+    photometric: Annotated[bool, typer.Option("--photometric/--no-photometric", help="Random brightness, contrast, saturation and hue.")] = _T.photometric,
+    lr: Annotated[float, typer.Option(min=0, help="SGD learning rate (poly decay to 0); > 0.")] = _T.lr,
+    head_lr_mult: Annotated[float, typer.Option(min=0, help="LR multiplier of the ASPP head (DeepLab's original recipe uses 10).")] = _T.head_lr_mult,
+    momentum: Annotated[float, typer.Option(min=0, max=1, help="SGD momentum.")] = _T.momentum,
+    weight_decay: Annotated[float, typer.Option(min=0, help="SGD weight decay.")] = _T.weight_decay,
+    poly_power: Annotated[float, typer.Option(min=0, help="Power of the poly LR schedule.")] = _T.poly_power,
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (no effect on CPU).")] = _T.amp,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of initialisation, data order and augmentation.")] = _T.seed,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes per GPU.")] = _T.workers,
+    checkpoint_every: Annotated[int, typer.Option(min=1, help="Save checkpoint.pt every N iterations (and at the end, and on Ctrl-C).")] = _T.checkpoint_every,
+    log_every: Annotated[int, typer.Option(min=1, help="Append averaged loss, LR and it/s to metrics.jsonl every N iterations.")] = _T.log_every,
     val_images: Annotated[OptPath, typer.Option(help="Validation images, scored every --val-every iterations.")] = None,
     val_labels: Annotated[OptPath, typer.Option(help="Validation ground truth (<rel>.png with the ids of classes.json, 255 ignored).")] = None,
-    val_every: Annotated[int, typer.Option(min=1, help="Validation interval in iterations.")] = 1000,
+    val_every: Annotated[int, typer.Option(min=1, help="Validation interval in iterations.")] = _T.val_every,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its checkpoint.pt, with its saved options and classifier.")] = False,
     model: Annotated[Optional[str], typer.Option(help="CLIP for the text classifier and the online labeller (use the one that made the labels); default: the one recorded in classes.json, or ViT-B-16 online without --labels.")] = None,
     pretrained: Annotated[Optional[str], typer.Option(help="Its open_clip pretrained tag; default: from classes.json (openai online without --labels).")] = None,
@@ -105,7 +121,7 @@ def train(
     followed by self-training. The labels come from a `maskclip label` folder, or with --online from a
     frozen CLIP labeller run on every augmented crop (then --classes etc. describe it when there is no
     label folder). Multi-GPU: launch with `torchrun --nproc-per-node N -m maskclip_cli train ...`."""
-    from ..training.loop import TrainConfig
+    from ..training.config import TrainConfig
     from ..training.loop import train as run_training
 
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks

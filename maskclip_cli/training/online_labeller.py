@@ -32,7 +32,13 @@ import torch.nn.functional as F
 
 from ..clip.loading import LoadedCLIP
 from ..constants import IGNORE_INDEX
-from ..engine.maskclip import BACKGROUND, ClassSpec, MaskCLIP, MaskCLIPConfig, class_synonyms
+from ..engine.maskclip import (
+    BACKGROUND,
+    ClassSpec,
+    MaskCLIP,
+    MaskCLIPConfig,
+    class_synonyms,
+)
 from ..errors import MaskCLIPError
 from ..record import LabelRecord
 
