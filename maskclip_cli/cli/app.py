@@ -20,7 +20,7 @@ from .._version import __version__
 #: command -> (module under maskclip_cli.cli, summary shown by `maskclip --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
     "label": ("label", "Label every image with MaskCLIP (dense CLIP features + text embeddings, key smoothing, prompt denoising), or a successor method (--method), optionally with PAMR."),
-    "train": ("train", "Train MaskCLIP+ (DeepLabv2 with CLIP's text classifier) on MaskCLIP pseudo labels, optionally followed by self-training. Multi-GPU: launch with `torchrun --nproc-per-node N -m maskclip_cli train ...`."),
+    "train": ("train", "Train MaskCLIP+ (DeepLabv2 with CLIP's text classifier) on MaskCLIP pseudo labels, optionally followed by self-training. The labels come from a `maskclip label` folder, or with --online from a frozen CLIP labeller run on every augmented crop (then --classes etc. describe it when there is no label folder). Multi-GPU: launch with `torchrun --nproc-per-node N -m maskclip_cli train ...`."),
     "eval": ("eval", "Measure mIoU, per-class IoU/accuracy, aAcc and fwIoU."),
     "demo": ("demo", "Score MaskCLIP's ablation and MaskCLIP+ on generated scenes with exact ground truth."),
     "export": ("export", "Export pseudo labels for another trainer or labelling tool."),
