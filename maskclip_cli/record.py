@@ -114,6 +114,7 @@ class LabelRecord:
     network: TrainedNetwork | None = None  # set when segmenter == "maskclip+"
     min_confidence: float | None = None  # pixels below it were written as the ignore index
     confidence_format: str = "png"  # png | npy: how confidence/ maps are stored
+    exif: bool = True  # images were decoded with their EXIF orientation applied (formats.images)
     version: int = RECORD_VERSION
 
     @property
@@ -135,6 +136,7 @@ class LabelRecord:
             "network": asdict(self.network) if self.network else None,
             "min_confidence": self.min_confidence,
             "confidence_format": self.confidence_format,
+            "exif": self.exif,
         }
 
     @classmethod
@@ -156,6 +158,7 @@ class LabelRecord:
             network=TrainedNetwork(**{f.name: network[f.name] for f in fields(TrainedNetwork)}) if network else None,
             min_confidence=data.get("min_confidence"),
             confidence_format=str(data.get("confidence_format", "png")),
+            exif=bool(data.get("exif", False)),  # records without the key were made ignoring EXIF
         )
 
 
@@ -174,13 +177,14 @@ def _from_v1(data: dict) -> LabelRecord:
         return LabelRecord(classes=list(data.get("classes", [])), clip=ClipSource.from_dict(clip) if clip else None,
                            segmenter="maskclip+", inference=inference, network=network,
                            min_confidence=data.get("min_confidence"),
-                           confidence_format=data.get("confidence_format", "png"))
+                           confidence_format=data.get("confidence_format", "png"), exif=False)
     return LabelRecord(
         classes=list(data.get("classes", [])),
         clip=ClipSource.from_dict(data) if data.get("model") else None,
         inference={k: data[k] for k in _V1_INFERENCE if k in data},
         min_confidence=data.get("min_confidence"),
         confidence_format=data.get("confidence_format", "png"),
+        exif=False,  # 0.1.0 ignored EXIF orientation
     )
 
 

@@ -83,6 +83,7 @@ def label(
     workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes for reading and resizing images.")] = _L.workers,
     writers: Annotated[int, typer.Option(min=1, help="Threads writing PNG outputs.")] = _L.writers,
     overwrite: Annotated[bool, typer.Option(help="Relabel every image, even those already done with the same settings.")] = _L.overwrite,
+    ignore_exif: Annotated[bool, typer.Option("--ignore-exif", help="Label the stored pixel arrays as they are, ignoring the EXIF orientation (by default photos are turned as viewers show them; label maps follow). Recorded in classes.json; train decodes the same way.")] = not _L.exif,
     png_compression: Annotated[int, typer.Option(min=0, max=9, help="zlib level of the PNG outputs. 1 (default): fast, Z_RLE strategy (label maps as small as level 6, confidence maps ~10-40 % larger); 6: PIL's default, smallest confidence maps, several times slower to write; 0: uncompressed.")] = _L.png_compression,
     shard: Annotated[Optional[str], typer.Option(help="K/N: label only shard K (from 0) of N, for independent jobs (SLURM arrays, Kubernetes indexed jobs) sharing --out. Shards are balanced by file size; the last to finish merges the manifest parts (or run `maskclip label --merge OUT`). Under torchrun each rank takes its shard by itself.", show_default=False)] = None,
     merge: Annotated[Optional[Path], typer.Option(help="Only merge the shards' manifest parts of this label folder into its manifest.jsonl, then exit (no INPUT_DIR needed).", show_default=False)] = None,
@@ -116,7 +117,8 @@ def label(
             raise MaskCLIPError(f"Input folder not found: {input_dir}")
         options = LabelOptions(min_confidence=min_confidence, confidence_format=confidence_format,
                                batch_size=batch_size, workers=workers, writers=writers, overwrite=overwrite,
-                               overlays=overlays, png_compression=png_compression, shard=my_shard)
+                               overlays=overlays, png_compression=png_compression, shard=my_shard,
+                               exif=not ignore_exif)
         names = read_classes(classes, classes_file) + extra_class_names(ctx, classes)
         if segmenter_path is None:  # refused before any model or text embedding is loaded
             check_class_count(len(validate_classes(names)) + any(w.strip() for w in config.background))

@@ -91,6 +91,9 @@ class MaskCLIP(Segmenter):
     def resize(self, image: Image.Image) -> torch.Tensor:
         return resize_uint8(image, self.config.short_side, self.patch)
 
+    def input_short_side(self) -> int | None:
+        return self.config.short_side
+
     @torch.no_grad()
     def scores(self, images: torch.Tensor) -> torch.Tensor:
         """On a GPU the image encoder runs in fp16; classification and refinement stay in fp32

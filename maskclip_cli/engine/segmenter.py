@@ -40,6 +40,11 @@ class Segmenter:
         """(3, H', W') uint8 input for one image, before normalisation."""
         raise NotImplementedError
 
+    def input_short_side(self) -> int | None:
+        """Short side of the model input: larger images may be decoded at a reduced scale down to
+        it (formats.images); None when the full resolution is needed."""
+        return None
+
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 inputs from :meth:`resize` (on any device) -> the model's float input."""
         return normalise(images, self.mean, self.std)

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .._worker_items import load_item, raise_error
 from ..constants import IGNORE_INDEX
 from ..engine.segmenter import Segmenter
 from ..errors import MaskCLIPError
+from ..formats.images import read_rgb
 from ..formats.label_files import class_lines, read_class_file, read_label_png
 from ..formats.label_folder import CLASSES_FILE, LABELS_DIR
 from ..hooks import SILENT, ProgressHook
@@ -73,8 +73,7 @@ class _PreparedSamples(Dataset):
 
     def _load(self, sample: Sample) -> dict:
         gt = sample.load_label()
-        with Image.open(sample.image) as im:
-            image = im.convert("RGB")
+        image = read_rgb(sample.image).image  # EXIF applied, as mmseg's OpenCV loader does
         if image.size[::-1] != gt.shape:
             raise MaskCLIPError(f"Image {sample.image} is {image.size} but its label map {sample.label} is {gt.shape[::-1]}.")
         return {"input": self.prepare(image), "size": image.size, "gt": gt}

@@ -38,6 +38,7 @@ from .._worker_items import load_item
 from ..engine.segmenter import Segmenter
 from ..errors import MaskCLIPError
 from ..formats.image_files import find_images, output_stems
+from ..formats.images import read_rgb
 from ..formats.label_files import (
     check_class_count,
     palette,
@@ -73,8 +74,9 @@ class LabelSummary:
 class _ImageFolder(Dataset):
     """Loads and resizes one image to uint8; an unreadable one becomes an error item, not an exception."""
 
-    def __init__(self, root: Path, paths: list[PurePosixPath], resize):
+    def __init__(self, root: Path, paths: list[PurePosixPath], resize, exif: bool = True, min_short_side: int | None = None):
         self.root, self.paths, self.resize = root, paths, resize
+        self.exif, self.min_short_side = exif, min_short_side
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -84,9 +86,8 @@ class _ImageFolder(Dataset):
         return {"rel": rel, **load_item(lambda: self._load(rel), str(rel))}
 
     def _load(self, rel: PurePosixPath) -> dict:
-        with Image.open(self.root / rel) as img:
-            img = img.convert("RGB")
-        return {"size": img.size, "input": self.resize(img)}
+        decoded = read_rgb(self.root / rel, self.exif, self.min_short_side)
+        return {"size": decoded.size, "input": self.resize(decoded.image)}
 
 
 def _collate(items: list[dict]) -> dict:
@@ -177,7 +178,8 @@ class _Writer:
             write_label_png(label_path, image.labels, self.colours, self.options.png_compression)
             write_confidence(conf_path, image.confidence, self.options.png_compression)
             if self.options.overlays:
-                write_overlay(self.folder.overlay_path(stem), self.input_dir / rel, image.labels, self.colours, self.class_names)
+                write_overlay(self.folder.overlay_path(stem), self.input_dir / rel, image.labels, self.colours, self.class_names,
+                              self.options.exif)
             self.manifest.add(self._entry(rel, size, image, label_path, conf_path))
         except OSError as exc:
             self.error = MaskCLIPError(f"Cannot write the outputs of {rel} in {self.out_dir}: {exc}. "
@@ -298,7 +300,8 @@ def label_folder(
 def _label_locked(segmenter: Segmenter, input_dir: Path, folder: LabelFolder, paths: list[PurePosixPath],
                   options: LabelOptions, hook: ProgressHook) -> LabelSummary:
     out_dir = folder.root
-    record = replace(segmenter.record(), min_confidence=options.min_confidence, confidence_format=options.confidence_format)
+    record = replace(segmenter.record(), min_confidence=options.min_confidence, confidence_format=options.confidence_format,
+                     exif=options.exif)
     if not options.overwrite:
         _check_same_settings(out_dir, record)
     folder.write_classes(record)
@@ -314,7 +317,7 @@ def _label_locked(segmenter: Segmenter, input_dir: Path, folder: LabelFolder, pa
     summary = LabelSummary(total=len(mine), skipped=len(mine) - len(todo))
     writer = _Writer(folder, options, segmenter.class_names, manifest, tag, input_dir)
     loader = DataLoader(
-        _ImageFolder(input_dir, todo, segmenter.resize), batch_size=options.batch_size,
+        _ImageFolder(input_dir, todo, segmenter.resize, options.exif, segmenter.input_short_side()), batch_size=options.batch_size,
         num_workers=options.workers, collate_fn=_collate, pin_memory=segmenter.device.type == "cuda",
         persistent_workers=False,
     )

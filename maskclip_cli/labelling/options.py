@@ -21,6 +21,7 @@ class LabelOptions:
     overlays: bool = False  # also write overlays/<path>.jpg (photo blended with the label colours)
     png_compression: int = PNG_COMPRESSION  # zlib level 0-9; 1 = fast (Z_RLE), 6 = PIL's default
     shard: tuple[int, int] | None = None  # (K, N): label only shard K of N (see sharding)
+    exif: bool = True  # apply EXIF orientation when decoding (False: --ignore-exif, the stored array)
 
     def __post_init__(self) -> None:  # checked on construction, before any model is loaded
         if self.confidence_format not in ("png", "npy"):

@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .._io import atomic_write
 from ..constants import IGNORE_INDEX
 from ..errors import MaskCLIPError
+from ..formats.images import read_rgb
 from ..formats.label_folder import LabelFolder
 from ..hooks import SILENT, ProgressHook
 
@@ -66,11 +67,12 @@ def _draw_legend(img: Image.Image, items: list[tuple[str, tuple[int, int, int]]]
     img.paste(Image.alpha_composite(img.convert("RGBA"), layer).convert("RGB"))
 
 
-def write_overlay(path: Path, photo_path: Path, labels: np.ndarray, colours: list, class_names: list[str]) -> None:
-    """Render the overlay of one image and write it atomically as JPEG."""
+def write_overlay(path: Path, photo_path: Path, labels: np.ndarray, colours: list, class_names: list[str],
+                  exif: bool = True) -> None:
+    """Render the overlay of one image (decoded as its labels were, ``exif`` included) and write it
+    atomically as JPEG."""
     try:
-        with Image.open(photo_path) as photo:
-            img = render_overlay(photo, labels, colours, class_names)
+        img = render_overlay(read_rgb(photo_path, exif).image, labels, colours, class_names)
     except OSError as exc:
         raise MaskCLIPError(f"Cannot read image {photo_path}: {exc}") from exc
     atomic_write(path, lambda tmp: img.save(tmp, format="JPEG", quality=JPEG_QUALITY))
@@ -106,7 +108,7 @@ def write_overlays(
                 continue
             try:
                 labels = folder.read_labels(folder.stem_of(entry))
-                write_overlay(target, images / entry.source, labels, folder.colours, folder.class_names)
+                write_overlay(target, images / entry.source, labels, folder.colours, folder.class_names, folder.record.exif)
                 summary.written += 1
             except MaskCLIPError as exc:
                 summary.failed += 1

@@ -138,7 +138,8 @@ class _Thumbnails:
             link = overlay
         elif self.images is not None and (self.images / entry.source).is_file():
             link = self.assets / "overlays" / f"{self.folder.stem_of(entry)}.jpg"
-            write_overlay(link, self.images / entry.source, labels, self.folder.colours, self.folder.class_names)
+            write_overlay(link, self.images / entry.source, labels, self.folder.colours, self.folder.class_names,
+                              self.folder.record.exif)
             with Image.open(link) as img:
                 full = img.convert("RGB")
         else:  # no photo: the label map's colours alone

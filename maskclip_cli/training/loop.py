@@ -294,7 +294,8 @@ def setup(cfg: TrainConfig, text: ClassText | None = None, device: str | torch.d
         del state
 
     aug = AugmentConfig(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.crop_size, cfg.flip, cfg.photometric, IMAGENET_MEAN, IMAGENET_STD)
-    dataset = PseudoLabelDataset(samples, len(names), aug, cfg.min_confidence, unseen.tolist() if unseen is not None else None)
+    dataset = PseudoLabelDataset(samples, len(names), aug, cfg.min_confidence, unseen.tolist() if unseen is not None else None,
+                                 record.exif)
     batches = IterationBatches(len(dataset), cfg.batch_size // d.world, cfg.seed, start, cfg.iters, d.rank, d.world)
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers, pin_memory=d.device.type == "cuda",
                         worker_init_fn=_ignore_sigint, collate_fn=collate)

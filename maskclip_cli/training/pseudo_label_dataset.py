@@ -22,6 +22,7 @@ from .._worker_items import load_item
 from ..constants import IGNORE_INDEX
 from ..errors import MaskCLIPError
 from ..formats.image_files import find_images, output_stems
+from ..formats.images import read_rgb
 from ..formats.label_files import read_label_png
 from ..formats.label_folder import LabelFolder, read_confidence
 from .augment import AugmentConfig, augment
@@ -81,8 +82,10 @@ class PseudoLabelDataset(Dataset):
     are masked at load time. Pseudo labels below ``min_confidence`` become ignore.
     """
 
-    def __init__(self, samples: list[Sample], n_classes: int, aug: AugmentConfig, min_confidence: float = 0.0, unseen: list[int] | None = None):
+    def __init__(self, samples: list[Sample], n_classes: int, aug: AugmentConfig, min_confidence: float = 0.0, unseen: list[int] | None = None,
+                 exif: bool = True):
         self.samples, self.n_classes, self.aug = samples, n_classes, aug
+        self.exif = exif  # decode images as the labels were made (formats.images)
         self.min_confidence = min_confidence
         self.unseen = torch.tensor(unseen or [], dtype=torch.long)
 
@@ -92,8 +95,7 @@ class PseudoLabelDataset(Dataset):
     def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Unaugmented uint8 image (3, H, W), pseudo labels and ground truth (H, W)."""
         s = self.samples[index]
-        with Image.open(s.image) as im:
-            image = TF.pil_to_tensor(im.convert("RGB"))
+        image = TF.pil_to_tensor(read_rgb(s.image, self.exif).image)
         size = (image.shape[2], image.shape[1])
         if s.label is None:
             pseudo = torch.full((size[1], size[0]), IGNORE_INDEX, dtype=torch.uint8)

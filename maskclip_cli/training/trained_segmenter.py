@@ -29,6 +29,9 @@ class TrainedSegmenter(Segmenter):
     def resize(self, image: Image.Image) -> torch.Tensor:
         return resize_uint8(image, self.meta["short_side"], OUTPUT_STRIDE)
 
+    def input_short_side(self) -> int | None:
+        return int(self.meta["short_side"])
+
     @torch.no_grad()
     def scores(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.predict_logits(images).softmax(dim=1)

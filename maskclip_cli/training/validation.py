@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
 from ..engine.segmenter import Segmenter
 from ..errors import MaskCLIPError
 from ..evaluation.metrics import ConfusionMatrix, Scores
 from ..formats.image_files import find_images, output_stems
+from ..formats.images import read_rgb
 from ..formats.label_files import read_label_png
 
 
@@ -37,7 +36,6 @@ def validate(segmenter: Segmenter, pairs: list[ValPair]) -> Scores:
     """Whole-image inference on each pair, scores over the split."""
     cm = ConfusionMatrix(len(segmenter.class_names))
     for pair in pairs:
-        with Image.open(pair.image) as im:
-            pred = segmenter.label_image(im.convert("RGB")).labels
+        pred = segmenter.label_image(read_rgb(pair.image).image).labels
         cm.update(pred, read_label_png(pair.labels))
     return cm.scores()
