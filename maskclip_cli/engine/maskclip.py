@@ -223,7 +223,7 @@ class MaskCLIP(Segmenter):
             probs = low[i]
             if self._logit_path:
                 probs = reduce_groups((cfg.logit_scale * probs[None]).softmax(dim=1), self.groups, len(self.class_names))[0]
-            out.append(Prediction(labels.cpu().numpy(), conf.cpu().numpy().astype(np.float32), probs.cpu()))
+            out.append(Prediction(labels.long().cpu().numpy(), conf.cpu().numpy().astype(np.float32), probs.cpu()))
         return out
 
     @torch.no_grad()
@@ -253,7 +253,7 @@ class MaskCLIP(Segmenter):
             labels, conf = upsample_argmax(scores, size, **kw)
         if cfg.area_threshold is not None:
             drop = small_classes(labels, len(self.class_names), cfg.area_threshold)
-            if drop[labels].any():
+            if drop[labels.int()].any():
                 excluded = drop[self.groups] if logit_path else drop
                 labels, conf = upsample_argmax(scores, size, refine=refine, excluded=excluded, **kw)
         return labels, conf
@@ -262,7 +262,7 @@ class MaskCLIP(Segmenter):
 def small_classes(labels: torch.Tensor, n_classes: int, threshold: float) -> torch.Tensor:
     """(C,) bool: foreground classes (id > 0) whose pixels are at most ``threshold`` of all
     foreground pixels of the map (SCLIP's ``area_thd``); the background never is."""
-    counts = torch.bincount(labels.flatten(), minlength=n_classes).float()
+    counts = torch.bincount(labels.flatten().int(), minlength=n_classes).float()
     drop = counts <= threshold * counts[1:].sum()
     drop[0] = False
     return drop

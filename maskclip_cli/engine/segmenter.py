@@ -67,7 +67,7 @@ class Segmenter:
 
     @torch.no_grad()
     def full_size(self, images: torch.Tensor, sizes: list[tuple[int, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per image, (labels long, confidence float) at its original (width, height), left on the
+        """Per image, (labels int16, confidence float) at its original (width, height), left on the
         device: the maps :meth:`predict` returns, before any copy to the host (the label job
         post-processes them there). Segmenters that refine at full size override this too."""
         return [upsample_argmax(p, (h, w)) for p, (w, h) in zip(self.scores(images), sizes)]
@@ -79,7 +79,7 @@ class Segmenter:
         out = []
         for p, (w, h) in zip(probs, sizes):
             labels, conf = upsample_argmax(p, (h, w))
-            out.append(Prediction(labels.cpu().numpy(), conf.cpu().numpy().astype(np.float32), p.cpu()))
+            out.append(Prediction(labels.long().cpu().numpy(), conf.cpu().numpy().astype(np.float32), p.cpu()))
         return out
 
     def label_image(self, image: Image.Image) -> Prediction:

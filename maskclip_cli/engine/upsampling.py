@@ -2,7 +2,8 @@
 
 Classes (or prompts) are upsampled bilinearly a few at a time, optionally refined (PAMR), and
 folded into a running arg-max, so a large photo with many classes never holds the full
-(C, H, W) tensor. Two kinds of input:
+(C, H, W) tensor: the running arg-max is folded in place (class ids as int16), so the full-size
+work of a 12000x9000 photo is a few (H, W) maps. Two kinds of input:
 
 - probabilities (MaskCLIP's default path): the confidence is the top probability;
 - cosine logits per prompt (the successors' path, and MaskCLIP's own code without key
@@ -35,7 +36,8 @@ def upsample_argmax(
     excluded: torch.Tensor | None = None,
     chunk: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(labels (H, W) long, confidence (H, W) float)`` from (R, h, w) ``scores`` upsampled to ``size``.
+    """``(labels (H, W) int16 (long beyond 32767 rows), confidence (H, W) float)`` from (R, h, w)
+    ``scores`` upsampled to ``size``.
 
     ``logit_scale`` None: ``scores`` are probabilities. Otherwise they are cosine logits, one row
     per prompt, ``groups[r]`` = prompt r's class (identity when None). ``refine`` maps an upsampled
@@ -44,29 +46,30 @@ def upsample_argmax(
     """
     rows = scores.shape[0]
     step = _chunk_rows(rows, size, chunk)
-    best = top = lse = None
+    index_dtype = torch.int16 if rows <= torch.iinfo(torch.int16).max else torch.long
+    best = torch.zeros(size, dtype=index_dtype, device=scores.device)
+    top = torch.full(size, -torch.inf, device=scores.device)
+    lse = None
     for start in range(0, rows, step):
         up = F.interpolate(scores[None, start : start + step].float(), size=size, mode="bilinear", align_corners=False)
         if refine is not None:
             up = refine(up)
         up = up[0]
         if logit_scale is not None:
-            scaled = logit_scale * up
-            part = scaled.logsumexp(dim=0)
-            lse = part if lse is None else torch.logaddexp(lse, part)
-            up = scaled
+            up.mul_(logit_scale)
+            part = up.logsumexp(dim=0)
+            lse = part if lse is None else torch.logaddexp(lse, part, out=lse)
         if excluded is not None:
-            up = up.masked_fill(excluded[start : start + step, None, None].to(up.device), -torch.inf)
-        c_val, c_idx = up.max(dim=0)
-        if best is None:
-            best, top = c_idx + start, c_val
-        else:
-            better = c_val > top
-            best, top = torch.where(better, c_idx + start, best), torch.where(better, c_val, top)
+            up.masked_fill_(excluded[start : start + step, None, None].to(up.device), -torch.inf)
+        for j, row in enumerate(up):  # fold in place, row by row: no (H, W) int64 temporaries
+            better = row > top  # strict: the first of equal scores wins, as max(dim=0) does
+            best.masked_fill_(better, start + j)
+            torch.maximum(top, row, out=top)
+        del up
     if logit_scale is not None:
-        conf = (top - lse).exp()
+        conf = top.sub_(lse).exp_()
     else:
-        conf = top.clamp(0, 1)
+        conf = top.clamp_(0, 1)
     if groups is not None:
-        best = groups.to(best.device)[best]
+        best = groups.to(device=best.device, dtype=best.dtype)[best.int()]
     return best, conf
