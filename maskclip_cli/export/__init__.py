@@ -5,7 +5,7 @@ from .._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "FORMATS": ".formats",
-    "ExportOptions": ".run",
+    "ExportOptions": ".writer",
     "ExportSummary": ".run",
     "export_folder": ".run",
     "CocoWriter": ".coco",

@@ -22,7 +22,7 @@ from pycocotools import mask as mask_utils
 from .._io import atomic_write
 from ..formats.label_folder import LabelFolder
 from ..formats.manifest import ManifestEntry
-from .run import ExportOptions, copy_photo, kept_classes
+from .writer import ExportOptions, copy_photo, kept_classes
 
 ANNOTATIONS = "annotations.json"
 IMAGES = "images"

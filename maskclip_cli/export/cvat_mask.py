@@ -19,7 +19,7 @@ from .._io import atomic_write
 from ..formats.label_files import palette, write_label_png
 from ..formats.label_folder import LabelFolder
 from ..formats.manifest import ManifestEntry
-from .run import ExportOptions, copy_photo, kept_classes
+from .writer import ExportOptions, copy_photo, kept_classes
 
 LABELMAP = "labelmap.txt"
 IMAGE_SET = "ImageSets/Segmentation/default.txt"

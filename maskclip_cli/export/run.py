@@ -13,63 +13,15 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
-
-from ..errors import MaskCLIPError, ParameterError, check_range
+from ..errors import MaskCLIPError, ParameterError
 from ..formats.label_folder import LabelFolder
-from ..formats.manifest import ManifestEntry
 from ..hooks import SILENT, ProgressHook
+from .formats import FORMATS
+from .writer import ExportOptions, kept_classes
 
 FAILED_FILE = "failed.jsonl"
 KEPT_FAILURES = 1000  # in the summary; failed.jsonl lists them all
-
-
-@dataclass
-class ExportOptions:
-    """What and how to export; the format-specific fields are ignored by the other formats."""
-
-    format: str
-    images: Path | None = None  # the labelled photo folder: copied (hard-linked where possible) into the export
-    overwrite: bool = False
-    instances: bool = False  # coco: one annotation per connected component instead of per class
-    min_area: int = 0  # yolo-seg: components and holes below this many pixels are dropped / filled
-    val_fraction: float = 0.1  # yolo-seg: share of images in the validation split
-    seed: int = 0  # yolo-seg: split seed
-    exclude: tuple[str, ...] = ()  # classes left out (coco, yolo-seg) or made background (cvat-mask)
-
-    def __post_init__(self) -> None:
-        from .formats import FORMATS  # the writers import this module
-
-        if self.format not in FORMATS:
-            raise ParameterError(f"{{}} must be one of {', '.join(FORMATS)} (got '{self.format}').", "format")
-        check_range("val_fraction", self.val_fraction, 0, 1)
-        check_range("min_area", self.min_area, 0)
-        if self.images is not None and not self.images.is_dir():
-            raise MaskCLIPError(f"Image folder not found: {self.images}")
-
-
-def kept_classes(folder: LabelFolder, exclude: tuple[str, ...]) -> list[int]:
-    """Ids of the classes an export keeps; a name the folder does not have is a ParameterError."""
-    unknown = sorted(set(exclude) - set(folder.class_names))
-    if unknown:
-        raise ParameterError(f"{{}} names classes this folder does not have: {', '.join(unknown)} "
-                             f"(it has {', '.join(folder.class_names)}).", "exclude")
-    return [i for i, name in enumerate(folder.class_names) if name not in exclude]
-
-
-class Writer(Protocol):
-    """One export format: takes the images one by one, finishes its index files on close."""
-
-    outputs: tuple[str, ...]  # top-level names it writes under the output folder
-
-    def add(self, entry: ManifestEntry, labels: np.ndarray, confidence: np.ndarray | None, photo: Path | None) -> None: ...
-
-    def close(self) -> None: ...
-
-    def abort(self) -> None:
-        """The export stopped early: remove temporary files."""
 
 
 @dataclass
@@ -83,16 +35,6 @@ class ExportSummary:
     @property
     def images_per_second(self) -> float:
         return self.exported / self.seconds if self.seconds > 0 else 0.0
-
-
-def copy_photo(photo: Path, target: Path) -> None:
-    """Hard-link the photo into the export (free, same bytes), or copy it across file systems."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.unlink(missing_ok=True)
-    try:
-        target.hardlink_to(photo)
-    except OSError:
-        shutil.copyfile(photo, target)
 
 
 def _prepare_out(out: Path, outputs: tuple[str, ...], overwrite: bool) -> None:
@@ -115,7 +57,6 @@ def _prepare_out(out: Path, outputs: tuple[str, ...], overwrite: bool) -> None:
 
 def export_folder(label_dir: Path, out: Path, options: ExportOptions, hook: ProgressHook = SILENT) -> ExportSummary:
     """Export the label folder ``label_dir`` into ``out`` in ``options.format``."""
-    from .formats import FORMATS  # the writers import this module
 
     folder = LabelFolder.open(label_dir)
     writer_class = FORMATS[options.format]

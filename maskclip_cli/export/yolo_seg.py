@@ -23,7 +23,7 @@ import numpy as np
 from .._io import atomic_write
 from ..formats.label_folder import LabelFolder
 from ..formats.manifest import ManifestEntry
-from .run import ExportOptions, copy_photo, kept_classes
+from .writer import ExportOptions, copy_photo, kept_classes
 
 DATA_YAML = "data.yaml"
 # Vertices are pixel indices. Ultralytics rasterises polygons with ``astype(int32)`` (truncation), and
