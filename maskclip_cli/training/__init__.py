@@ -3,7 +3,7 @@
 from .._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "TrainConfig": ".loop",
+    "TrainConfig": ".config",
     "TrainSummary": ".loop",
     "setup": ".loop",
     "step": ".loop",

@@ -16,6 +16,7 @@ import torch
 
 from .._io import atomic_write
 from ..errors import MaskCLIPError
+from ..record import LabelRecord
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = "maskclip+/1"
@@ -57,3 +58,8 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise MaskCLIPError(f"{path} is not a `maskclip train` checkpoint.")
     return state
+
+
+def checkpoint_record(meta: dict) -> LabelRecord:
+    """The record of a checkpoint's text classifier (0.1.0 checkpoints kept a flat ``clip`` dict instead)."""
+    return LabelRecord.from_dict(meta["record"] if "record" in meta else {**meta["clip"], "classes": meta["class_names"]})

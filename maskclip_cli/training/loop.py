@@ -35,6 +35,7 @@ from . import distributed
 from .augment import AugmentConfig
 from .checkpointing import (
     CHECKPOINT_FILE,
+    checkpoint_record,
     load_checkpoint,
     restore_rng,
     rng_state,
@@ -196,9 +197,8 @@ class Run:
 
 
 def _saved_text(meta: dict) -> ClassText:
-    """The classifier of a checkpoint (0.1.0 checkpoints kept a flat ``clip`` dict instead of a record)."""
-    record = LabelRecord.from_dict(meta["record"] if "record" in meta else {**meta["clip"], "classes": meta["class_names"]})
-    return ClassText(meta["class_names"], meta["text"], meta["groups"], record)
+    """The classifier of a checkpoint."""
+    return ClassText(meta["class_names"], meta["text"], meta["groups"], checkpoint_record(meta))
 
 
 def _label_source(cfg: TrainConfig) -> tuple[LabelFolder | None, LabelRecord]:

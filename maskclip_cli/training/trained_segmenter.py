@@ -13,7 +13,7 @@ from .._io import file_sha256
 from ..clip.preprocess import resize_uint8
 from ..engine.segmenter import Segmenter
 from ..record import LabelRecord, TrainedNetwork
-from .checkpointing import load_checkpoint
+from .checkpointing import checkpoint_record, load_checkpoint
 from .deeplab import NO_WEIGHTS, OUTPUT_STRIDE, DeepLabV2
 
 
@@ -38,7 +38,7 @@ class TrainedSegmenter(Segmenter):
 
     def record(self) -> LabelRecord:
         """The network's labels, with the CLIP whose text embeddings it classifies with."""
-        text = LabelRecord.from_dict(self.meta["record"])
+        text = checkpoint_record(self.meta)
         network = TrainedNetwork(self.source or "in-memory", self.sha256 or "", self.meta["backbone"],
                                  int(self.meta["iteration"]), int(self.meta["short_side"]))
         return replace(text, classes=list(self.class_names), segmenter="maskclip+", network=network,

@@ -282,3 +282,17 @@ def test_resume_warns_only_about_typed_options_that_differ(tmp_path):
     assert "ignoring changed options: lr." in " ".join(result.output.split())
     result = CliRunner().invoke(app, ["train", *where, "--resume", "--pretrained", "openai"])
     assert "ignoring changed options: clip_pretrained." in " ".join(result.output.split())
+
+
+def test_a_0_1_0_checkpoint_meta_gives_its_record():
+    """0.1.0 checkpoints kept the classifier's CLIP as a flat ``clip`` dict; `label/eval --segmenter`
+    on such a file must still describe its labels (it raised KeyError: 'record')."""
+    from maskclip_cli.training.trained_segmenter import TrainedSegmenter
+
+    meta = {"class_names": ["cat", "dog"], "backbone": "resnet18", "iteration": 30, "short_side": 64,
+            "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+            "clip": {"model": "ViT-B-16", "weights": "openai", "templates": "vild", "background": [], "checkpoint": None}}
+    record = TrainedSegmenter(torch.nn.Linear(1, 1), meta, "/runs/a/checkpoint.pt", "0123456789abcdef").record()
+    assert record.segmenter == "maskclip+" and record.classes == ["cat", "dog"]
+    assert record.clip.model == "ViT-B-16" and record.clip.weights.tag == "openai"
+    assert record.network.iteration == 30 and record.network.sha256 == "0123456789abcdef"
