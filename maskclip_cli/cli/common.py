@@ -17,7 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ..clip.methods import METHODS, check_method
+from ..clip.methods import METHODS
 from ..engine.class_names import ClassSpec, class_synonyms, synonym_words
 from ..engine.config import MaskCLIPConfig
 from ..errors import MaskCLIPError, ParameterError
@@ -155,7 +155,6 @@ def build_maskclip(
     from ..engine.maskclip import MaskCLIP
 
     classes = class_synonyms(classes)
-    check_method(config.method)
     clip = load_clip(model, pretrained, checkpoint, resolve_device(device), hook=hook, quick_gelu=quick_gelu)
     return MaskCLIP(clip, classes, config, hook=hook)
 

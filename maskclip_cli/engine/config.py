@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..clip.methods import DEFAULT_METHOD
+from ..clip.methods import DEFAULT_METHOD, check_method
 from ..constants import SOFTMAX_SCALE
 from ..errors import ParameterError, check_range
 
@@ -53,6 +53,7 @@ class MaskCLIPConfig:
     authors_code: bool = False  # the authors' MaskCLIP code's differences from CLIP (engine/authors_code.py)
 
     def __post_init__(self) -> None:  # checked on construction, before any model is loaded
+        check_method(self.method)
         check_range("denoise_threshold", self.denoise_threshold, 0, 1)
         check_range("short_side", self.short_side, 1)
         check_range("window", self.window, 1)

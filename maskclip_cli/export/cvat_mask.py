@@ -37,7 +37,8 @@ class CvatMaskWriter:
         self.colours = palette(len(self.names))
         self.lut = np.zeros(256, np.uint8)  # ignore and anything unknown -> background (0)
         self.lut[: len(names)] = np.arange(len(names)) + self.shift
-        self.lut[[i for i in range(len(names)) if i not in kept_classes(folder, options.exclude)]] = 0
+        kept = kept_classes(folder, options.exclude)
+        self.lut[[i for i in range(len(names)) if i not in kept]] = 0
         (out / IMAGE_SET).parent.mkdir(parents=True, exist_ok=True)
         self._image_set = open(out / f"{IMAGE_SET}.part", "w", encoding="utf-8")
 
