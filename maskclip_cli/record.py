@@ -55,9 +55,7 @@ class WeightsSource:
         return cls("tag", tag=weights)
 
     @classmethod
-    def from_dict(cls, data: dict | str) -> WeightsSource:
-        if isinstance(data, str):
-            return cls.from_legacy(data)
+    def from_dict(cls, data: dict) -> WeightsSource:
         return cls(**{k: data.get(k) for k in ("kind", "tag", "path", "sha256")})
 
 
@@ -188,7 +186,6 @@ def _from_v1(data: dict) -> LabelRecord:
     )
 
 
-def record_hash(record: LabelRecord | dict) -> str:
+def record_hash(record: LabelRecord) -> str:
     """Short stable hash of a record: the manifest's ``settings`` tag for resume."""
-    data = record.to_dict() if isinstance(record, LabelRecord) else record
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(record.to_dict(), sort_keys=True).encode()).hexdigest()[:16]

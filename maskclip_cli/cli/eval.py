@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import __version__
-from .._io import file_sha256, write_json
+from .._io import write_json
 from ..constants import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from ..engine.config import MaskCLIPConfig as _M  # option defaults are the library's
 from ..errors import MaskCLIPError
@@ -158,7 +158,7 @@ def eval_command(
             settings = {
                 "mode": "dataset", "dataset": dataset, "data_root": str(data_root), "protocol": protocol,
                 "bg_threshold": threshold, "limit": limit, "segmenter": segmenter.settings(),
-                "checkpoint_sha256": file_sha256(checkpoint) if checkpoint and segmenter_path is None else None,
+                "checkpoint_sha256": maskclip.clip.source.weights.sha256 if checkpoint and segmenter_path is None else None,
             }
             title = f"{dataset} ({protocol} protocol)"
         settings["code_version"] = __version__
