@@ -35,7 +35,7 @@ import maskclip_cli.labelling.label_job as label_job
 from maskclip_cli.clip.preprocess import resize_uint8
 from maskclip_cli.engine.segmenter import Segmenter
 from maskclip_cli.labelling.label_job import LabelOptions, label_folder
-from maskclip_cli.record import LabelRecord
+from maskclip_cli.core.record import LabelRecord
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -64,7 +64,7 @@ def child(args: argparse.Namespace) -> None:
         backbone_weights="none", iters=args.iters, batch_size=args.batch, crop_size=args.crop, photometric=False,
         workers=0, checkpoint_every=args.iters, log_every=args.iters // 2, amp=False, online=online,
     )
-    from maskclip_cli.constants import IMAGENET_MEAN, IMAGENET_STD
+    from maskclip_cli.core.constants import IMAGENET_MEAN, IMAGENET_STD
 
     text = from_maskclip(seg)
     labeller = OnlineLabeller(seg.clip, list(seg.class_names), seg.config, IMAGENET_MEAN, IMAGENET_STD) if online else None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from maskclip_cli.hooks import ProgressHook
+from maskclip_cli.core.hooks import ProgressHook
 from maskclip_cli.synthetic.assets import MODEL_CONFIG
 from maskclip_cli.synthetic.train_clip import TrainSettings, train_tiny_clip
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from maskclip_cli.formats.label_files import palette, write_confidence, write_label_png
 from maskclip_cli.formats.label_folder import LabelFolder
-from maskclip_cli.record import ClipSource, LabelRecord, WeightsSource
+from maskclip_cli.core.record import ClipSource, LabelRecord, WeightsSource
 
 CLASS_NAMES = ["background", "cat", "dog"]
 

@@ -20,9 +20,9 @@ from rich.progress import (
 from ..clip.methods import METHODS
 from ..engine.class_names import ClassSpec, class_synonyms, synonym_words
 from ..engine.config import MaskCLIPConfig
-from ..errors import MaskCLIPError, ParameterError
+from ..core.errors import MaskCLIPError, ParameterError
 from ..formats.label_files import class_lines, read_class_file
-from ..hooks import ProgressHook
+from ..core.hooks import ProgressHook
 
 if TYPE_CHECKING:
     import torch

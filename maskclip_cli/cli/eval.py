@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import __version__
-from .._io import write_json
-from ..constants import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from ..core._io import write_json
+from ..core.constants import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from ..engine.config import MaskCLIPConfig as _M  # option defaults are the library's
-from ..errors import MaskCLIPError
+from ..core.errors import MaskCLIPError
 from ..evaluation.datasets import DATASETS, class_names, get_spec, list_samples
 from ..evaluation.evaluate import (
     EvalResult,

@@ -7,7 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..export import FORMATS, ExportOptions, export_folder
+from ..export.formats import FORMATS
+from ..export.run import export_folder
+from ..export.writer import ExportOptions
 from .app import app
 from .common import RichHook, console, user_errors
 

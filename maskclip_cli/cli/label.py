@@ -7,10 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..constants import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from ..core.constants import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from ..engine.class_names import validate_classes
 from ..engine.config import MaskCLIPConfig
-from ..errors import MaskCLIPError
+from ..core.errors import MaskCLIPError
 from ..formats.label_files import check_class_count
 from ..labelling.folder_lock import holders
 from ..labelling.label_job import label_folder, merge_manifests

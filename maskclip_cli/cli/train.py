@@ -8,10 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..constants import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from ..core.constants import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from ..engine.config import MaskCLIPConfig as _M  # option defaults are the library's
-from ..errors import MaskCLIPError
-from ..hooks import ProgressHook
+from ..core.errors import MaskCLIPError
+from ..core.hooks import ProgressHook
 from ..training.config import MIN_CROP
 from ..training.config import TrainConfig as _T
 from .app import app

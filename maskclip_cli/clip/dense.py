@@ -6,7 +6,7 @@ import torch
 from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import VisionTransformer
 
-from ..errors import MaskCLIPError
+from ..core.errors import MaskCLIPError
 from .dense_resnet import resnet_dense
 from .dense_vit import vit_dense
 from .last_block import DEFAULT_METHOD, check_method

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 
-from ..errors import MaskCLIPError
+from ..core.errors import MaskCLIPError
 from .last_block import DEFAULT_METHOD, POS_EMBED_SCALE_OFFSET, last_block
 from .pos_embed import interpolate_pos_embed
 

@@ -3,7 +3,7 @@
 Weights come from (a) an open_clip pretrained tag, resolved through the Hugging Face cache and
 downloaded only when the hub is reachable, (b) a local checkpoint file, or (c) nowhere
 (``pretrained="none"``: random weights, for speed tests only). Every failure is turned into a
-:class:`~maskclip_cli.errors.MaskCLIPError` that says what to do, before any work starts.
+:class:`~maskclip_cli.core.errors.MaskCLIPError` that says what to do, before any work starts.
 
 Every model is built as its weights were trained. A tag's settings in open_clip's pretrained table
 (``quick_gelu``: OpenAI's CLIPs use ``x * sigmoid(1.702 x)`` in every transformer MLP; mean, std,
@@ -29,12 +29,12 @@ from open_clip.model import get_model_preprocess_cfg
 from open_clip.pretrained import _PRETRAINED
 from open_clip.transformer import QuickGELU
 
-from .._io import file_sha256
-from .._network import reachable
-from ..constants import DEFAULT_MODEL, DEFAULT_PRETRAINED
-from ..errors import CheckpointMismatchError, MaskCLIPError, WeightsUnavailableError
-from ..hooks import SILENT, ProgressHook
-from ..record import ClipSource, WeightsSource
+from ..core._io import file_sha256
+from ..core._network import reachable
+from ..core.constants import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from ..core.errors import CheckpointMismatchError, MaskCLIPError, WeightsUnavailableError
+from ..core.hooks import SILENT, ProgressHook
+from ..core.record import ClipSource, WeightsSource
 
 RANDOM_WEIGHTS = "none"
 _TAG_PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")

@@ -6,7 +6,7 @@ the names.
 
 from __future__ import annotations
 
-from ..errors import MaskCLIPError
+from ..core.errors import MaskCLIPError
 
 METHODS = ("maskclip", "sclip", "clearclip", "naclip")
 DEFAULT_METHOD = "maskclip"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
-from ..errors import MaskCLIPError
+from ..core.errors import MaskCLIPError
 
 IMAGENET = tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
 VILD_SCENE = (

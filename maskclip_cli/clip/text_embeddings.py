@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from .._io import atomic_write
-from ..hooks import SILENT, ProgressHook
+from ..core._io import atomic_write
+from ..core.hooks import SILENT, ProgressHook
 from .loading import RANDOM_WEIGHTS, LoadedCLIP
 
 UNCACHEABLE = (RANDOM_WEIGHTS, "in-memory")

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import VisionTransformer
 
-from ..constants import IMAGENET_MEAN, IMAGENET_STD, SOFTMAX_SCALE
+from ..core.constants import IMAGENET_MEAN, IMAGENET_STD, SOFTMAX_SCALE
 
 AUTHORS_MEAN, AUTHORS_STD = IMAGENET_MEAN, IMAGENET_STD
 AUTHORS_LN_EPS = 1e-6

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence, Union
 
-from ..errors import MaskCLIPError
+from ..core.errors import MaskCLIPError
 
 BACKGROUND = "background"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..clip.methods import DEFAULT_METHOD, check_method
-from ..constants import SOFTMAX_SCALE
-from ..errors import ParameterError, check_range
+from ..core.constants import SOFTMAX_SCALE
+from ..core.errors import ParameterError, check_range
 
 PAMR_ITERATIONS = 10  # PAMR as SCLIP and NACLIP run it (visinf/1-stage-wseg)
 PAMR_DILATIONS = (8, 16)

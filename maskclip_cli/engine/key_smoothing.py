@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..constants import SOFTMAX_SCALE
+from ..core.constants import SOFTMAX_SCALE
 
 MAX_SIMILARITY_ELEMENTS = 1 << 24  # rows of the similarity held at once: 64 MB of float32 per batch
 

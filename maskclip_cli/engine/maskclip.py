@@ -21,15 +21,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..class_groups import reduce_groups
+from .class_groups import reduce_groups
 from ..clip.dense import check_method_for, dense_features, output_stride
 from ..clip.loading import LoadedCLIP
 from ..clip.preprocess import resize_uint8
 from ..clip.templates import get_templates
 from ..clip.text_embeddings import class_embeddings
-from ..errors import MaskCLIPError, ParameterError
-from ..hooks import SILENT, ProgressHook
-from ..record import LabelRecord
+from ..core.errors import MaskCLIPError, ParameterError
+from ..core.hooks import SILENT, ProgressHook
+from ..core.record import LabelRecord
 from .authors_code import AUTHORS_MEAN, AUTHORS_STD, authors_key_smooth, authors_port
 from .class_names import (  # noqa: F401 (public here too)
     BACKGROUND,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..constants import SOFTMAX_SCALE
+from ..core.constants import SOFTMAX_SCALE
 
 REMOVED_LOGIT = -100.0
 

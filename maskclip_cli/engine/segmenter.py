@@ -2,7 +2,7 @@
 
 A segmenter turns a PIL image into a model input (:meth:`Segmenter.resize` to a uint8 tensor, then
 :meth:`Segmenter.normalise`, which may run on the device), a batch of inputs into class probabilities at
-its own resolution, and describes how it labels as a :class:`~maskclip_cli.record.LabelRecord` (written into
+its own resolution, and describes how it labels as a :class:`~maskclip_cli.core.record.LabelRecord` (written into
 classes.json, compared on resume).
 Label and confidence maps at the original size come from :meth:`Segmenter.predict`.
 """
@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from ..clip.preprocess import normalise
-from ..record import LabelRecord
+from ..core.record import LabelRecord
 from .upsampling import upsample_argmax
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..constants import IGNORE_INDEX
+from ..core.constants import IGNORE_INDEX
 from ..engine.class_names import ClassSpec, synonym_words
-from ..errors import MaskCLIPError
+from ..core.errors import MaskCLIPError
 from ..formats.label_files import class_lines, read_label_png
 
 # 0-based COCO category ids (pixel values of stuffthingmaps) that no annotation uses.

@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from .._worker_items import load_item, raise_error
-from ..constants import IGNORE_INDEX
+from ..core._worker_items import load_item, raise_error
+from ..core.constants import IGNORE_INDEX
 from ..engine.segmenter import Segmenter
-from ..errors import MaskCLIPError
+from ..core.errors import MaskCLIPError
 from ..formats.images import read_rgb
 from ..formats.label_files import class_lines, read_class_file, read_label_png
 from ..formats.label_folder import CLASSES_FILE, LABELS_DIR
-from ..hooks import SILENT, ProgressHook
+from ..core.hooks import SILENT, ProgressHook
 from .datasets import Sample
 from .metrics import ConfusionMatrix, Scores
 

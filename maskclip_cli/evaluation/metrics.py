@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import MaskCLIPError
+from ..core.errors import MaskCLIPError
 
 
 def _percent(v: float) -> float | None:

@@ -33,11 +33,11 @@ import torch
 from PIL import Image
 
 from ..clip.preprocess import to_model_input
-from ..constants import SOFTMAX_SCALE
+from ..core.constants import SOFTMAX_SCALE
 from ..engine.maskclip import ClassSpec, MaskCLIP, MaskCLIPConfig
 from ..engine.segmenter import Prediction, Segmenter
-from ..errors import MaskCLIPError
-from ..record import LabelRecord
+from ..core.errors import MaskCLIPError
+from ..core.record import LabelRecord
 from .datasets import DatasetSpec, class_names, synonym_classes
 
 PROTOCOLS = ("paper", "paper-exact", "sclip")

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from .._io import atomic_write
+from ..core._io import atomic_write
 from ..formats.label_folder import LabelFolder
 from ..formats.manifest import ManifestEntry
 from .writer import ExportOptions, copy_photo, kept_classes

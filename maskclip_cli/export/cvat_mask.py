@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .._io import atomic_write
+from ..core._io import atomic_write
 from ..formats.label_files import palette, write_label_png
 from ..formats.label_folder import LabelFolder
 from ..formats.manifest import ManifestEntry

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import MaskCLIPError, ParameterError
+from ..core.errors import MaskCLIPError, ParameterError
 from ..formats.label_folder import LabelFolder
-from ..hooks import SILENT, ProgressHook
+from ..core.hooks import SILENT, ProgressHook
 from .formats import FORMATS
 from .writer import ExportOptions, kept_classes
 

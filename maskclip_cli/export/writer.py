@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import MaskCLIPError, ParameterError, check_range
+from ..core.errors import MaskCLIPError, ParameterError, check_range
 from ..formats.label_folder import LabelFolder
 from ..formats.manifest import ManifestEntry
 

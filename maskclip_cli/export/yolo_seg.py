@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 
-from .._io import atomic_write
+from ..core._io import atomic_write
 from ..formats.label_folder import LabelFolder
 from ..formats.manifest import ManifestEntry
 from .writer import ExportOptions, copy_photo, kept_classes

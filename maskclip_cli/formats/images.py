@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..errors import MaskCLIPError
+from ..core.errors import MaskCLIPError
 
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 _SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees

@@ -1,6 +1,6 @@
 """The file formats of label maps, confidence maps and class lists (encoding and decoding).
 
-Writes are atomic (see ``maskclip_cli._io``). Where these files live is formats.label_folder's business.
+Writes are atomic (see ``maskclip_cli.core._io``). Where these files live is formats.label_folder's business.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .._io import atomic_write
-from ..constants import IGNORE_INDEX
-from ..errors import MaskCLIPError
+from ..core._io import atomic_write
+from ..core.constants import IGNORE_INDEX
+from ..core.errors import MaskCLIPError
 
 
 def check_class_count(n: int) -> None:

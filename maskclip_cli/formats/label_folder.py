@@ -26,10 +26,10 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from .._io import write_json
-from ..constants import IGNORE_INDEX
-from ..errors import MaskCLIPError
-from ..record import LabelRecord
+from ..core._io import write_json
+from ..core.constants import IGNORE_INDEX
+from ..core.errors import MaskCLIPError
+from ..core.record import LabelRecord
 from .label_files import palette, read_label_png
 from .manifest import ManifestEntry, iter_manifest
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from .._io import atomic_write
+from ..core._io import atomic_write
 
 if TYPE_CHECKING:  # label_folder imports this module
     from .label_folder import LabelFolder

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..constants import IGNORE_INDEX
+from ..core.constants import IGNORE_INDEX
 
 _STATS = 256 + 4  # per image: 256 presence flags, then the float32 mean confidence
 

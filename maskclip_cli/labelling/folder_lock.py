@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..errors import MaskCLIPError
+from ..core.errors import MaskCLIPError
 from ..formats.label_folder import LabelFolder
 
 

@@ -34,9 +34,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .._worker_items import load_item
+from ..core._worker_items import load_item
 from ..engine.segmenter import Segmenter
-from ..errors import MaskCLIPError
+from ..core.errors import MaskCLIPError
 from ..formats.image_files import find_images, output_stems
 from ..formats.images import read_rgb
 from ..formats.label_files import (
@@ -47,8 +47,8 @@ from ..formats.label_files import (
 )
 from ..formats.label_folder import CLASSES_FILE, LabelFolder
 from ..formats.manifest import Manifest, merge_parts, read_all
-from ..hooks import SILENT, ProgressHook
-from ..record import LabelRecord, record_hash
+from ..core.hooks import SILENT, ProgressHook
+from ..core.record import LabelRecord, record_hash
 from ..review.overlay import write_overlay, write_overlays
 from .device_maps import ImageMaps, MapBatch, device_maps
 from .folder_lock import FolderLock, merge_when_idle

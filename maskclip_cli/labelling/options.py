@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ParameterError, check_range
+from ..core.errors import ParameterError, check_range
 from ..formats.label_files import PNG_COMPRESSION
 
 

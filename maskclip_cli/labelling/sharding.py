@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 from pathlib import Path, PurePosixPath
 
-from ..errors import MaskCLIPError
+from ..core.errors import MaskCLIPError
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .._io import atomic_write
-from ..constants import IGNORE_INDEX
-from ..errors import MaskCLIPError
+from ..core._io import atomic_write
+from ..core.constants import IGNORE_INDEX
+from ..core.errors import MaskCLIPError
 from ..formats.images import read_rgb
 from ..formats.label_folder import LabelFolder
-from ..hooks import SILENT, ProgressHook
+from ..core.hooks import SILENT, ProgressHook
 
 ALPHA = 0.5
 JPEG_QUALITY = 90

@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .._io import atomic_write
-from ..errors import MaskCLIPError, check_range
+from ..core._io import atomic_write
+from ..core.errors import MaskCLIPError, check_range
 from ..formats.label_folder import LabelFolder
 from ..formats.manifest import ManifestEntry
-from ..hooks import SILENT, ProgressHook
+from ..core.hooks import SILENT, ProgressHook
 from .overlay import render_overlay, write_overlay
 
 HISTOGRAM_BINS = 20

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..clip.loading import LoadedCLIP, load_clip
-from ..hooks import SILENT, ProgressHook
+from ..core.hooks import SILENT, ProgressHook
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "synthetic"
 MODEL_CONFIG = ASSETS / "maskclip-synthetic-vit.json"

@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from ..clip.loading import LoadedCLIP
-from ..constants import IMAGENET_MEAN, IMAGENET_STD
+from ..core.constants import IMAGENET_MEAN, IMAGENET_STD
 from ..engine.maskclip import MaskCLIP, MaskCLIPConfig
 from ..engine.segmenter import Segmenter
-from ..errors import MaskCLIPError, check_range
+from ..core.errors import MaskCLIPError, check_range
 from ..evaluation.datasets import get_spec, list_samples
 from ..evaluation.evaluate import evaluate_segmenter
 from ..evaluation.metrics import ConfusionMatrix
-from ..hooks import SILENT, ProgressHook
+from ..core.hooks import SILENT, ProgressHook
 from ..labelling.label_job import LabelOptions, label_folder
 from ..training.class_text import from_maskclip
 from ..training.loop import METRICS_FILE, TrainConfig, train

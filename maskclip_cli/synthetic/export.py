@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..hooks import SILENT, ProgressHook
+from ..core.hooks import SILENT, ProgressHook
 from .world import CLASSES, WorldSpec, make_scene
 
 LAYOUTS = ("pascal-context", "plain")

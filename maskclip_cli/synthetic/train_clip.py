@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
-from .._io import atomic_write
+from ..core._io import atomic_write
 from ..clip.loading import from_model, resolve_model_name
 from ..clip.preprocess import to_model_input
 from ..clip.templates import get_templates
-from ..hooks import SILENT, ProgressHook
+from ..core.hooks import SILENT, ProgressHook
 from .captions import caption, class_set_id
 from .world import WorldSpec, make_scene
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from ..constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from ..core.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._io import atomic_write
-from ..errors import MaskCLIPError
-from ..record import LabelRecord
+from ..core._io import atomic_write
+from ..core.errors import MaskCLIPError
+from ..core.record import LabelRecord
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = "maskclip+/1"

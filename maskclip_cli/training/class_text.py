@@ -1,6 +1,6 @@
 """The frozen text classifier of MaskCLIP+: the same CLIP text embeddings that labelled the data.
 
-Rebuilt from a label folder's :class:`~maskclip_cli.record.LabelRecord` (CLIP model, weights,
+Rebuilt from a label folder's :class:`~maskclip_cli.core.record.LabelRecord` (CLIP model, weights,
 templates, background words), or from a user override, through
 :class:`~maskclip_cli.engine.maskclip.MaskCLIP` itself, so the class order and the merged background
 rows are exactly those of the labels.
@@ -13,14 +13,14 @@ from pathlib import Path
 
 import torch
 
-from .._io import file_sha256
+from ..core._io import file_sha256
 from ..clip.last_block import DEFAULT_METHOD
 from ..clip.loading import LoadedCLIP, load_clip
-from ..constants import DEFAULT_PRETRAINED
+from ..core.constants import DEFAULT_PRETRAINED
 from ..engine.maskclip import BACKGROUND, MaskCLIP, MaskCLIPConfig
-from ..errors import MaskCLIPError
-from ..hooks import SILENT, ProgressHook
-from ..record import LabelRecord
+from ..core.errors import MaskCLIPError
+from ..core.hooks import SILENT, ProgressHook
+from ..core.record import LabelRecord
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import ParameterError, check_range
+from ..core.errors import ParameterError, check_range
 
 MIN_CROP = 32  # smallest training crop: 4x4 features at DeepLabv2's output stride 8
 

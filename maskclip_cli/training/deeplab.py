@@ -16,9 +16,9 @@ import torch.nn.functional as F
 import torchvision
 from torchvision.models import resnet
 
-from .._network import reachable
-from ..class_groups import reduce_groups
-from ..errors import MaskCLIPError
+from ..core._network import reachable
+from ..engine.class_groups import reduce_groups
+from ..core.errors import MaskCLIPError
 
 BACKBONES = ("resnet18", "resnet50", "resnet101")
 ASPP_DILATIONS = (6, 12, 18, 24)

@@ -24,13 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .._io import write_json
-from .._worker_items import raise_error
-from ..constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
-from ..errors import MaskCLIPError
+from ..core._io import write_json
+from ..core._worker_items import raise_error
+from ..core.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from ..core.errors import MaskCLIPError
 from ..formats.label_folder import LabelFolder
-from ..hooks import SILENT, ProgressHook
-from ..record import LabelRecord
+from ..core.hooks import SILENT, ProgressHook
+from ..core.record import LabelRecord
 from . import distributed
 from .augment import AugmentConfig
 from .checkpointing import (

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..clip.loading import LoadedCLIP
-from ..constants import IGNORE_INDEX
+from ..core.constants import IGNORE_INDEX
 from ..engine.maskclip import (
     BACKGROUND,
     ClassSpec,
@@ -39,8 +39,8 @@ from ..engine.maskclip import (
     MaskCLIPConfig,
     class_synonyms,
 )
-from ..errors import MaskCLIPError
-from ..record import LabelRecord
+from ..core.errors import MaskCLIPError
+from ..core.record import LabelRecord
 
 
 def labeller_config(inference: dict) -> MaskCLIPConfig:

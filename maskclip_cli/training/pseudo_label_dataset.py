@@ -18,9 +18,9 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler, default_collate
 from torchvision.transforms.v2 import functional as TF
 
-from .._worker_items import load_item
-from ..constants import IGNORE_INDEX
-from ..errors import MaskCLIPError
+from ..core._worker_items import load_item
+from ..core.constants import IGNORE_INDEX
+from ..core.errors import MaskCLIPError
 from ..formats.image_files import find_images, output_stems
 from ..formats.images import read_rgb
 from ..formats.label_files import read_label_png

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..constants import IGNORE_INDEX
+from ..core.constants import IGNORE_INDEX
 from .deeplab import DeepLabV2
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .._io import file_sha256
+from ..core._io import file_sha256
 from ..clip.preprocess import resize_uint8
 from ..engine.segmenter import Segmenter
-from ..record import LabelRecord, TrainedNetwork
+from ..core.record import LabelRecord, TrainedNetwork
 from .checkpointing import checkpoint_record, load_checkpoint
 from .deeplab import NO_WEIGHTS, OUTPUT_STRIDE, DeepLabV2
 

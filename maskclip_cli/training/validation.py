@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine.segmenter import Segmenter
-from ..errors import MaskCLIPError
+from ..core.errors import MaskCLIPError
 from ..evaluation.metrics import ConfusionMatrix, Scores
 from ..formats.image_files import find_images, output_stems
 from ..formats.images import read_rgb

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from ..constants import IGNORE_INDEX
-from ..errors import MaskCLIPError
+from ..core.constants import IGNORE_INDEX
+from ..core.errors import MaskCLIPError
 
 
 def mask_unseen(gt: torch.Tensor, unseen: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from maskclip_cli.cli import app
 from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
-from maskclip_cli.hooks import ProgressHook
+from maskclip_cli.core.hooks import ProgressHook
 from maskclip_cli.labelling.label_job import LabelOptions, label_folder
 
 runner = CliRunner()

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from maskclip_cli.cli import app
 from maskclip_cli.engine.maskclip import MaskCLIPConfig
-from maskclip_cli.errors import ParameterError
+from maskclip_cli.core.errors import ParameterError
 from maskclip_cli.labelling.label_job import LabelOptions
 from maskclip_cli.synthetic.demo import DemoSettings
 from maskclip_cli.training.loop import TrainConfig

@@ -17,7 +17,7 @@ from conftest import TINY_CONFIGS, make_tiny_clip
 from maskclip_cli.clip.dense import dense_features, output_stride
 from maskclip_cli.clip.loading import from_model
 from maskclip_cli.clip.pos_embed import interpolate_pos_embed
-from maskclip_cli.errors import MaskCLIPError
+from maskclip_cli.core.errors import MaskCLIPError
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

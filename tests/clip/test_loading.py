@@ -10,14 +10,14 @@ import pytest
 import torch
 from conftest import TINY_CONFIGS
 
-from maskclip_cli._io import file_sha256
+from maskclip_cli.core._io import file_sha256
 from maskclip_cli.clip.loading import from_model, load_clip
-from maskclip_cli.errors import (
+from maskclip_cli.core.errors import (
     CheckpointMismatchError,
     MaskCLIPError,
     WeightsUnavailableError,
 )
-from maskclip_cli.hooks import ProgressHook
+from maskclip_cli.core.hooks import ProgressHook
 
 
 class RecordingHook(ProgressHook):
@@ -73,7 +73,7 @@ def test_unreachable_hub_without_offline_flag_fails_the_same_way(monkeypatch):
     def no_network(*args, **kwargs):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr("maskclip_cli._network.socket.create_connection", no_network)
+    monkeypatch.setattr("maskclip_cli.core._network.socket.create_connection", no_network)
     monkeypatch.setattr(open_clip, "download_pretrained", lambda *a, **k: pytest.fail("tried to download"))
     with pytest.raises(WeightsUnavailableError, match="RN50"):
         load_clip("RN50", "openai")

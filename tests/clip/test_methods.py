@@ -13,7 +13,7 @@ from conftest import make_tiny_clip
 
 from maskclip_cli.clip.dense import dense_features
 from maskclip_cli.clip.last_block import METHODS
-from maskclip_cli.errors import MaskCLIPError
+from maskclip_cli.core.errors import MaskCLIPError
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ from maskclip_cli.clip import loading
 from maskclip_cli.clip.loading import file_sha256, load_clip
 from maskclip_cli.clip.text_embeddings import class_embeddings
 from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
-from maskclip_cli.hooks import ProgressHook
-from maskclip_cli.record import LabelRecord
+from maskclip_cli.core.hooks import ProgressHook
+from maskclip_cli.core.record import LabelRecord
 
 
 class RecordingHook(ProgressHook):

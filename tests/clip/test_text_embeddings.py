@@ -15,8 +15,8 @@ from maskclip_cli.clip.text_embeddings import (
     default_cache_dir,
     encode_classes,
 )
-from maskclip_cli.errors import MaskCLIPError
-from maskclip_cli.record import ClipSource, WeightsSource
+from maskclip_cli.core.errors import MaskCLIPError
+from maskclip_cli.core.record import ClipSource, WeightsSource
 
 TEMPLATES = ("a photo of a {}.", "a drawing of the {}.", "there is a {} in the scene.")
 
@@ -141,7 +141,7 @@ def test_unwritable_cache_warns_once_and_goes_on(tmp_path, monkeypatch):
     equal to uncached ones, with one warning for the folder however often it is used."""
     from maskclip_cli.clip import text_embeddings
     from maskclip_cli.clip.text_embeddings import class_embeddings, encode_classes
-    from maskclip_cli.hooks import ProgressHook
+    from maskclip_cli.core.hooks import ProgressHook
 
     class Hook(ProgressHook):
         def __init__(self):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from conftest import make_tiny_clip
 from PIL import Image
 
-from maskclip_cli.constants import IMAGENET_MEAN, IMAGENET_STD
+from maskclip_cli.core.constants import IMAGENET_MEAN, IMAGENET_STD
 from maskclip_cli.engine.authors_code import authors_key_smooth, authors_port
 from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
 

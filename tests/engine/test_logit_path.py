@@ -9,7 +9,7 @@ from conftest import make_tiny_clip
 
 from maskclip_cli.clip.dense import dense_features
 from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig, small_classes
-from maskclip_cli.hooks import ProgressHook
+from maskclip_cli.core.hooks import ProgressHook
 
 CLASSES = [["cat", "kitten", "tabby"], "dog", ["tree", "bush"]]
 

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from conftest import make_tiny_clip
 from PIL import Image
 
-from maskclip_cli.class_groups import reduce_groups
+from maskclip_cli.engine.class_groups import reduce_groups
 from maskclip_cli.clip.preprocess import snapped_size
 from maskclip_cli.clip.templates import get_templates
 from maskclip_cli.clip.text_embeddings import encode_classes
-from maskclip_cli.constants import SOFTMAX_SCALE
+from maskclip_cli.core.constants import SOFTMAX_SCALE
 from maskclip_cli.engine.maskclip import (
     BACKGROUND,
     MaskCLIP,
@@ -21,7 +21,7 @@ from maskclip_cli.engine.maskclip import (
     validate_classes,
 )
 from maskclip_cli.engine.prompt_denoising import prompt_denoise
-from maskclip_cli.errors import MaskCLIPError
+from maskclip_cli.core.errors import MaskCLIPError
 
 CLASSES = ["cat", "dog", "tree", "car"]
 

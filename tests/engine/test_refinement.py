@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import make_tiny_clip
 
 from maskclip_cli.clip.dense import dense_features
-from maskclip_cli.constants import SOFTMAX_SCALE
+from maskclip_cli.core.constants import SOFTMAX_SCALE
 from maskclip_cli.engine.key_smoothing import key_similarity, key_smooth, smooth
 from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
 from maskclip_cli.engine.prompt_denoising import (
@@ -20,7 +20,7 @@ from maskclip_cli.engine.prompt_denoising import (
 )
 from maskclip_cli.engine.sliding_window import window_starts
 from maskclip_cli.engine.upsampling import upsample_argmax
-from maskclip_cli.errors import MaskCLIPError
+from maskclip_cli.core.errors import MaskCLIPError
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

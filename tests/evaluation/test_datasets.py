@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskclip_cli.errors import MaskCLIPError
+from maskclip_cli.core.errors import MaskCLIPError
 from maskclip_cli.evaluation.datasets import (
     COCO_UNUSED_IDS,
     DATASETS,

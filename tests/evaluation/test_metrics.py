@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from maskclip_cli.errors import MaskCLIPError
+from maskclip_cli.core.errors import MaskCLIPError
 from maskclip_cli.evaluation.metrics import ConfusionMatrix
 
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from maskclip_cli.engine.maskclip import MaskCLIP
-from maskclip_cli.errors import MaskCLIPError
+from maskclip_cli.core.errors import MaskCLIPError
 from maskclip_cli.evaluation.protocols import (
     RescaledMaskCLIP,
     eval_config,

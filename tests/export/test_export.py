@@ -233,7 +233,8 @@ def test_coco_scores_from_npy_confidence(tmp_path):
 
 def test_interrupted_export_leaves_no_temporary_files(folder, monkeypatch):
     """Ctrl-C in the middle: COCO's part files are removed and no annotations.json appears."""
-    from maskclip_cli.export import ExportOptions, export_folder
+    from maskclip_cli.export.run import export_folder
+    from maskclip_cli.export.writer import ExportOptions
     from maskclip_cli.export.coco import CocoWriter
 
     tmp_path, _ = folder

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskclip_cli.errors import MaskCLIPError
+from maskclip_cli.core.errors import MaskCLIPError
 from maskclip_cli.formats.label_files import palette, write_confidence, write_label_png
 from maskclip_cli.formats.label_folder import LabelFolder, read_confidence
-from maskclip_cli.record import ClipSource, LabelRecord, WeightsSource
+from maskclip_cli.core.record import ClipSource, LabelRecord, WeightsSource
 from maskclip_cli.training.augment import AugmentConfig
 from maskclip_cli.training.pseudo_label_dataset import PseudoLabelDataset, find_samples
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
-from maskclip_cli.errors import MaskCLIPError
+from maskclip_cli.core.errors import MaskCLIPError
 from maskclip_cli.formats.label_folder import LabelFolder
 from maskclip_cli.labelling.label_job import LabelOptions, label_folder
-from maskclip_cli.record import (
+from maskclip_cli.core.record import (
     ClipSource,
     LabelRecord,
     TrainedNetwork,

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from conftest import TINY_CONFIGS
 from helpers import SIZES, hold_lock, make_images, manifest_lines, tiny_segmenter
 from maskclip_cli.cli import app
-from maskclip_cli.errors import MaskCLIPError
+from maskclip_cli.core.errors import MaskCLIPError
 from maskclip_cli.labelling.label_job import LabelOptions, label_folder
 
 runner = CliRunner()

@@ -21,7 +21,7 @@ import torch
 from conftest import TINY_CONFIGS, make_tiny_clip
 from helpers import SIZES, hold_lock, make_images, manifest_lines, tiny_segmenter
 from maskclip_cli.cli import app
-from maskclip_cli.errors import MaskCLIPError
+from maskclip_cli.core.errors import MaskCLIPError
 from maskclip_cli.formats.image_files import find_images
 from maskclip_cli.labelling.label_job import LabelOptions, label_folder
 from maskclip_cli.labelling.sharding import parse_shard, shard_of

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from maskclip_cli.cli import app
 from maskclip_cli.formats.label_files import palette
-from maskclip_cli.review import render_overlay
+from maskclip_cli.review.overlay import render_overlay
 
 runner = CliRunner()
 

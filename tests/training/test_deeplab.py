@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.models import resnet18
 
-from maskclip_cli.errors import MaskCLIPError
+from maskclip_cli.core.errors import MaskCLIPError
 from maskclip_cli.training.deeplab import DeepLabV2, build_backbone
 from maskclip_cli.training.loop import TrainConfig, _optimizer
 
@@ -79,7 +79,7 @@ def test_backbone_weights_from_file(tmp_path):
 
 def test_imagenet_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    monkeypatch.setattr("maskclip_cli._network.socket.create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError()))
+    monkeypatch.setattr("maskclip_cli.core._network.socket.create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError()))
     with pytest.raises(MaskCLIPError, match="resnet18-f37072fd.pth"):
         build_backbone("resnet18", "imagenet")
     with pytest.raises(MaskCLIPError, match="Unknown backbone"):

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
-from maskclip_cli.errors import MaskCLIPError
-from maskclip_cli.constants import IMAGENET_MEAN, IMAGENET_STD
+from maskclip_cli.core.errors import MaskCLIPError
+from maskclip_cli.core.constants import IMAGENET_MEAN, IMAGENET_STD
 from maskclip_cli.training.online_labeller import OnlineLabeller, labeller_config
 from maskclip_cli.training.zero_shot import mask_unseen, merge_targets
 

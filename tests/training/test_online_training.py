@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
-from maskclip_cli.errors import MaskCLIPError
+from maskclip_cli.core.errors import MaskCLIPError
 from maskclip_cli.training import loop, pseudo_label_dataset
-from maskclip_cli.constants import IMAGENET_MEAN, IMAGENET_STD
+from maskclip_cli.core.constants import IMAGENET_MEAN, IMAGENET_STD
 from maskclip_cli.training.augment import AugmentConfig
 from maskclip_cli.training.class_text import from_maskclip
 from maskclip_cli.training.online_labeller import OnlineLabeller

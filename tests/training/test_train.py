@@ -14,10 +14,10 @@ from conftest import TINY_CONFIGS, make_tiny_clip
 from PIL import Image
 
 from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
-from maskclip_cli.errors import MaskCLIPError
+from maskclip_cli.core.errors import MaskCLIPError
 from maskclip_cli.formats.label_files import palette, write_confidence, write_label_png
 from maskclip_cli.formats.label_folder import LabelFolder
-from maskclip_cli.record import ClipSource, LabelRecord, WeightsSource
+from maskclip_cli.core.record import ClipSource, LabelRecord, WeightsSource
 from maskclip_cli.training.class_text import ClassText, from_maskclip
 from maskclip_cli.training.loop import TrainConfig, train
 from maskclip_cli.training.pseudo_label_dataset import batch_keys
@@ -182,7 +182,7 @@ def test_cli_train_with_validation(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    monkeypatch.setattr("maskclip_cli._network.socket.create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError()))
+    monkeypatch.setattr("maskclip_cli.core._network.socket.create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError()))
     result = CliRunner().invoke(app, ["train", *common, "--out", str(tmp_path / "x"), "--backbone-weights", "imagenet"])
     assert result.exit_code == 2
     assert "--backbone-weights none" in " ".join(result.output.split()) and "Traceback" not in result.output

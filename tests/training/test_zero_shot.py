@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from maskclip_cli.errors import MaskCLIPError
+from maskclip_cli.core.errors import MaskCLIPError
 from maskclip_cli.formats.label_files import palette, write_label_png
 from maskclip_cli.formats.label_folder import LabelFolder
 from maskclip_cli.training.augment import AugmentConfig

@@ -14,7 +14,7 @@ _WRITE_OUTPUTS = textwrap.dedent(
     from pathlib import Path
     os.umask(int(sys.argv[2], 8))
     import numpy as np
-    from maskclip_cli._io import atomic_write, write_json
+    from maskclip_cli.core._io import atomic_write, write_json
     from maskclip_cli.formats.label_files import palette, write_confidence, write_label_png
     from maskclip_cli.formats.label_folder import LabelFolder
     from maskclip_cli.formats.manifest import Manifest

@@ -6,8 +6,8 @@ import io
 
 from label_folders import shapes_map, write_label_folder
 
-from maskclip_cli.hooks import TqdmHook
-from maskclip_cli.review import write_overlays
+from maskclip_cli.core.hooks import TqdmHook
+from maskclip_cli.review.overlay import write_overlays
 
 
 def test_tqdm_hook_reports_a_job(tmp_path):
