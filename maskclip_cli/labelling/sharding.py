@@ -32,7 +32,10 @@ def shard_of(paths: list[PurePosixPath], root: Path, shard: tuple[int, int]) -> 
     if n == 1:
         return sorted(paths)
     sizes = {p: (root / p).stat().st_size for p in paths}
-    heap = [(0, i) for i in range(n)]  # (bytes so far, shard): ties go to the lowest shard
+    # (bytes so far, shard): ties go to the lowest shard. Shard j is first dealt an image only once
+    # shards 0..j-1 hold bytes, so shards past the image count never get one: the heap (and memory)
+    # stays bounded by the folder, whatever N is.
+    heap = [(0, i) for i in range(min(n, len(paths)))]
     mine = []
     for p in sorted(paths, key=lambda p: (-sizes[p], str(p))):
         load, i = heapq.heappop(heap)

@@ -201,3 +201,26 @@ def test_torchrun_two_cpu_ranks_and_resume_after_kill_9(images, tmp_path):
     relabelled = sum(_labelled(output))
     assert relabelled == total - len(first)
     assert all(e["status"] == "ok" for e in entries)
+
+
+def test_huge_shard_count_needs_no_memory_in_proportion_to_n(tmp_path):
+    """--shard 0/1000000000: the split of a small folder is the same as with N = images, computed
+    without a per-shard table (issue 22: 1.85 GB at N = 10^7 for 12 images)."""
+    import tracemalloc
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    sizes = [5, 0, 9, 9, 3, 0, 7]
+    for i, s in enumerate(sizes):
+        (root / f"{i}.png").write_bytes(b"x" * s)
+    paths = [PurePosixPath(f"{i}.png") for i in range(len(sizes))]
+    tracemalloc.start()
+    huge = [shard_of(paths, root, (k, 10**9)) for k in (0, 3, 6, 7, 10**9 - 1)]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1_000_000
+    # with more shards than images each image goes to its own shard, largest first; zero-byte
+    # files follow their predecessor, exactly as the full greedy split deals them
+    full = [shard_of(paths, root, (k, len(paths) + 5)) for k in (0, 3, 6, 7, len(paths) + 4)]
+    assert huge[:3] == full[:3] and huge[3] == huge[4] == [] == full[3] == full[4]
+    assert sorted(p for s in (shard_of(paths, root, (k, 10**9)) for k in range(len(paths))) for p in s) == sorted(paths)
