@@ -11,7 +11,6 @@ import numpy as np
 from PIL import Image
 
 from ..core._io import atomic_write
-from ..core.constants import IGNORE_INDEX
 from ..core.errors import MaskCLIPError
 
 

@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from ..clip.loading import LoadedCLIP
 from ..core.constants import IGNORE_INDEX
 from ..engine.maskclip import MaskCLIP, MaskCLIPConfig
-from ..core.errors import MaskCLIPError
 from ..core.record import LabelRecord
 from ..core.vocabulary import ClassSpec, ClassVocabulary
 

@@ -14,12 +14,8 @@ from maskclip_cli.clip.preprocess import snapped_size
 from maskclip_cli.clip.templates import get_templates
 from maskclip_cli.clip.text_embeddings import encode_classes
 from maskclip_cli.core.constants import SOFTMAX_SCALE
-from maskclip_cli.engine.maskclip import (
-    BACKGROUND,
-    MaskCLIP,
-    MaskCLIPConfig,
-    validate_classes,
-)
+from maskclip_cli.core.vocabulary import BACKGROUND
+from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
 from maskclip_cli.engine.prompt_denoising import prompt_denoise
 from maskclip_cli.core.errors import MaskCLIPError
 
@@ -36,16 +32,6 @@ def random_image(width: int, height: int, seed: int = 0) -> Image.Image:
 
 
 # -- classes ----------------------------------------------------------------------------------------
-
-
-def test_validate_classes_strips_and_rejects_empty_and_duplicates():
-    """Names are stripped; an empty list (or only blanks) and duplicates (also after stripping) fail."""
-    assert validate_classes([" cat", "dog ", ""]) == ["cat", "dog"]
-    for bad in ([], ["", "  "]):
-        with pytest.raises(MaskCLIPError, match="No classes"):
-            validate_classes(bad)
-    with pytest.raises(MaskCLIPError, match="Duplicate class names: cat"):
-        validate_classes(["cat", "dog", " cat"])
 
 
 def test_segmenter_refuses_bad_classes():
