@@ -115,11 +115,11 @@ class ClassVocabulary:
         """From class names by id as a record stores them (``background`` first when background words
         were merged) and the recorded synonyms (``{name: [name, *synonyms]}``)."""
         bg = background_words(background)
-        if bg and names[:1] != [BACKGROUND]:
+        if bg and list(names[:1]) != [BACKGROUND]:
             raise MaskCLIPError(f"Background words are recorded but class 0 is not '{BACKGROUND}'.")
-        synonyms = synonyms or {}
-        words = tuple(tuple(synonyms.get(n) or (n,)) for n in names[1 if bg else 0:])
-        wrong = [n for n, w in zip(names[1 if bg else 0:], words) if w[0] != n]
+        fg, synonyms = list(names[1 if bg else 0:]), synonyms or {}
+        words = tuple(tuple(synonyms.get(n) or (n,)) for n in fg)
+        wrong = [n for n, w in zip(fg, words) if w[0] != n]
         if wrong:
             raise MaskCLIPError(f"The recorded synonyms of {', '.join(wrong)} do not start with the class name.")
         return cls(words, bg)

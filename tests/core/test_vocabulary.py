@@ -115,6 +115,7 @@ def test_a_record_round_trips_through_the_vocabulary(background, classes, synony
     # the same classes given as user input give the same vocabulary
     fg = [synonyms.get(n, n) for n in classes[1 if background and any(w.strip() for w in background) else 0:]]
     assert ClassVocabulary.build(fg, background) == vocab
+    assert ClassVocabulary.from_names(tuple(classes), background, synonyms) == vocab
 
 
 def test_inconsistent_records_are_refused():
