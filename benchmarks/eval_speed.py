@@ -29,7 +29,7 @@ from maskclip_cli.evaluation.datasets import class_names, get_spec, list_samples
 from maskclip_cli.evaluation.evaluate import evaluate_segmenter
 from maskclip_cli.evaluation.protocols import (
     eval_config,
-    protocol_classes,
+    protocol_vocabulary,
     protocol_segmenter,
     protocol_settings,
 )
@@ -72,7 +72,7 @@ def main() -> None:
             root = make_tree(dataset, Path(tmp) / dataset, args.images, size)
             spec, ps = get_spec(dataset), protocol_settings(protocol, dataset)
             config = eval_config(ps, templates="simple", method=method, pamr=pamr)
-            maskclip = MaskCLIP(clip, protocol_classes(ps, spec), config)
+            maskclip = MaskCLIP(clip, protocol_vocabulary(ps, spec, config), config)
             segmenter = protocol_segmenter(maskclip, ps, None)
             shape = tuple(segmenter.prepare(Image.new("RGB", size)).shape[1:])
             segmenter.label_image(Image.new("RGB", size))  # warm-up

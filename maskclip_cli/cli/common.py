@@ -18,11 +18,10 @@ from rich.progress import (
 )
 
 from ..clip.methods import METHODS
-from ..engine.class_names import ClassSpec, class_synonyms, synonym_words
 from ..engine.config import MaskCLIPConfig
 from ..core.errors import MaskCLIPError, ParameterError
-from ..formats.label_files import class_lines, read_class_file
 from ..core.hooks import ProgressHook
+from ..core.vocabulary import ClassSpec, ClassVocabulary, parse_class_lines, read_class_text
 
 if TYPE_CHECKING:
     import torch
@@ -96,13 +95,20 @@ def resolve_device(device: str) -> "torch.device":
         raise MaskCLIPError(f"Unknown --device '{device}'; use auto, cpu, or cuda[:N].") from exc
 
 
+def comma_list(values: str | list[str] | None, as_typed: bool = False) -> list[str]:
+    """The items of one or more comma-separated option values: stripped, blanks dropped. ``as_typed``
+    keeps them as typed (--background: the record, and so the resume hash, holds the words so)."""
+    parts = [p for v in ([values] if isinstance(values, str) else values or []) for p in v.split(",")]
+    return parts if as_typed else [p.strip() for p in parts if p.strip()]
+
+
 def read_classes(classes: list[str] | None, classes_file: Path | None) -> list[ClassSpec]:
-    """Names from --classes (each may hold commas: several classes) and --classes-file (one class
-    per line, # comments; a line "person, person in shirt" is one class with synonyms, named by the
-    first, as in SCLIP's class files)."""
-    names: list[ClassSpec] = [n.strip() for c in classes or [] for n in c.split(",") if n.strip()]
+    """Names from --classes (each may hold commas: several classes) and --classes-file (see
+    :func:`~maskclip_cli.core.vocabulary.parse_class_lines`: a line "person, person in shirt" is one
+    class with synonyms, named by the first, as in SCLIP's class files)."""
+    names: list[ClassSpec] = list(comma_list(classes))
     if classes_file is not None:
-        names += [synonym_words(line) for line in class_lines(read_class_file(classes_file))]
+        names += parse_class_lines(read_class_text(classes_file))
     return names
 
 
@@ -110,7 +116,7 @@ def extra_class_names(ctx: typer.Context, classes: list[str] | None) -> list[str
     """Words left after the options: `--classes batman joker` gives "joker" here."""
     if ctx.args and not classes:
         raise MaskCLIPError(f"Unexpected arguments: {' '.join(ctx.args)}")
-    return [a for arg in ctx.args for a in arg.split(",")]
+    return comma_list(ctx.args)
 
 
 # Shared option declarations (Annotated types keep every command's help text identical).
@@ -138,7 +144,7 @@ Stride = Annotated[Optional[int], typer.Option(min=1, help="Sliding-window strid
 def parse_dilations(text: str) -> tuple[int, ...]:
     """``"8,16"`` -> (8, 16); anything else is one clear error."""
     try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
+        values = tuple(int(v) for v in comma_list(text))
     except ValueError:
         values = ()
     if not values or min(values) < 1:
@@ -147,14 +153,13 @@ def parse_dilations(text: str) -> tuple[int, ...]:
 
 
 def build_maskclip(
-    model: str, pretrained: str, checkpoint: Path | None, device: str, classes: list[ClassSpec],
+    model: str, pretrained: str, checkpoint: Path | None, device: str, classes: ClassVocabulary,
     config: MaskCLIPConfig, hook: ProgressHook, quick_gelu: bool | None = None,
 ) -> "MaskCLIP":
-    """Validate the classes first (cheap), then load CLIP and the text embeddings."""
+    """Load CLIP and the text embeddings of ``classes`` (validated when they were parsed)."""
     from ..clip.loading import load_clip
     from ..engine.maskclip import MaskCLIP
 
-    classes = class_synonyms(classes)
     clip = load_clip(model, pretrained, checkpoint, resolve_device(device), hook=hook, quick_gelu=quick_gelu)
     return MaskCLIP(clip, classes, config, hook=hook)
 

@@ -27,7 +27,7 @@ from ..evaluation.protocols import (
     PROTOCOLS,
     background_threshold,
     eval_config,
-    protocol_classes,
+    protocol_vocabulary,
     protocol_segmenter,
     protocol_settings,
 )
@@ -45,6 +45,7 @@ from .common import (
     QuickGelu,
     RichHook,
     build_maskclip,
+    comma_list,
     load_trained,
     parse_dilations,
     user_errors,
@@ -146,13 +147,13 @@ def eval_command(
                                         "train on labels made with the dataset's class list.")
             else:
                 config = eval_config(
-                    ps, templates, background.split(",") if background else None, short_side, window, stride,
+                    ps, templates, comma_list(background, as_typed=True) if background else None, short_side, window, stride,
                     key_smoothing, prompt_denoising, logit_scale, area_threshold,
                     method=method, denoise_threshold=denoise_threshold, baseline=baseline,
                     pamr=pamr, pamr_iterations=pamr_iterations, pamr_dilations=parse_dilations(pamr_dilations),
                 )
-                foreground = protocol_classes(ps, spec)
-                maskclip = build_maskclip(model, pretrained, checkpoint, device, foreground, config, hook, quick_gelu)
+                vocab = protocol_vocabulary(ps, spec, config)
+                maskclip = build_maskclip(model, pretrained, checkpoint, device, vocab, config, hook, quick_gelu)
                 segmenter = protocol_segmenter(maskclip, ps, short_side)
             result = evaluate_segmenter(segmenter, samples, names, threshold, limit, hook, workers)
             settings = {

@@ -11,7 +11,7 @@ from ..export.formats import FORMATS
 from ..export.run import export_folder
 from ..export.writer import ExportOptions
 from .app import app
-from .common import RichHook, console, user_errors
+from .common import RichHook, comma_list, console, user_errors
 
 
 @app.command("export")
@@ -35,7 +35,7 @@ def export(
     with user_errors():
         options = ExportOptions(format=format, images=images, overwrite=overwrite, instances=instances,
                                 min_area=min_area, val_fraction=val_fraction, seed=seed,
-                                exclude=tuple(n.strip() for e in exclude or [] for n in e.split(",") if n.strip()))
+                                exclude=tuple(comma_list(exclude)))
         summary = export_folder(label_dir, out, options, RichHook(enabled=progress))
     console.print(
         f"{summary.exported} exported, {summary.failed} skipped of {summary.total} images in {summary.seconds:.1f} s "

@@ -8,10 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from ..core.constants import DEFAULT_MODEL, DEFAULT_PRETRAINED
-from ..engine.class_names import validate_classes
 from ..engine.config import MaskCLIPConfig
 from ..core.errors import MaskCLIPError
-from ..formats.label_files import check_class_count
+from ..core.vocabulary import ClassVocabulary
 from ..labelling.folder_lock import holders
 from ..labelling.label_job import label_folder, merge_manifests
 from ..labelling.options import LabelOptions
@@ -40,6 +39,7 @@ from .common import (
     Templates,
     Window,
     build_maskclip,
+    comma_list,
     console,
     extra_class_names,
     load_trained,
@@ -108,7 +108,7 @@ def label(
             raise MaskCLIPError("--shard cannot be combined with torchrun: each rank takes its own shard.")
         my_shard = parse_shard(shard) if shard is not None else ranks
         config = MaskCLIPConfig(
-            method=method, templates=templates, background=background.split(",") if background else [],
+            method=method, templates=templates, background=comma_list(background, as_typed=True),
             key_smoothing=key_smoothing, prompt_denoising=prompt_denoising, denoise_threshold=denoise_threshold,
             short_side=short_side, window=window, stride=stride, logit_scale=logit_scale,
             pamr=pamr, pamr_iterations=pamr_iterations, pamr_dilations=parse_dilations(pamr_dilations),
@@ -120,12 +120,11 @@ def label(
                                overlays=overlays, png_compression=png_compression, shard=my_shard,
                                exif=not ignore_exif)
         names = read_classes(classes, classes_file) + extra_class_names(ctx, classes)
-        if segmenter_path is None:  # refused before any model or text embedding is loaded
-            check_class_count(len(validate_classes(names)) + any(w.strip() for w in config.background))
         if segmenter_path is not None:
             segmenter = load_trained(segmenter_path, names, rank_device(device))
-        else:
-            segmenter = build_maskclip(model, pretrained, checkpoint, rank_device(device), names, config, hook, quick_gelu)
+        else:  # the vocabulary refuses bad classes before any model or text embedding is loaded
+            vocab = ClassVocabulary.build(names, config.background)
+            segmenter = build_maskclip(model, pretrained, checkpoint, rank_device(device), vocab, config, hook, quick_gelu)
         try:
             summary = label_folder(segmenter, input_dir, out, options, hook)
         except KeyboardInterrupt:

@@ -27,6 +27,7 @@ from .common import (
     QuickGelu,
     RichHook,
     Templates,
+    comma_list,
     console,
     read_classes,
     resolve_device,
@@ -60,7 +61,7 @@ def _labelling_record(names: list[str], background: str | None, templates: str, 
     from ..engine.config import MaskCLIPConfig
     from ..training.online_labeller import labelling_record
 
-    config = MaskCLIPConfig(templates=templates, background=background.split(",") if background else [],
+    config = MaskCLIPConfig(templates=templates, background=comma_list(background, as_typed=True),
                             key_smoothing=key_smoothing, prompt_denoising=prompt_denoising,
                             denoise_threshold=denoise_threshold, **({"method": method} if method else {}))
     return labelling_record(names, config).to_dict()
@@ -143,7 +144,7 @@ def train(
         cfg = TrainConfig(
             images=images, labels=labels, out=out, backbone=backbone, backbone_weights=backbone_weights, iters=iters,
             self_train=self_train, guided_iters=guided_iters, self_train_threshold=self_train_threshold,
-            min_confidence=min_confidence, gt_labels=gt_labels, unseen=[u.strip() for u in (unseen or "").split(",") if u.strip()],
+            min_confidence=min_confidence, gt_labels=gt_labels, unseen=comma_list(unseen),
             batch_size=batch_size, crop_size=crop_size, scale_min=scale_min, scale_max=scale_max, flip=flip,
             photometric=photometric, lr=lr, head_lr_mult=head_lr_mult, momentum=momentum, weight_decay=weight_decay,
             poly_power=poly_power, amp=amp, seed=seed, workers=workers, checkpoint_every=checkpoint_every,

@@ -30,14 +30,8 @@ from ..clip.text_embeddings import class_embeddings
 from ..core.errors import MaskCLIPError, ParameterError
 from ..core.hooks import SILENT, ProgressHook
 from ..core.record import LabelRecord
+from ..core.vocabulary import ClassSpec, ClassVocabulary, background_words
 from .authors_code import AUTHORS_MEAN, AUTHORS_STD, authors_key_smooth, authors_port
-from .class_names import (  # noqa: F401 (public here too)
-    BACKGROUND,
-    ClassSpec,
-    class_synonyms,
-    synonym_words,
-    validate_classes,
-)
 from .config import MaskCLIPConfig
 from .key_smoothing import key_smooth
 from .pamr import pamr_affinity, pamr_propagate
@@ -48,30 +42,26 @@ from .upsampling import upsample_argmax
 
 
 class MaskCLIP(Segmenter):
-    """MaskCLIP over ``classes`` (plus an optional merged background class with id 0).
-
-    A class may be a list of synonyms (named by the first); its score is the max over them.
+    """MaskCLIP over ``classes``: a :class:`~maskclip_cli.core.vocabulary.ClassVocabulary`, or class
+    specs (a name, or a list of synonyms named by the first, scoring the max over them) plus
+    ``config.background``, the words of an optional merged background class with id 0.
     ``hook`` receives warnings (PAMR skipped on a photo too large for memory).
     """
 
     def __init__(
-        self, clip: LoadedCLIP, classes: Sequence[ClassSpec], config: MaskCLIPConfig | None = None,
+        self, clip: LoadedCLIP, classes: ClassVocabulary | Sequence[ClassSpec], config: MaskCLIPConfig | None = None,
         cache_dir: Path | None = None, hook: ProgressHook = SILENT,
     ):
         self.clip, self.hook = clip, hook
         self.config = cfg = replace(config) if config else MaskCLIPConfig()  # a copy: defaults are filled in
         check_method_for(clip.model.visual, cfg.method, cfg.baseline)
-        words = class_synonyms(classes)
-        names = [w[0] for w in words]
-        background = [w.strip() for w in cfg.background if w.strip()]
-        if BACKGROUND in names and background:
-            raise MaskCLIPError(f"'{BACKGROUND}' is reserved for the --background class; rename that class.")
-        if cfg.area_threshold is not None and not background:
+        vocab = classes if isinstance(classes, ClassVocabulary) else ClassVocabulary.build(classes, cfg.background)
+        if vocab.background != background_words(cfg.background):
+            raise MaskCLIPError("The vocabulary's background words differ from the config's (which the record keeps).")
+        if cfg.area_threshold is not None and not vocab.background:
             raise MaskCLIPError("The area threshold needs a background class (--background): small classes fall back to it.")
-        self.class_names = ([BACKGROUND] if background else []) + names
-        self.synonyms = {w[0]: w for w in words if len(w) > 1}
-        prompts = background + [p for w in words for p in w]
-        self.groups = torch.tensor([0] * len(background) + [i + bool(background) for i, w in enumerate(words) for _ in w])
+        self.vocabulary, self.class_names, self.synonyms = vocab, vocab.names, vocab.synonyms
+        self.groups = torch.tensor(vocab.groups)
         self.patch = output_stride(clip.model.visual)
         # ``authors_code``: the authors' port of the tower and ImageNet statistics (engine/authors_code.py)
         self.visual = authors_port(clip.model.visual) if cfg.authors_code else clip.model.visual
@@ -85,7 +75,7 @@ class MaskCLIP(Segmenter):
                 raise ParameterError("{} must be at most {} (larger strides leave pixels uncovered).", "stride", "window")
             if cfg.window % self.patch or cfg.stride % self.patch:
                 raise ParameterError(f"{{}} and {{}} must be multiples of the model's stride {self.patch}.", "window", "stride")
-        self.text = class_embeddings(clip, prompts, get_templates(cfg.templates), cache_dir, hook).to(clip.device)
+        self.text = class_embeddings(clip, vocab.prompts, get_templates(cfg.templates), cache_dir, hook).to(clip.device)
 
     # -- Segmenter interface -------------------------------------------------------------
     def resize(self, image: Image.Image) -> torch.Tensor:

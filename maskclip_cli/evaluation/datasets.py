@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from ..core.constants import IGNORE_INDEX
-from ..engine.class_names import ClassSpec, synonym_words
 from ..core.errors import MaskCLIPError
-from ..formats.label_files import class_lines, read_label_png
+from ..core.vocabulary import ClassSpec, parse_class_lines
+from ..formats.label_files import read_label_png
 
 # 0-based COCO category ids (pixel values of stuffthingmaps) that no annotation uses.
 COCO_UNUSED_IDS = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
@@ -129,7 +129,7 @@ def synonym_classes(spec: DatasetSpec) -> list[ClassSpec]:
     keep it)."""
     path = f"synonyms_{spec.name.replace('-', '_')}.txt"
     text = resources.files("maskclip_cli.evaluation").joinpath("data", path).read_text(encoding="utf-8")
-    return [synonym_words(line) for line in class_lines(text)]
+    return parse_class_lines(text)
 
 
 def get_spec(name: str) -> DatasetSpec:

@@ -19,7 +19,8 @@ from ..core.constants import IGNORE_INDEX
 from ..engine.segmenter import Segmenter
 from ..core.errors import MaskCLIPError
 from ..formats.images import read_rgb
-from ..formats.label_files import class_lines, read_class_file, read_label_png
+from ..core.vocabulary import class_name, parse_class_lines, read_class_text
+from ..formats.label_files import read_label_png
 from ..formats.label_folder import CLASSES_FILE, LABELS_DIR
 from ..core.hooks import SILENT, ProgressHook
 from .datasets import Sample
@@ -207,10 +208,11 @@ def prediction_layout(pred_dir: Path, classes_file: Path | None) -> tuple[Path, 
 
 def read_class_names(path: Path) -> list[str]:
     """Class names in id order from ``maskclip label``'s classes.json (``{"classes": [{"id", "name"}]}``),
-    a JSON list of names, or a text file with one name per line (# starts a comment)."""
-    text = read_class_file(path)
+    a JSON list of names, or a class file (one class per line, # comments; a line with synonyms is
+    named by its first word)."""
+    text = read_class_text(path)
     if path.suffix.lower() != ".json":
-        return class_lines(text)
+        return [class_name(spec) for spec in parse_class_lines(text)]
     try:
         doc = json.loads(text)
         entries = doc["classes"] if isinstance(doc, dict) else doc

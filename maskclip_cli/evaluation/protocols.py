@@ -34,10 +34,11 @@ from PIL import Image
 
 from ..clip.preprocess import to_model_input
 from ..core.constants import SOFTMAX_SCALE
-from ..engine.maskclip import ClassSpec, MaskCLIP, MaskCLIPConfig
+from ..engine.maskclip import MaskCLIP, MaskCLIPConfig
 from ..engine.segmenter import Prediction, Segmenter
 from ..core.errors import MaskCLIPError
 from ..core.record import LabelRecord
+from ..core.vocabulary import ClassVocabulary
 from .datasets import DatasetSpec, class_names, synonym_classes
 
 PROTOCOLS = ("paper", "paper-exact", "sclip")
@@ -155,12 +156,12 @@ def eval_config(
     )
 
 
-def protocol_classes(settings: ProtocolSettings, spec: DatasetSpec) -> list[ClassSpec]:
-    """The foreground classes MaskCLIP is built with for a dataset: the class names, or with
-    ``synonyms`` the shipped synonym lists (whose first line, on datasets with a background class,
-    holds the background words that ``BACKGROUND_WORDS`` repeats)."""
+def protocol_vocabulary(settings: ProtocolSettings, spec: DatasetSpec, config: MaskCLIPConfig) -> ClassVocabulary:
+    """The classes MaskCLIP is built with for a dataset: the class names, or with ``synonyms`` the
+    shipped synonym lists (whose first line, on datasets with a background class, holds the
+    background words that ``BACKGROUND_WORDS`` repeats), with ``config``'s background words."""
     lines = synonym_classes(spec) if settings.synonyms else class_names(spec)
-    return lines[1:] if spec.background else lines
+    return ClassVocabulary.build(lines[1:] if spec.background else lines, config.background)
 
 
 def protocol_segmenter(maskclip: MaskCLIP, settings: ProtocolSettings, short_side: int | None) -> Segmenter:

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..core._io import atomic_write
+from ..core.vocabulary import BACKGROUND, is_background
 from ..formats.label_files import palette, write_label_png
 from ..formats.label_folder import LabelFolder
 from ..formats.manifest import ManifestEntry
@@ -32,8 +33,8 @@ class CvatMaskWriter:
     def __init__(self, folder: LabelFolder, out: Path, options: ExportOptions):
         self.folder, self.out = folder, out
         names = folder.class_names
-        self.shift = 0 if names and names[0].lower() == "background" else 1
-        self.names = (["background"] if self.shift else []) + names
+        self.shift = 0 if names and is_background(names[0]) else 1
+        self.names = ([BACKGROUND] if self.shift else []) + names
         self.colours = palette(len(self.names))
         self.lut = np.zeros(256, np.uint8)  # ignore and anything unknown -> background (0)
         self.lut[: len(names)] = np.arange(len(names)) + self.shift

@@ -11,14 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..core._io import atomic_write
-from ..core.constants import IGNORE_INDEX
 from ..core.errors import MaskCLIPError
-
-
-def check_class_count(n: int) -> None:
-    """Label maps are 8-bit PNGs with 255 marking ignore, so at most 255 classes (ids 0..254) fit."""
-    if n > IGNORE_INDEX:
-        raise MaskCLIPError(f"{n} classes given; at most {IGNORE_INDEX} fit an 8-bit label map (255 marks ignore).")
 
 
 def palette(n: int) -> list[list[int]]:
@@ -102,18 +95,3 @@ def read_label_png(path: Path) -> np.ndarray:
             return np.asarray(img)
     except (OSError, ValueError) as exc:
         raise MaskCLIPError(f"Cannot read label map {path}: {exc}") from exc
-
-
-def read_class_file(path: Path) -> str:
-    """The text of a classes file; a MaskCLIPError when it is missing or not UTF-8 text."""
-    if not path.is_file():
-        raise MaskCLIPError(f"Classes file not found: {path}")
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MaskCLIPError(f"Cannot read classes file {path}: {exc}") from exc
-
-
-def class_lines(text: str) -> list[str]:
-    """Class names of a text file: one per line, ``#`` starts a comment, blank lines skipped."""
-    return [n for n in (ln.split("#")[0].strip() for ln in text.splitlines()) if n]

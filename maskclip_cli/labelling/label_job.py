@@ -40,7 +40,6 @@ from ..core.errors import MaskCLIPError
 from ..formats.image_files import find_images, output_stems
 from ..formats.images import read_rgb
 from ..formats.label_files import (
-    check_class_count,
     palette,
     write_confidence,
     write_label_png,
@@ -49,6 +48,7 @@ from ..formats.label_folder import CLASSES_FILE, LabelFolder
 from ..formats.manifest import Manifest, merge_parts, read_all
 from ..core.hooks import SILENT, ProgressHook
 from ..core.record import LabelRecord, record_hash
+from ..core.vocabulary import check_class_count
 from ..review.overlay import write_overlay, write_overlays
 from .device_maps import ImageMaps, MapBatch, device_maps
 from .folder_lock import FolderLock, merge_when_idle

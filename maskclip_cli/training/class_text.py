@@ -17,10 +17,11 @@ from ..core._io import file_sha256
 from ..clip.last_block import DEFAULT_METHOD
 from ..clip.loading import LoadedCLIP, load_clip
 from ..core.constants import DEFAULT_PRETRAINED
-from ..engine.maskclip import BACKGROUND, MaskCLIP, MaskCLIPConfig
+from ..engine.maskclip import MaskCLIP, MaskCLIPConfig
 from ..core.errors import MaskCLIPError
 from ..core.hooks import SILENT, ProgressHook
 from ..core.record import LabelRecord
+from ..core.vocabulary import ClassVocabulary
 
 
 @dataclass
@@ -88,13 +89,9 @@ def class_text_from_clip(clip: LoadedCLIP, record: LabelRecord, method: str | No
     ``method``, when given, must be the dense-feature method recorded for the labels (a guard
     against training on labels other than the ones meant); it is kept in the classifier's record."""
     recorded = _checked_method(record, method)
-    names, background = record.classes, record.background
-    fg = names[1:] if background and names[:1] == [BACKGROUND] else names
-    fg = [record.synonyms.get(n, n) for n in fg]  # a class's synonym words are rows of the classifier too
-    mc = MaskCLIP(clip, fg, MaskCLIPConfig(method=recorded, templates=record.templates, background=background), hook=hook)
-    if mc.class_names != names:
-        raise MaskCLIPError(f"Rebuilt classes {mc.class_names} differ from classes.json {names}.")
-    return from_maskclip(mc)
+    vocab = ClassVocabulary.from_record(record)  # the recorded class ids, background words and synonyms
+    config = MaskCLIPConfig(method=recorded, templates=record.templates, background=record.background)
+    return from_maskclip(MaskCLIP(clip, vocab, config, hook=hook))
 
 
 def class_text_for_labels(

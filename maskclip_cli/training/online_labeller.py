@@ -32,15 +32,9 @@ import torch.nn.functional as F
 
 from ..clip.loading import LoadedCLIP
 from ..core.constants import IGNORE_INDEX
-from ..engine.maskclip import (
-    BACKGROUND,
-    ClassSpec,
-    MaskCLIP,
-    MaskCLIPConfig,
-    class_synonyms,
-)
-from ..core.errors import MaskCLIPError
+from ..engine.maskclip import MaskCLIP, MaskCLIPConfig
 from ..core.record import LabelRecord
+from ..core.vocabulary import ClassSpec, ClassVocabulary
 
 
 def labeller_config(inference: dict) -> MaskCLIPConfig:
@@ -52,16 +46,11 @@ def labeller_config(inference: dict) -> MaskCLIPConfig:
     return replace(cfg, window=None, stride=None)
 
 
-def labelling_record(classes: Sequence[ClassSpec], config: MaskCLIPConfig) -> LabelRecord:
+def labelling_record(classes: ClassVocabulary | Sequence[ClassSpec], config: MaskCLIPConfig) -> LabelRecord:
     """How to label ``classes`` online when there is no label folder: the class ids MaskCLIP gives
     them (a merged background first), their synonyms and ``config``; the CLIP is named when it is loaded."""
-    words = class_synonyms(classes)
-    names = [w[0] for w in words]
-    background = [w.strip() for w in config.background if w.strip()]
-    if background and BACKGROUND in names:
-        raise MaskCLIPError(f"'{BACKGROUND}' is reserved for the --background class; rename that class.")
-    return LabelRecord(classes=([BACKGROUND] if background else []) + names, clip=None, inference=_inference(config),
-                       synonyms={w[0]: w for w in words if len(w) > 1})
+    vocab = classes if isinstance(classes, ClassVocabulary) else ClassVocabulary.build(classes, config.background)
+    return LabelRecord(classes=vocab.names, clip=None, inference=_inference(config), synonyms=vocab.synonyms)
 
 
 def _inference(config: MaskCLIPConfig) -> dict:
@@ -71,35 +60,27 @@ def _inference(config: MaskCLIPConfig) -> dict:
 class OnlineLabeller:
     """Pseudo labels for a batch of augmented training crops, from a frozen MaskCLIP.
 
-    ``class_names`` are the training classes by id (``synonyms``: extra words of a class, as
-    recorded); with ``candidates`` (zero-shot: the unseen class names) only those can be assigned.
-    ``input_mean``/``input_std`` are the statistics the crops were normalised with (the target
-    network's); the labeller's own are its segmenter's.
+    ``classes`` are the training classes: a vocabulary, or the class names by id with ``synonyms``
+    (extra words of a class, as recorded) and ``config.background``; with ``candidates`` (zero-shot:
+    the unseen class names) only those can be assigned. ``input_mean``/``input_std`` are the
+    statistics the crops were normalised with (the target network's); the labeller's own are its
+    segmenter's.
     """
 
     def __init__(
-        self, clip: LoadedCLIP, class_names: list[str], config: MaskCLIPConfig,
+        self, clip: LoadedCLIP, classes: ClassVocabulary | Sequence[str], config: MaskCLIPConfig,
         input_mean: tuple[float, ...], input_std: tuple[float, ...],
         candidates: list[str] | None = None, synonyms: dict[str, list[str]] | None = None,
     ):
-        synonyms = dict(synonyms or {})
-        background = [w.strip() for w in config.background if w.strip()]
-        has_bg = bool(background) and class_names[:1] == [BACKGROUND]
-        chosen = list(candidates) if candidates is not None else list(class_names)
-        unknown = [c for c in chosen if c not in class_names]
-        if unknown:
-            raise MaskCLIPError(f"Labeller classes not among the training classes: {', '.join(unknown)}.")
-        fg = [c for c in chosen if not (has_bg and c == BACKGROUND)]
-        if not fg:
-            raise MaskCLIPError("The online labeller needs at least one class besides the merged background.")
-        use_bg = has_bg and BACKGROUND in chosen
-        crop_config = replace(config, background=background if use_bg else [], window=None, stride=None,
-                              area_threshold=config.area_threshold if use_bg else None)
-        self.segmenter = MaskCLIP(clip, [synonyms.get(c, c) for c in fg], crop_config)
-        self.class_ids = torch.tensor([class_names.index(n) for n in self.segmenter.class_names])
-        self.class_names = list(class_names)
-        self._args = (clip, list(class_names), config, tuple(input_mean), tuple(input_std))
-        self._synonyms = synonyms
+        vocab = classes if isinstance(classes, ClassVocabulary) else ClassVocabulary.from_names(list(classes), config.background, synonyms)
+        chosen = vocab.subset(candidates if candidates is not None else vocab.names,
+                              "Labeller classes not among the training classes")
+        crop_config = replace(config, background=list(chosen.background), window=None, stride=None,
+                              area_threshold=config.area_threshold if chosen.background else None)
+        self.segmenter = MaskCLIP(clip, chosen, crop_config)
+        self.class_ids = torch.tensor(vocab.ids(chosen.names))
+        self.vocabulary, self.class_names = vocab, vocab.names
+        self._args = (clip, vocab, config, tuple(input_mean), tuple(input_std))
         self.device = clip.device
         self.patch = self.segmenter.patch
         # x_clip = x * a + b maps the target's normalisation to the labeller's
@@ -111,12 +92,12 @@ class OnlineLabeller:
     def record(self) -> LabelRecord:
         """How this labeller labels (CLIP, settings, all training classes): saved in checkpoints, so a
         resumed run rebuilds the same labeller."""
-        clip, names, config = self._args[:3]
-        return LabelRecord(classes=list(names), clip=clip.source, inference=_inference(config), synonyms=self._synonyms)
+        clip, vocab, config = self._args[:3]
+        return LabelRecord(classes=vocab.names, clip=clip.source, inference=_inference(config), synonyms=vocab.synonyms)
 
     def restricted(self, candidates: list[str]) -> OnlineLabeller:
         """The same labeller (same CLIP, settings and classes) that can assign only ``candidates``."""
-        return OnlineLabeller(*self._args, candidates=candidates, synonyms=self._synonyms)
+        return OnlineLabeller(*self._args, candidates=candidates)
 
     def clip_input(self, images: torch.Tensor) -> torch.Tensor:
         """Crops normalised for the target network -> the labeller's normalisation, sides snapped to the patch grid."""

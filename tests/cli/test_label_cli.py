@@ -354,3 +354,20 @@ def test_classes_file_synonyms(images, tmp_path, tiny_config):
     doc = json.loads((out / "classes.json").read_text())
     assert [c["name"] for c in doc["classes"]] == ["person", "cat"]
     assert doc["settings"]["synonyms"] == {"person": ["person", "person in shirt", "person in jeans"]}
+
+
+def test_classes_file_with_bom_names_its_first_class_without_it(images, tmp_path, tiny_config):
+    """A classes file saved with a UTF-8 byte-order mark (Notepad): the mark is not part of the first name."""
+    names = tmp_path / "names.txt"
+    names.write_bytes("\ufeffcat\ndog\n".encode("utf-8"))
+    out = tmp_path / "out"
+    result = run_label(images, out, tiny_config, "--classes-file", str(names))
+    assert result.exit_code == 0, result.output
+    assert [c["name"] for c in json.loads((out / "classes.json").read_text())["classes"]] == ["cat", "dog"]
+
+
+def test_classes_differing_only_in_case_refused(images, tmp_path, tiny_config):
+    """`--classes red,Red`: CLIP's tokenizer lowercases, so they would be one class under two ids."""
+    result = run_label(images, tmp_path / "out", tiny_config, "--classes", "red,Red")
+    assert result.exit_code == 2 and "Duplicate class names: Red, red" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()

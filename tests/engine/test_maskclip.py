@@ -14,12 +14,8 @@ from maskclip_cli.clip.preprocess import snapped_size
 from maskclip_cli.clip.templates import get_templates
 from maskclip_cli.clip.text_embeddings import encode_classes
 from maskclip_cli.core.constants import SOFTMAX_SCALE
-from maskclip_cli.engine.maskclip import (
-    BACKGROUND,
-    MaskCLIP,
-    MaskCLIPConfig,
-    validate_classes,
-)
+from maskclip_cli.core.vocabulary import BACKGROUND, ClassVocabulary
+from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
 from maskclip_cli.engine.prompt_denoising import prompt_denoise
 from maskclip_cli.core.errors import MaskCLIPError
 
@@ -38,16 +34,6 @@ def random_image(width: int, height: int, seed: int = 0) -> Image.Image:
 # -- classes ----------------------------------------------------------------------------------------
 
 
-def test_validate_classes_strips_and_rejects_empty_and_duplicates():
-    """Names are stripped; an empty list (or only blanks) and duplicates (also after stripping) fail."""
-    assert validate_classes([" cat", "dog ", ""]) == ["cat", "dog"]
-    for bad in ([], ["", "  "]):
-        with pytest.raises(MaskCLIPError, match="No classes"):
-            validate_classes(bad)
-    with pytest.raises(MaskCLIPError, match="Duplicate class names: cat"):
-        validate_classes(["cat", "dog", " cat"])
-
-
 def test_segmenter_refuses_bad_classes():
     """MaskCLIP itself validates its classes, and reserves "background" when --background is used."""
     clip = make_tiny_clip("vit")
@@ -55,6 +41,20 @@ def test_segmenter_refuses_bad_classes():
         MaskCLIP(clip, [], MaskCLIPConfig(templates="simple"))
     with pytest.raises(MaskCLIPError, match="reserved"):
         MaskCLIP(clip, [BACKGROUND, "cat"], MaskCLIPConfig(templates="simple", background=["sky"]))
+
+
+def test_a_vocabulary_and_the_same_plain_list_build_the_same_segmenter():
+    """The CLI hands MaskCLIP a ClassVocabulary, Python users a list: same classes, text rows and record;
+    a vocabulary whose background words are not the config's (which the record keeps) is refused."""
+    clip = make_tiny_clip("vit")
+    cfg = MaskCLIPConfig(templates="simple", background=["sky", " wall"])
+    specs = ["cat", ["dog", "puppy"]]
+    plain, vocab = MaskCLIP(clip, specs, cfg), MaskCLIP(clip, ClassVocabulary.build(specs, cfg.background), cfg)
+    assert vocab.class_names == plain.class_names == [BACKGROUND, "cat", "dog"]
+    assert torch.equal(vocab.text, plain.text) and torch.equal(vocab.groups, plain.groups)
+    assert vocab.record() == plain.record() and vocab.groups.tolist() == [0, 0, 1, 2, 2]
+    with pytest.raises(MaskCLIPError, match="background words differ"):
+        MaskCLIP(clip, ClassVocabulary.build(specs, ["sky"]), cfg)
 
 
 def test_reduce_groups_takes_the_max_per_group():
