@@ -51,17 +51,29 @@ class BadLine:
         return f"{self.path.name} line {self.line}: {self.reason}"
 
 
-def _parse(line: bytes, class_names: list[str] | None) -> ImageEntry:
+def _raw(line: bytes) -> object:
     try:
-        raw = json.loads(line)
+        return json.loads(line)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise InvalidEntry(f"not a JSON line ({exc.__class__.__name__})") from exc
-    return ImageEntry.from_json(raw, class_names)
+
+
+def _named_source(line: bytes) -> str | None:
+    """The ``source`` string of a line that is JSON but not a valid entry, if it has one."""
+    try:
+        raw = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    source = raw.get("source") if isinstance(raw, dict) else None
+    return source if isinstance(source, str) else None
 
 
 class ManifestReader:
-    """The latest valid entry per image over the main manifest and its parts, sorted by source and
-    streamed: memory holds one (file, byte offset) per image, not the entries (100k-image folders)."""
+    """The latest entry per image over the main manifest and its parts, sorted by source and
+    streamed: memory holds one (file, byte offset) per image, not the entries (100k-image folders).
+
+    An invalid line that names its image (a ``source`` string) becomes a failed entry whose error is
+    the reason, unless a valid line for that image exists; one that does not is only counted."""
 
     def __init__(self, root: Path, class_names: list[str] | None = None):
         self.files = manifest_files(root)
@@ -74,13 +86,21 @@ class ManifestReader:
                 offset = 0
                 for number, line in enumerate(f, 1):
                     if line.strip():
-                        try:
-                            self._latest[_parse(line, class_names).source] = (i, offset)
-                        except InvalidEntry as exc:
-                            self.bad_count += 1
-                            if len(self.bad) < KEPT_BAD_LINES:
-                                self.bad.append(BadLine(path, number, str(exc)))
+                        self._scan(line, i, offset, path, number)
                     offset += len(line)
+
+    def _scan(self, line: bytes, i: int, offset: int, path: Path, number: int) -> None:
+        try:
+            source = ImageEntry.from_json(_raw(line), self.class_names).source
+        except InvalidEntry as exc:
+            self.bad_count += 1
+            if len(self.bad) < KEPT_BAD_LINES:
+                self.bad.append(BadLine(path, number, str(exc)))
+            source = _named_source(line)
+            if source is not None and source not in self._latest:
+                self._latest[source] = (i, offset)
+            return
+        self._latest[source] = (i, offset)
 
     def __len__(self) -> int:
         return len(self._latest)
@@ -94,7 +114,11 @@ class ManifestReader:
             for source in sorted(self._latest):
                 i, offset = self._latest[source]
                 handles[i].seek(offset)
-                yield _parse(handles[i].readline(), self.class_names)
+                line = handles[i].readline()
+                try:
+                    yield ImageEntry.from_json(_raw(line), self.class_names)
+                except InvalidEntry as exc:
+                    yield ImageEntry(source, "error", error=f"invalid manifest line: {exc}")
         finally:
             for f in handles:
                 f.close()

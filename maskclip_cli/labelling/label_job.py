@@ -25,7 +25,7 @@ import time
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..core._worker_items import load_item
+from ..core.job_summary import JobSummary
 from ..engine.segmenter import Segmenter
 from ..core.errors import MaskCLIPError
 from ..formats.image_files import find_images, output_stems
@@ -51,18 +52,12 @@ from .sharding import shard_of
 
 
 @dataclass
-class LabelSummary:
-    total: int = 0
-    labelled: int = 0
-    skipped: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    failures: list[tuple[str, str]] = field(default_factory=list)
+class LabelSummary(JobSummary):
     merged: bool = False  # this run folded every shard's manifest part into manifest.jsonl
 
     @property
-    def images_per_second(self) -> float:
-        return self.labelled / self.seconds if self.seconds > 0 else 0.0
+    def labelled(self) -> int:
+        return self.done
 
 
 class _ImageFolder(Dataset):
@@ -294,8 +289,7 @@ def _label_locked(segmenter: Segmenter, input_dir: Path, folder: LabelFolder, pa
     hook.start(len(todo), "labelling")
 
     def failed(rel: PurePosixPath, error: str) -> None:
-        summary.failed += 1
-        summary.failures.append((str(rel), error))
+        summary.fail(str(rel), error)
         manifest.add(ImageEntry(str(rel), "error", settings=tag, error=error))
 
     try:
@@ -311,7 +305,7 @@ def _label_locked(segmenter: Segmenter, input_dir: Path, folder: LabelFolder, pa
                             failed(rel, result)
                         else:
                             writer.submit(rel, stems[rel], size, *result)
-                            summary.labelled += 1
+                            summary.done += 1
                     hook.advance(len(group["rels"]))
                 writer.check()
     finally:
