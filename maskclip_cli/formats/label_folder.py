@@ -202,15 +202,17 @@ class LabelFolder:
             hook.warn(f"{self.root}: {reader.bad_count - SHOWN_BAD_LINES} more invalid manifest line(s) skipped")
         return reader
 
+    def read_map(self, entry: ImageEntry, kind: MapKind) -> np.ndarray | None:
+        """A labelled entry's map of ``kind`` from its recorded path. The label map must be readable;
+        another kind whose file is missing (in the recorded format and every other) is None."""
+        path: Path | None = inside(self.root, entry.maps.get(kind.name), kind.name)
+        if not path.is_file() and kind is not LABEL:
+            path = self.find_map(kind, entry.stem)
+        return kind.read(path) if path is not None else None
+
     def read_maps(self, entry: ImageEntry) -> dict[str, np.ndarray | None]:
-        """A labelled entry's maps by kind: the label map must be readable; another kind whose file is
-        missing (in the recorded format and every other) is None. Maps of other sizes are refused."""
-        maps: dict[str, np.ndarray | None] = {}
-        for kind in MAP_KINDS:
-            path = inside(self.root, entry.maps.get(kind.name), kind.name)
-            if not path.is_file() and kind is not LABEL:
-                path = self.find_map(kind, entry.stem)
-            maps[kind.name] = kind.read(path) if path is not None else None
+        """Every map of a labelled entry by kind (see :meth:`read_map`); maps of other sizes are refused."""
+        maps = {kind.name: self.read_map(entry, kind) for kind in MAP_KINDS}
         shapes = {name: m.shape for name, m in maps.items() if m is not None}
         if len(set(shapes.values())) > 1:
             raise MaskCLIPError(f"maps of different sizes: {', '.join(f'{k} {v[1]}x{v[0]}' for k, v in shapes.items())}")
