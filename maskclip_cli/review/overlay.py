@@ -86,7 +86,7 @@ def check_own_output(path: Path, start: bytes, what: str) -> None:
     """Refuse to replace ``path`` unless it is absent or one of our outputs (its bytes begin with
     ``start``): a review command never overwrites a label folder's data or a user's file."""
     if path.is_dir() or (path.exists() and not path.is_file()):
-        raise MaskCLIPError(f"{path} is not a file; a {what} cannot replace it.")
+        raise MaskCLIPError(f"{path} is not a file; {what} cannot replace it.")
     if path.is_file():
         try:
             with open(path, "rb") as f:
@@ -94,7 +94,7 @@ def check_own_output(path: Path, start: bytes, what: str) -> None:
         except OSError as exc:
             raise MaskCLIPError(f"Cannot read {path}: {exc.strerror or exc}") from exc
         if not ours:
-            raise MaskCLIPError(f"{path} exists and is not a {what} written by maskclip; it is left as it is.")
+            raise MaskCLIPError(f"{path} exists and is not {what} written by maskclip; it is left as it is.")
 
 
 @dataclass
@@ -128,7 +128,7 @@ def write_overlays(
                 summary.skipped += 1
                 continue
             try:
-                check_own_output(target, _JPEG_START, "overlay")
+                check_own_output(target, _JPEG_START, "an overlay")
                 labels = folder.read_map(entry, LABEL)
                 write_overlay(target, inside(images, entry.source, "source"), labels, folder.colours, folder.class_names,
                               folder.record.exif)

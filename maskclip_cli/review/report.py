@@ -162,7 +162,7 @@ def write_report(label_dir: Path, out: Path, options: ReportOptions | None = Non
     folder = LabelFolder.open(label_dir)
     if out.is_dir():
         raise MaskCLIPError(f"--out {out} is a folder; give the path of the .html file to write.")
-    check_own_output(out, PAGE_START.encode(), "report")
+    check_own_output(out, PAGE_START.encode(), "a report")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
