@@ -64,6 +64,7 @@ class MapKind:
     write: Callable[[Path, np.ndarray, list[list[int]], int], None]  # (path, array, class colours, PNG level)
     read: Callable[[Path], np.ndarray]
     format_setting: str | None = None  # the LabelRecord field choosing the extension, if it can vary
+    required: bool = True  # every labelled image has it (a kind added later: False, so older folders stay valid)
 
     @property
     def size_key(self) -> str:
@@ -85,7 +86,7 @@ LABEL = MapKind("label", "labels", ("png",), write_label_png, read_label_png)
 CONFIDENCE = MapKind("confidence", "confidence", ("png", "npy"),
                      lambda path, values, _colours, level: write_confidence(path, values, level), read_confidence,
                      format_setting="confidence_format")
-MAP_KINDS: tuple[MapKind, ...] = (LABEL, CONFIDENCE)  # every labelled image has each of them
+MAP_KINDS: tuple[MapKind, ...] = (LABEL, CONFIDENCE)
 MAP_KIND = {kind.name: kind for kind in MAP_KINDS}
 STATUSES = ("ok", "error")
 
@@ -184,7 +185,7 @@ class ImageEntry:
         common = {"source": source, "status": status, "settings": _text(raw, "settings")}
         if status == "error":
             return cls(**common, error=_text(raw, "error"))
-        maps = {k.name: k.check_path(raw.get(k.name)) for k in MAP_KINDS}
+        maps = {k.name: k.check_path(raw.get(k.name)) for k in MAP_KINDS if k.required or raw.get(k.name) is not None}
         sizes = {k.name: v for k in MAP_KINDS if (v := _int(raw, k.size_key, 0)) is not None}
         return cls(**common, maps=maps, sizes=sizes, width=_int(raw, "width", 1), height=_int(raw, "height", 1),
                    classes_present=_classes(raw.get("classes_present"), class_names),

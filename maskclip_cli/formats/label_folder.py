@@ -179,7 +179,7 @@ class LabelFolder:
         """Write one image's maps (one array per map kind); their paths relative to the folder and
         their sizes in bytes, as an :class:`ImageEntry` records them."""
         paths, sizes = {}, {}
-        for kind in MAP_KINDS:
+        for kind in (k for k in MAP_KINDS if k.name in arrays):
             path = self.map_path(kind, stem)
             kind.write(path, arrays[kind.name], self.colours, compression)
             paths[kind.name], sizes[kind.name] = path.relative_to(self.root).as_posix(), path.stat().st_size
@@ -188,7 +188,8 @@ class LabelFolder:
     def intact(self, entry: ImageEntry) -> bool:
         """Every map of a labelled entry is where it says with its recorded size (resume's check)."""
         return entry.ok and all(
-            _intact(inside(self.root, entry.maps[k.name], k.name), entry.sizes.get(k.name), k) for k in MAP_KINDS)
+            _intact(inside(self.root, entry.maps[k.name], k.name), entry.sizes.get(k.name), k)
+            for k in MAP_KINDS if k.name in entry.maps)
 
     def reader(self, hook: ProgressHook = SILENT) -> ManifestReader:
         """The manifest (main file and shard parts) read and validated once; bad lines reported
@@ -205,8 +206,8 @@ class LabelFolder:
     def read_map(self, entry: ImageEntry, kind: MapKind) -> np.ndarray | None:
         """A labelled entry's map of ``kind`` from its recorded path. The label map must be readable;
         another kind whose file is missing (in the recorded format and every other) is None."""
-        path: Path | None = inside(self.root, entry.maps.get(kind.name), kind.name)
-        if not path.is_file() and kind is not LABEL:
+        path: Path | None = inside(self.root, entry.maps[kind.name], kind.name) if kind.name in entry.maps else None
+        if (path is None or not path.is_file()) and kind is not LABEL:
             path = self.find_map(kind, entry.stem)
         return kind.read(path) if path is not None else None
 

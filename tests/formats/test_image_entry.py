@@ -146,3 +146,25 @@ def test_decompression_bomb_label_png_is_one_error(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 20 x 30 > 2 x the limit: PIL refuses it
     with pytest.raises(MaskCLIPError, match="Cannot read label map"):
         folder.read_maps(ImageEntry("a.jpg", maps=paths))
+
+
+def test_a_map_kind_added_later_keeps_older_folders_valid(tmp_path, monkeypatch):
+    """Adding a per-image output: one MapKind in the table (``required=False``); entries written
+    before it (no key) stay valid and intact, new ones record, write and read it."""
+    import maskclip_cli.formats.image_entry as schema
+    import maskclip_cli.formats.label_folder as label_folder
+
+    extra = schema.MapKind("margin", "margin", ("png",), CONFIDENCE.write, CONFIDENCE.read, required=False)
+    kinds = (*schema.MAP_KINDS, extra)
+    monkeypatch.setattr(schema, "MAP_KINDS", kinds)
+    monkeypatch.setattr(label_folder, "MAP_KINDS", kinds)
+    old = ImageEntry.from_json(GOOD, CLASS_NAMES)
+    assert "margin" not in old.maps and json.dumps(old.to_json()) == json.dumps(GOOD)
+    folder = LabelFolder(tmp_path)
+    labels = shapes_map(20, 30)
+    paths, sizes = folder.write_maps("a", {"label": labels, "confidence": np.zeros(labels.shape, np.float32),
+                                           "margin": np.full(labels.shape, 0.25, np.float32)}, 1)
+    entry = ImageEntry.from_json(ImageEntry("a.jpg", maps=paths, sizes=sizes, width=30, height=20).to_json())
+    assert entry.maps["margin"] == "margin/a.png" and entry.to_json()["margin_bytes"] == sizes["margin"]
+    assert folder.intact(entry)
+    assert np.allclose(folder.read_maps(entry)["margin"], 0.25, atol=1 / 255)
