@@ -32,21 +32,16 @@ from ..core.errors import MaskCLIPError
 from ..core.hooks import SILENT, ProgressHook
 from ..core.record import LabelRecord
 from .image_entry import CONFIDENCE, LABEL, MAP_KINDS, ImageEntry, MapKind, inside
-from .label_files import palette, read_confidence
+from .label_files import palette, read_confidence  # noqa: F401  read_confidence: the training dataset's import
 from .manifest import MANIFEST_FILE, ManifestReader, manifest_files, part_path
 
 CLASSES_FILE = "classes.json"
 LOCKS_DIR = ".maskclip-locks"
 LABELS_DIR = LABEL.folder
-CONFIDENCE_DIR = CONFIDENCE.folder
 OVERLAYS_DIR = "overlays"
 REPORT_FILE = "report.html"
 REPORT_ASSETS_DIR = "report_files"  # `maskclip report` names it after the page: <page stem>_files
-CONFIDENCE_FORMATS = CONFIDENCE.extensions
 SHOWN_BAD_LINES = 10  # manifest lines reported one by one; the rest are counted
-
-__all__ = ["LabelFolder", "classes_document", "parse_classes_document", "read_confidence"]
-
 
 def classes_document(record: LabelRecord) -> dict:
     """Content of classes.json: id -> name and colour, the ignore index, and the record."""

@@ -45,7 +45,7 @@ from ..formats.manifest import Manifest, ManifestReader, merge_parts
 from ..core.hooks import SILENT, ProgressHook
 from ..core.record import LabelRecord, record_hash
 from ..review.overlay import write_overlay, write_overlays
-from .device_maps import ImageMaps, MapBatch, device_maps
+from .device_maps import MapBatch, device_maps
 from .folder_lock import FolderLock, merge_when_idle
 from .options import LabelOptions
 from .sharding import shard_of
