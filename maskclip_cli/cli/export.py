@@ -11,7 +11,8 @@ from ..export.formats import FORMATS
 from ..export.run import export_folder
 from ..export.writer import ExportOptions
 from .app import app
-from .common import RichHook, comma_list, console, user_errors
+from .common import RichHook, comma_list, user_errors
+from .job_output import print_failures_and_exit, print_job
 
 
 @app.command("export")
@@ -25,23 +26,17 @@ def export(
     val_fraction: Annotated[float, typer.Option(min=0, max=1, help="yolo-seg: share of images in the validation split (per-image hash, deterministic).")] = ExportOptions.val_fraction,
     seed: Annotated[int, typer.Option(help="yolo-seg: seed of the train/val split.")] = ExportOptions.seed,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", "-x", help="Class names to leave out (coco, yolo-seg) or to make unlabelled (cvat-mask), e.g. --exclude background; repeat or comma-separate.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an earlier export in --out.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier export in --out (refused when --out is, holds or lies inside LABEL_DIR or --images).")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Export pseudo labels for another trainer or labelling tool.
 
-    Images that failed to label or whose files cannot be read are skipped and listed in OUT/failed.jsonl (exit code 1); bad input exits with code 2.
+    Images that failed to label, whose manifest line is invalid or whose files cannot be read are skipped and listed in OUT/failed.jsonl (exit code 1); bad input, and an option the format does not take, exit with code 2.
     """
     with user_errors():
         options = ExportOptions(format=format, images=images, overwrite=overwrite, instances=instances,
                                 min_area=min_area, val_fraction=val_fraction, seed=seed,
                                 exclude=tuple(comma_list(exclude)))
         summary = export_folder(label_dir, out, options, RichHook(enabled=progress))
-    console.print(
-        f"{summary.exported} exported, {summary.failed} skipped of {summary.total} images in {summary.seconds:.1f} s "
-        f"({summary.images_per_second:.1f} img/s) -> {out}"
-    )
-    for source, error in summary.failures[:10]:
-        console.print(f"  skipped: {source}: {error}", highlight=False)
-    if summary.failed:
-        raise typer.Exit(1)
+    print_job(summary, "exported", out)
+    print_failures_and_exit(summary)

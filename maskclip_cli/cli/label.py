@@ -17,6 +17,7 @@ from ..labelling.options import LabelOptions
 from ..labelling.ranks import rank_device, torchrun_shard
 from ..labelling.sharding import parse_shard
 from .app import app
+from .job_output import print_failures_and_exit, print_job
 from .common import (
     Background,
     Checkpoint,
@@ -130,17 +131,10 @@ def label(
         except KeyboardInterrupt:
             console.print(f"interrupted: finished images are saved in {out}; run the same command again to resume.")
             raise typer.Exit(130)
-    part = f"shard {my_shard[0]}/{my_shard[1]}: " if my_shard else ""
-    console.print(
-        f"{part}{summary.labelled} labelled, {summary.skipped} skipped (already done), {summary.failed} failed "
-        f"of {summary.total} images in {summary.seconds:.1f} s ({summary.images_per_second:.2f} img/s) -> {out}"
-    )
+    print_job(summary, "labelled", out, "skipped (already done)", f"shard {my_shard[0]}/{my_shard[1]}: " if my_shard else "")
     if summary.merged:
         console.print(f"all shards done: manifest parts merged into {out / 'manifest.jsonl'}")
-    for source, error in summary.failures[:10]:
-        console.print(f"  failed: {source}: {error}", highlight=False)
-    if summary.failed:
-        raise typer.Exit(1)
+    print_failures_and_exit(summary)
 
 
 

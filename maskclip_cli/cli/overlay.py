@@ -9,7 +9,8 @@ import typer
 
 from ..review.overlay import write_overlays
 from .app import app
-from .common import RichHook, console, user_errors
+from .common import RichHook, user_errors
+from .job_output import print_failures_and_exit, print_job
 
 
 @app.command("overlay")
@@ -21,12 +22,9 @@ def overlay(
 ) -> None:
     """Write LABEL_DIR/overlays/<path>.jpg: each photo blended with its label colours, with a legend of the classes present.
 
-    Exit code 1 when some photos could not be read, 2 on bad input.
+    Exit code 1 when some photos could not be read (or an overlay path holds a file that is not an overlay, left as it is), 2 on bad input.
     """
     with user_errors():
         summary = write_overlays(label_dir, images, missing_only=not overwrite, hook=RichHook(enabled=progress))
-    console.print(f"{summary.written} overlays written, {summary.skipped} kept, {summary.failed} failed -> {label_dir / 'overlays'}")
-    for source, error in summary.failures[:10]:
-        console.print(f"  failed: {source}: {error}", highlight=False)
-    if summary.failed:
-        raise typer.Exit(1)
+    print_job(summary, "overlays written", label_dir / "overlays", "skipped (overlay exists, or not labelled)")
+    print_failures_and_exit(summary)

@@ -17,7 +17,7 @@ from .common import RichHook, console, user_errors
 def report(
     label_dir: Annotated[Path, typer.Argument(help="Output folder of `maskclip label` (holds classes.json, manifest.jsonl, labels/).")],
     images: Annotated[Optional[Path], typer.Option("--images", "-i", help="The folder of photos that was labelled: overlays are drawn for the page when LABEL_DIR has no overlays/.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="The HTML file to write; thumbnails go to <name>_files/ next to it. Default: LABEL_DIR/report.html.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="The HTML file to write (an existing file is replaced only if it is a maskclip report); thumbnails go to <name>_files/ next to it. Default: LABEL_DIR/report.html.")] = None,
     max_images: Annotated[int, typer.Option(min=1, help="Labelled images read for pixel statistics and thumbnails (a seeded random sample), plus the lowest-confidence ones (a fifth as many, at most 30).")] = ReportOptions.max_images,
     per_class: Annotated[int, typer.Option(min=0, help="Thumbnails shown per class.")] = ReportOptions.per_class,
     seed: Annotated[int, typer.Option(help="Seed of the random sample.")] = ReportOptions.seed,

@@ -21,7 +21,7 @@ from ..core.errors import MaskCLIPError
 from ..formats.images import read_rgb
 from ..core.vocabulary import class_name, parse_class_lines, read_class_text
 from ..formats.label_files import read_label_png
-from ..formats.label_folder import CLASSES_FILE, LABELS_DIR
+from ..formats.label_folder import CLASSES_FILE, LABELS_DIR, parse_classes_document
 from ..core.hooks import SILENT, ProgressHook
 from .datasets import Sample
 from .metrics import ConfusionMatrix, Scores
@@ -215,19 +215,13 @@ def read_class_names(path: Path) -> list[str]:
         return [class_name(spec) for spec in parse_class_lines(text)]
     try:
         doc = json.loads(text)
-        entries = doc["classes"] if isinstance(doc, dict) else doc
-        if all(isinstance(e, str) for e in entries):
-            names = list(entries)
-        else:
-            by_id = {int(e["id"]): str(e["name"]) for e in entries}
-            if sorted(by_id) != list(range(len(by_id))):
-                raise ValueError("class ids are not 0..N-1")
-            names = [by_id[i] for i in range(len(by_id))]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise MaskCLIPError(
-            f"Cannot read class names from {path} ({exc}); expected maskclip label's classes.json, "
-            "a JSON list of names, or a text file with one name per line."
-        ) from exc
+    except ValueError as exc:
+        raise MaskCLIPError(f"Cannot read class names from {path} ({exc}); expected maskclip label's classes.json, "
+                            "a JSON list of names, or a text file with one name per line.") from exc
+    if isinstance(doc, list) and all(isinstance(e, str) for e in doc):
+        names = list(doc)
+    else:
+        names, _ = parse_classes_document(doc, path)
     if not names:
         raise MaskCLIPError(f"No class names in {path}.")
     return names

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Mapping
 
 import cv2
 import numpy as np
@@ -21,7 +22,7 @@ from pycocotools import mask as mask_utils
 
 from ..core._io import atomic_write
 from ..formats.label_folder import LabelFolder
-from ..formats.manifest import ManifestEntry
+from ..formats.image_entry import CONFIDENCE, LABEL, ImageEntry
 from .writer import ExportOptions, copy_photo, kept_classes
 
 ANNOTATIONS = "annotations.json"
@@ -44,6 +45,7 @@ def class_masks(labels: np.ndarray, classes: list[int], instances: bool):
 
 class CocoWriter:
     outputs = (ANNOTATIONS, IMAGES)
+    options = ("instances",)
     needs_images = False
 
     def __init__(self, folder: LabelFolder, out: Path, options: ExportOptions):
@@ -53,7 +55,8 @@ class CocoWriter:
         self._annotations = open(out / f".{ANNOTATIONS}.annotations.part", "w", encoding="utf-8")
         self._image_id = self._annotation_id = 0
 
-    def add(self, entry: ManifestEntry, labels: np.ndarray, confidence: np.ndarray | None, photo: Path | None) -> None:
+    def add(self, entry: ImageEntry, maps: Mapping[str, np.ndarray | None], photo: Path | None) -> None:
+        labels, confidence = maps[LABEL.name], maps[CONFIDENCE.name]
         h, w = labels.shape
         file_name = entry.source
         if photo is not None:

@@ -12,6 +12,7 @@ CVAT).
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
+from typing import Mapping
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from ..core._io import atomic_write
 from ..core.vocabulary import BACKGROUND, is_background
 from ..formats.label_files import palette, write_label_png
 from ..formats.label_folder import LabelFolder
-from ..formats.manifest import ManifestEntry
+from ..formats.image_entry import LABEL, ImageEntry
 from .writer import ExportOptions, copy_photo, kept_classes
 
 LABELMAP = "labelmap.txt"
@@ -28,6 +29,7 @@ IMAGE_SET = "ImageSets/Segmentation/default.txt"
 
 class CvatMaskWriter:
     outputs = ("SegmentationClass", "ImageSets", "JPEGImages", LABELMAP)
+    options = ()
     needs_images = False
 
     def __init__(self, folder: LabelFolder, out: Path, options: ExportOptions):
@@ -43,11 +45,11 @@ class CvatMaskWriter:
         (out / IMAGE_SET).parent.mkdir(parents=True, exist_ok=True)
         self._image_set = open(out / f"{IMAGE_SET}.part", "w", encoding="utf-8")
 
-    def add(self, entry: ManifestEntry, labels: np.ndarray, confidence: np.ndarray | None, photo: Path | None) -> None:
-        write_label_png(self.out / "SegmentationClass" / f"{self.folder.stem_of(entry)}.png", self.lut[labels], self.colours)
+    def add(self, entry: ImageEntry, maps: Mapping[str, np.ndarray | None], photo: Path | None) -> None:
+        write_label_png(self.out / "SegmentationClass" / f"{entry.stem}.png", self.lut[maps[LABEL.name]], self.colours)
         if photo is not None:
-            copy_photo(photo, self.out / "JPEGImages" / f"{self.folder.stem_of(entry)}{PurePosixPath(entry.source).suffix}")
-        self._image_set.write(self.folder.stem_of(entry) + "\n")
+            copy_photo(photo, self.out / "JPEGImages" / f"{entry.stem}{PurePosixPath(entry.source).suffix}")
+        self._image_set.write(entry.stem + "\n")
 
     def abort(self) -> None:
         self._image_set.close()

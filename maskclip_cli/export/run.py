@@ -1,9 +1,11 @@
 """Running an export: one image at a time from a label folder into a format's writer.
 
 Memory holds one image's maps (plus the manifest's offsets); a failed image (recorded as failed by
-the label job, or whose files cannot be read now) is skipped, listed in the summary and in
-``failed.jsonl``. An output folder that is not empty is refused unless ``overwrite``, and then only
-the paths the format writes are replaced.
+the label job, whose manifest line is invalid, or whose files cannot be read now) is skipped, listed
+in the summary and in ``failed.jsonl``. An output folder that is not empty is refused unless
+``overwrite``, and then only the paths the format writes are replaced; with ``overwrite`` an output
+folder that is, holds or lies inside the label folder or the photo folder is refused (it would
+replace their files). Options the format does not take are refused (:func:`.writer.check_options`).
 """
 
 from __future__ import annotations
@@ -11,38 +13,42 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import MaskCLIPError, ParameterError
-from ..formats.label_folder import LabelFolder
 from ..core.hooks import SILENT, ProgressHook
+from ..core.job_summary import JobSummary
+from ..formats.image_entry import inside
+from ..formats.label_folder import LabelFolder
 from .formats import FORMATS
-from .writer import ExportOptions, kept_classes
+from .writer import ExportOptions, check_options, kept_classes
 
 FAILED_FILE = "failed.jsonl"
-KEPT_FAILURES = 1000  # in the summary; failed.jsonl lists them all
 
 
 @dataclass
-class ExportSummary:
-    total: int = 0
-    exported: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    failures: list[tuple[str, str]] = field(default_factory=list)
-
+class ExportSummary(JobSummary):
     @property
-    def images_per_second(self) -> float:
-        return self.exported / self.seconds if self.seconds > 0 else 0.0
+    def exported(self) -> int:
+        return self.done
 
 
-def _prepare_out(out: Path, outputs: tuple[str, ...], overwrite: bool) -> None:
+def _overlaps(a: Path, b: Path) -> bool:
+    a, b = a.resolve(), b.resolve()
+    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
+
+
+def _prepare_out(out: Path, outputs: tuple[str, ...], overwrite: bool, inputs: dict[str, Path]) -> None:
     if out.exists() and not out.is_dir():
         raise MaskCLIPError(f"--out {out} is a file, not a folder.")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise MaskCLIPError(f"Output folder {out} is not empty; pass --overwrite to replace its export, or choose another --out.")
+        for what, folder in inputs.items():
+            if _overlaps(out, folder):
+                raise MaskCLIPError(f"--out {out} is, holds or lies inside the {what} {folder}: --overwrite would "
+                                    "replace its files; choose another --out.")
         for name in (*outputs, FAILED_FILE):
             path = out / name
             if path.is_dir():
@@ -60,35 +66,44 @@ def export_folder(label_dir: Path, out: Path, options: ExportOptions, hook: Prog
 
     folder = LabelFolder.open(label_dir)
     writer_class = FORMATS[options.format]
+    check_options(options, writer_class.options)
     if writer_class.needs_images and options.images is None:
         raise ParameterError(f"format {options.format} needs the photos: pass {{}}.", "images")
     kept_classes(folder, options.exclude)  # checked before anything is written
-    _prepare_out(out, writer_class.outputs, options.overwrite)
-    writer = writer_class(folder, out, options)
-    summary = ExportSummary(total=sum(1 for _ in folder.entries()))
+    entries = folder.reader(hook)
+    if not len(entries):
+        raise MaskCLIPError(f"{label_dir} has no image entries in its manifest ({entries.bad_count} invalid line(s)).")
+    inputs = {"label folder": Path(label_dir), **({"photo folder": options.images} if options.images else {})}
+    _prepare_out(out, writer_class.outputs, options.overwrite, inputs)
+    try:
+        writer = writer_class(folder, out, options)
+    except OSError as exc:
+        raise MaskCLIPError(f"Cannot write the export into {out}: {exc.strerror or exc}") from exc
+    summary = ExportSummary(total=len(entries))
     failed_file = None
     start = time.perf_counter()
     hook.start(summary.total, f"export {options.format}")
     try:
-        for entry in folder.entries():
+        for entry in entries:
             hook.advance(1)
             try:
-                if entry.status != "ok":
+                if not entry.ok:
                     raise MaskCLIPError(f"not labelled: {entry.error or entry.status}")
                 photo = None
                 if options.images is not None:
-                    photo = options.images / entry.source
+                    photo = inside(options.images, entry.source, "source")
                     if not photo.is_file():
                         raise MaskCLIPError(f"photo not found: {photo}")
-                writer.add(entry, folder.read_labels(folder.stem_of(entry)), folder.read_entry_confidence(entry), photo)
-                summary.exported += 1
+                writer.add(entry, folder.read_maps(entry), photo)
+                summary.done += 1
             except (MaskCLIPError, OSError) as exc:
-                summary.failed += 1
-                if len(summary.failures) < KEPT_FAILURES:
-                    summary.failures.append((entry.source, str(exc)))
+                summary.fail(entry.source, str(exc))
                 failed_file = failed_file or open(out / FAILED_FILE, "w", encoding="utf-8")
                 failed_file.write(json.dumps({"source": entry.source, "error": str(exc)}) + "\n")
         writer.close()
+    except OSError as exc:  # the output folder itself (read-only, disk full): not one image's fault
+        writer.abort()
+        raise MaskCLIPError(f"Cannot write the export into {out}: {exc.strerror or exc}") from exc
     except BaseException:
         writer.abort()  # an interrupted export leaves no half-joined index file
         raise

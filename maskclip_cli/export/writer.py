@@ -1,35 +1,39 @@
-"""What every export format's writer is given and offers: the options, the kept classes, the
-``Writer`` protocol, and the photo copy. The formats import this module; the registry
-(``formats.py``) and the run loop (``run.py``) import the formats."""
+"""What every export format's writer is given and offers: the options (and which of them a format
+takes: the others are refused, as in Ultralytics' export table), the kept classes, the ``Writer``
+protocol (one :class:`~maskclip_cli.formats.image_entry.ImageEntry` and its maps at a time), and the
+photo copy. The formats import this module; the registry (``formats.py``) and the run loop
+(``run.py``) import the formats."""
 
 from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from dataclasses import fields
+from typing import ClassVar, Mapping, Protocol
 
 import numpy as np
 
 from ..core.errors import MaskCLIPError, ParameterError, check_range
+from ..formats.image_entry import ImageEntry
 from ..formats.label_folder import LabelFolder
-from ..formats.manifest import ManifestEntry
 
 FORMAT_NAMES = ("coco", "yolo-seg", "cvat-mask")  # the --format choices (formats.FORMATS maps them to writers)
 
 
 @dataclass
 class ExportOptions:
-    """What and how to export; the format-specific fields are ignored by the other formats."""
+    """What and how to export. The fields after ``exclude`` belong to some formats only (each writer's
+    ``options``); :func:`check_options` refuses one set away from its default for another format."""
 
     format: str
     images: Path | None = None  # the labelled photo folder: copied (hard-linked where possible) into the export
     overwrite: bool = False
+    exclude: tuple[str, ...] = ()  # classes left out (coco, yolo-seg) or made background (cvat-mask)
     instances: bool = False  # coco: one annotation per connected component instead of per class
     min_area: int = 0  # yolo-seg: components and holes below this many pixels are dropped / filled
     val_fraction: float = 0.1  # yolo-seg: share of images in the validation split
     seed: int = 0  # yolo-seg: split seed
-    exclude: tuple[str, ...] = ()  # classes left out (coco, yolo-seg) or made background (cvat-mask)
 
     def __post_init__(self) -> None:
         if self.format not in FORMAT_NAMES:
@@ -49,12 +53,30 @@ def kept_classes(folder: LabelFolder, exclude: tuple[str, ...]) -> list[int]:
     return [i for i, name in enumerate(folder.class_names) if name not in exclude]
 
 
+COMMON_OPTIONS = ("format", "images", "overwrite", "exclude")  # every format takes these
+
+
+def check_options(options: ExportOptions, takes: tuple[str, ...]) -> None:
+    """Refuse, in one line, an option set away from its default that the chosen format does not take."""
+    refused = [f.name for f in fields(options)
+               if f.name not in COMMON_OPTIONS + takes and getattr(options, f.name) != f.default]
+    if refused:
+        names = ", ".join("{}" for _ in refused)
+        taken = ", ".join("{}" for _ in takes) or "none"
+        verb = "is not an option" if len(refused) == 1 else "are not options"
+        raise ParameterError(f"{names} {verb} of --format {options.format} (its own: {taken}).", *refused, *takes)
+
+
 class Writer(Protocol):
     """One export format: takes the images one by one, finishes its index files on close."""
 
-    outputs: tuple[str, ...]  # top-level names it writes under the output folder
+    outputs: ClassVar[tuple[str, ...]]  # top-level names it writes under the output folder
+    options: ClassVar[tuple[str, ...]]  # the format-specific ExportOptions fields it reads
+    needs_images: ClassVar[bool]
 
-    def add(self, entry: ManifestEntry, labels: np.ndarray, confidence: np.ndarray | None, photo: Path | None) -> None: ...
+    def add(self, entry: ImageEntry, maps: Mapping[str, np.ndarray | None], photo: Path | None) -> None:
+        """One labelled image: its entry, its maps by kind (formats.image_entry.MAP_KINDS; a missing
+        optional map is None) and its photo (with ``--images``)."""
 
     def close(self) -> None: ...
 
@@ -63,7 +85,8 @@ class Writer(Protocol):
 
 
 def copy_photo(photo: Path, target: Path) -> None:
-    """Hard-link the photo into the export (free, same bytes), or copy it across file systems."""
+    """Hard-link the photo into the export (free, same bytes), or copy it across file systems.
+    ``target`` lies under the export folder (its relative part comes from a validated entry)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     target.unlink(missing_ok=True)
     try:

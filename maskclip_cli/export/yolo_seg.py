@@ -16,13 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path, PurePosixPath
+from typing import Mapping
 
 import cv2
 import numpy as np
 
 from ..core._io import atomic_write
 from ..formats.label_folder import LabelFolder
-from ..formats.manifest import ManifestEntry
+from ..formats.image_entry import LABEL, ImageEntry
 from .writer import ExportOptions, copy_photo, kept_classes
 
 DATA_YAML = "data.yaml"
@@ -90,6 +91,7 @@ def component_polygons(mask: np.ndarray, min_area: int = 0) -> list[np.ndarray]:
 
 class YoloSegWriter:
     outputs = ("images", "labels", DATA_YAML)
+    options = ("min_area", "val_fraction", "seed")
     needs_images = True
 
     def __init__(self, folder: LabelFolder, out: Path, options: ExportOptions):
@@ -99,7 +101,8 @@ class YoloSegWriter:
         self.names = [folder.class_names[i] for i in kept]
         self.yolo_id = {c: k for k, c in enumerate(kept)}  # Ultralytics wants ids 0..nc-1 without gaps
 
-    def add(self, entry: ManifestEntry, labels: np.ndarray, confidence: np.ndarray | None, photo: Path | None) -> None:
+    def add(self, entry: ImageEntry, maps: Mapping[str, np.ndarray | None], photo: Path | None) -> None:
+        labels = maps[LABEL.name]
         h, w = labels.shape
         split = "val" if in_val_split(entry.source, self.options.seed, self.options.val_fraction) else "train"
         lines = []
@@ -110,8 +113,8 @@ class YoloSegWriter:
                 xy = (polygon + PIXEL_NUDGE) / (w, h)
                 lines.append(f"{self.yolo_id[int(class_id)]} " + " ".join(f"{v:.6f}" for v in xy.reshape(-1)))
         text = "".join(line + "\n" for line in lines)
-        atomic_write(self.out / "labels" / split / f"{self.folder.stem_of(entry)}.txt", lambda tmp: Path(tmp).write_text(text))
-        copy_photo(photo, self.out / "images" / split / f"{self.folder.stem_of(entry)}{PurePosixPath(entry.source).suffix}")
+        atomic_write(self.out / "labels" / split / f"{entry.stem}.txt", lambda tmp: Path(tmp).write_text(text))
+        copy_photo(photo, self.out / "images" / split / f"{entry.stem}{PurePosixPath(entry.source).suffix}")
         self.counts[split] += 1
 
     def abort(self) -> None:

@@ -29,8 +29,6 @@ def palette(n: int) -> list[list[int]]:
     return colours
 
 
-
-
 PNG_COMPRESSION = 1  # the label job's default: zlib level 1 with the Z_RLE strategy
 _Z_RLE = 3
 
@@ -62,14 +60,14 @@ def _confidence_png(quantised: np.ndarray, level: int) -> bytes:
     return data.tobytes()
 
 
-def write_label_png(path: Path, labels: np.ndarray, colours: list[list[int]], compression: int = 6) -> None:
+def write_label_png(path: Path, labels: np.ndarray, colours: list[list[int]], compression: int = PNG_COMPRESSION) -> None:
     img = Image.fromarray(labels.astype(np.uint8, copy=False), mode="P")
     flat = [v for c in colours for v in c]
     img.putpalette(flat + [0] * (768 - len(flat)))
     atomic_write(path, lambda tmp: img.save(tmp, format="PNG", **png_settings(compression)))
 
 
-def write_confidence(path: Path, confidence: np.ndarray, compression: int = 6) -> None:
+def write_confidence(path: Path, confidence: np.ndarray, compression: int = PNG_COMPRESSION) -> None:
     """8-bit PNG scaled 0-255 for ``.png``; float16 array for ``.npy``. A uint8 array is taken as
     already quantised (0-255), a float16 one as already converted."""
     if path.suffix == ".npy":
@@ -85,7 +83,6 @@ def write_confidence(path: Path, confidence: np.ndarray, compression: int = 6) -
         atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
-
 def read_label_png(path: Path) -> np.ndarray:
     """Raw values of a single-channel (L or palette) label PNG; one clear error if it is not one."""
     try:
@@ -93,5 +90,22 @@ def read_label_png(path: Path) -> np.ndarray:
             if img.mode not in ("L", "P"):
                 raise MaskCLIPError(f"Label map {path} is a {img.mode} image; expected an 8-bit single-channel (L or palette) PNG.")
             return np.asarray(img)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise MaskCLIPError(f"Cannot read label map {path}: {exc}") from exc
+
+
+def read_confidence(path: Path) -> np.ndarray:
+    """(H, W) float32 confidence in [0, 1] from a PNG (0-255) or a float16 .npy map."""
+    try:
+        if path.suffix == ".npy":
+            values = np.load(path, allow_pickle=False)
+            if values.ndim != 2:
+                raise ValueError(f"expected a 2-D array, got shape {values.shape}")
+            return values.astype(np.float32)
+        with Image.open(path) as img:
+            if img.mode != "L":
+                raise ValueError(f"a {img.mode} image; expected an 8-bit greyscale PNG")
+            return np.asarray(img, dtype=np.float32) / 255.0
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise MaskCLIPError(f"Cannot read confidence map {path}: {exc}") from exc
+

@@ -4,11 +4,12 @@
 
     OUT/
       classes.json            id -> name and colour, the ignore index, the LabelRecord ("settings")
-      manifest.jsonl          one JSON line per image (see formats.manifest)
+      manifest.jsonl          one JSON line per image (formats.image_entry, read and written by formats.manifest)
       manifest.shard-K-of-N.jsonl  a shard's part of it while sharded runs go on (merged at the end)
       .maskclip-locks/        who is labelling into the folder (see labelling.folder_lock)
-      labels/<stem>.png       8-bit palette PNG, pixel = class id, 255 = ignore
-      confidence/<stem>.png   confidence scaled 0-255 (or confidence/<stem>.npy, float16 in [0, 1])
+      labels/<stem>.png       8-bit palette PNG, pixel = class id, 255 = ignore    } one folder per map
+      confidence/<stem>.png   confidence scaled 0-255 (or confidence/<stem>.npy,    } kind: see
+                              float16 in [0, 1])                                    } image_entry.MAP_KINDS
       overlays/<stem>.jpg     the photo blended with the class colours (optional)
       report.html, report_files/   the review page of `maskclip report` and its thumbnails (optional)
 
@@ -20,30 +21,27 @@ the exporters all reach these files through :class:`LabelFolder`.
 from __future__ import annotations
 
 import json
-from pathlib import Path, PurePosixPath
-from typing import Iterator
+from pathlib import Path
+from typing import Mapping
 
 import numpy as np
-from PIL import Image
 
 from ..core._io import write_json
 from ..core.constants import IGNORE_INDEX
 from ..core.errors import MaskCLIPError
+from ..core.hooks import SILENT, ProgressHook
 from ..core.record import LabelRecord
-from .label_files import palette, read_label_png
-from .manifest import ManifestEntry, iter_manifest
+from .image_entry import CONFIDENCE, LABEL, MAP_KINDS, ImageEntry, MapKind, inside
+from .label_files import palette, read_confidence  # noqa: F401  read_confidence: the training dataset's import
+from .manifest import MANIFEST_FILE, ManifestReader, manifest_files, part_path
 
 CLASSES_FILE = "classes.json"
-MANIFEST_FILE = "manifest.jsonl"
-MANIFEST_PARTS = "manifest.shard-*-of-*.jsonl"
 LOCKS_DIR = ".maskclip-locks"
-LABELS_DIR = "labels"
-CONFIDENCE_DIR = "confidence"
+LABELS_DIR = LABEL.folder
 OVERLAYS_DIR = "overlays"
 REPORT_FILE = "report.html"
 REPORT_ASSETS_DIR = "report_files"  # `maskclip report` names it after the page: <page stem>_files
-CONFIDENCE_FORMATS = ("png", "npy")
-
+SHOWN_BAD_LINES = 10  # manifest lines reported one by one; the rest are counted
 
 def classes_document(record: LabelRecord) -> dict:
     """Content of classes.json: id -> name and colour, the ignore index, and the record."""
@@ -56,7 +54,8 @@ def classes_document(record: LabelRecord) -> dict:
 
 
 def parse_classes_document(doc: object, where: Path) -> tuple[list[str], dict]:
-    """(class names by id, raw settings) of a classes.json document; one clear error otherwise."""
+    """(class names by id, raw settings) of a classes.json document; one clear error otherwise.
+    The only parser of classes.json (the label folder's and eval's ``--classes-file``)."""
     try:
         classes = sorted(doc["classes"], key=lambda c: c["id"])  # type: ignore[index]
         names = [str(c["name"]) for c in classes]
@@ -68,6 +67,17 @@ def parse_classes_document(doc: object, where: Path) -> tuple[list[str], dict]:
     if doc.get("ignore_index", IGNORE_INDEX) != IGNORE_INDEX:  # type: ignore[union-attr]
         raise MaskCLIPError(f"{where}: ignore_index must be {IGNORE_INDEX}.")
     return names, settings if isinstance(settings, dict) else {}
+
+
+def _intact(path: Path, recorded: int | None, kind: MapKind) -> bool:
+    """The map exists and has its recorded size; entries of 0.1.0 (no size) must decode."""
+    try:
+        if recorded is not None:
+            return path.stat().st_size == recorded
+        kind.read(path)
+        return True
+    except (OSError, MaskCLIPError):  # missing, truncated or not an image
+        return False
 
 
 class LabelFolder:
@@ -115,21 +125,21 @@ class LabelFolder:
 
     def manifest_part(self, shard: tuple[int, int]) -> Path:
         """Shard K of N's part of the manifest."""
-        return self.root / f"manifest.shard-{shard[0]}-of-{shard[1]}.jsonl"
-
-    def manifest_parts(self) -> list[Path]:
-        return sorted(self.root.glob(MANIFEST_PARTS))
+        return part_path(self.root, shard)
 
     @property
     def locks_dir(self) -> Path:
         return self.root / LOCKS_DIR
 
+    def map_path(self, kind: MapKind, stem: str, extension: str | None = None) -> Path:
+        """Where ``stem``'s map of ``kind`` is written (in the record's format unless given)."""
+        return self.root / kind.folder / f"{stem}.{extension or kind.extension(self.record)}"
+
     def label_path(self, stem: str) -> Path:
-        return self.root / LABELS_DIR / f"{stem}.png"
+        return self.map_path(LABEL, stem)
 
     def confidence_path(self, stem: str, fmt: str | None = None) -> Path:
-        fmt = fmt or (self.record.confidence_format if self.record else "png")
-        return self.root / CONFIDENCE_DIR / f"{stem}.{fmt}"
+        return self.map_path(CONFIDENCE, stem, fmt)
 
     def overlay_path(self, stem: str) -> Path:
         return self.root / OVERLAYS_DIR / f"{stem}.jpg"
@@ -140,58 +150,66 @@ class LabelFolder:
 
     def output_dirs(self) -> list[Path]:
         """Folders holding this folder's own images (not to be labelled when inside the input)."""
-        return [self.root / d for d in (LABELS_DIR, CONFIDENCE_DIR, OVERLAYS_DIR, REPORT_ASSETS_DIR)]
+        return [self.root / d for d in (*(k.folder for k in MAP_KINDS), OVERLAYS_DIR, REPORT_ASSETS_DIR)]
+
+    def find_map(self, kind: MapKind, stem: str) -> Path | None:
+        """``stem``'s map of ``kind`` in whichever of its formats it was written, if any."""
+        return next((p for ext in kind.extensions if (p := self.map_path(kind, stem, ext)).is_file()), None)
 
     def find_confidence(self, stem: str) -> Path | None:
-        """The confidence map of ``stem`` in whichever format it was written, if any."""
-        for fmt in CONFIDENCE_FORMATS:
-            path = self.confidence_path(stem, fmt)
-            if path.is_file():
-                return path
-        return None
+        return self.find_map(CONFIDENCE, stem)
 
     # -- contents ----------------------------------------------------------------------------
     def write_classes(self, record: LabelRecord) -> None:
         self.record, self.class_names = record, list(record.classes)
         write_json(self.classes_file, classes_document(record))
 
-    def read_labels(self, stem: str) -> np.ndarray:
-        return read_label_png(self.label_path(stem))
-
     @property
     def colours(self) -> list[list[int]]:
         """Class colours of the label PNGs (and of classes.json)."""
         return palette(len(self.class_names))
 
-    def entries(self) -> Iterator[ManifestEntry]:
-        """The manifest's latest entry per image, sorted by source, streamed."""
-        if not self.manifest_file.is_file():
+    def write_maps(self, stem: str, arrays: Mapping[str, np.ndarray], compression: int
+                   ) -> tuple[dict[str, str], dict[str, int]]:
+        """Write one image's maps (one array per map kind); their paths relative to the folder and
+        their sizes in bytes, as an :class:`ImageEntry` records them."""
+        paths, sizes = {}, {}
+        for kind in (k for k in MAP_KINDS if k.name in arrays):
+            path = self.map_path(kind, stem)
+            kind.write(path, arrays[kind.name], self.colours, compression)
+            paths[kind.name], sizes[kind.name] = path.relative_to(self.root).as_posix(), path.stat().st_size
+        return paths, sizes
+
+    def intact(self, entry: ImageEntry) -> bool:
+        """Every map of a labelled entry is where it says with its recorded size (resume's check)."""
+        return entry.ok and all(
+            _intact(inside(self.root, entry.maps[k.name], k.name), entry.sizes.get(k.name), k)
+            for k in MAP_KINDS if k.name in entry.maps)
+
+    def reader(self, hook: ProgressHook = SILENT) -> ManifestReader:
+        """The manifest (main file and shard parts) read and validated once; bad lines reported
+        through ``hook`` and skipped. Iterate it for the latest entry per image, sorted by source."""
+        if not manifest_files(self.root):
             raise MaskCLIPError(f"{self.root} has no {MANIFEST_FILE}; was it written by `maskclip label`?")
-        return iter_manifest(self.manifest_file)
+        reader = ManifestReader(self.root, self.class_names)
+        for bad in reader.bad[:SHOWN_BAD_LINES]:
+            hook.warn(f"{self.root}: {bad}; skipped")
+        if reader.bad_count > SHOWN_BAD_LINES:
+            hook.warn(f"{self.root}: {reader.bad_count - SHOWN_BAD_LINES} more invalid manifest line(s) skipped")
+        return reader
 
-    def stem_of(self, entry: ManifestEntry) -> str:
-        """Output name of a manifest entry (``nested/b`` for ``labels/nested/b.png``)."""
-        if entry.label is None:
-            return str(PurePosixPath(entry.source).with_suffix(""))
-        return str(PurePosixPath(entry.label).relative_to(LABELS_DIR).with_suffix(""))
+    def read_map(self, entry: ImageEntry, kind: MapKind) -> np.ndarray | None:
+        """A labelled entry's map of ``kind`` from its recorded path. The label map must be readable;
+        another kind whose file is missing (in the recorded format and every other) is None."""
+        path: Path | None = inside(self.root, entry.maps[kind.name], kind.name) if kind.name in entry.maps else None
+        if (path is None or not path.is_file()) and kind is not LABEL:
+            path = self.find_map(kind, entry.stem)
+        return kind.read(path) if path is not None else None
 
-    def read_entry_confidence(self, entry: ManifestEntry) -> np.ndarray | None:
-        """An entry's confidence map in [0, 1] (either format), or None when it has none."""
-        path = self.find_confidence(self.stem_of(entry))
-        return read_confidence(path) if path is not None else None
-
-
-def read_confidence(path: Path) -> np.ndarray:
-    """(H, W) float32 confidence in [0, 1] from a PNG (0-255) or a float16 .npy map."""
-    try:
-        if path.suffix == ".npy":
-            values = np.load(path, allow_pickle=False)
-            if values.ndim != 2:
-                raise ValueError(f"expected a 2-D array, got shape {values.shape}")
-            return values.astype(np.float32)
-        with Image.open(path) as img:
-            if img.mode != "L":
-                raise ValueError(f"a {img.mode} image; expected an 8-bit greyscale PNG")
-            return np.asarray(img, dtype=np.float32) / 255.0
-    except (OSError, ValueError) as exc:
-        raise MaskCLIPError(f"Cannot read confidence map {path}: {exc}") from exc
+    def read_maps(self, entry: ImageEntry) -> dict[str, np.ndarray | None]:
+        """Every map of a labelled entry by kind (see :meth:`read_map`); maps of other sizes are refused."""
+        maps = {kind.name: self.read_map(entry, kind) for kind in MAP_KINDS}
+        shapes = {name: m.shape for name, m in maps.items() if m is not None}
+        if len(set(shapes.values())) > 1:
+            raise MaskCLIPError(f"maps of different sizes: {', '.join(f'{k} {v[1]}x{v[0]}' for k, v in shapes.items())}")
+        return maps

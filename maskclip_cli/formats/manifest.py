@@ -1,13 +1,15 @@
-"""The run manifest: one JSON line per image, appended as each image's files land.
+"""The run manifest: one JSON line per image (:class:`~.image_entry.ImageEntry`), appended as each
+image's files land.
 
 Appending line by line means an interrupted run loses nothing it finished; the latest line for
 an image wins, and a finished run rewrites the file compacted to one line per image.
 
-A sharded run (``--shard K/N`` or a torchrun rank) appends to its own part
-(:meth:`LabelFolder.manifest_part`), so processes never interleave lines in one file; every run
-reads the main file and all parts (so resume works after a change of shard count), and a merge
-folds the parts into ``manifest.jsonl`` and removes them. Lines that are not a valid entry (a
-crash mid-line, a hand edit) are counted and ignored.
+A sharded run (``--shard K/N`` or a torchrun rank) appends to its own part (:func:`part_path`), so
+processes never interleave lines in one file. Every reader (the label job's resume, export, report,
+overlay) reads the main file and all parts through :class:`ManifestReader`, so they see the same
+merged view with the same validity rules; a merge folds the parts into ``manifest.jsonl`` and removes
+them. Lines that are not a valid entry (a crash mid-line, a hand edit, a hostile path) are counted,
+kept with their reason for the caller to report, and skipped.
 """
 
 from __future__ import annotations
@@ -16,103 +18,128 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 from ..core._io import atomic_write
+from .image_entry import ImageEntry, InvalidEntry
 
-if TYPE_CHECKING:  # label_folder imports this module
-    from .label_folder import LabelFolder
-
-
-def _valid(entry: object) -> bool:
-    if not isinstance(entry, dict) or not isinstance(entry.get("source"), str):
-        return False
-    if entry.get("status") == "ok":
-        return isinstance(entry.get("label"), str) and isinstance(entry.get("confidence"), str)
-    return entry.get("status") == "error"
+MANIFEST_FILE = "manifest.jsonl"
+MANIFEST_PARTS = "manifest.shard-*-of-*.jsonl"
+KEPT_BAD_LINES = 100  # reasons kept for the caller; every bad line is counted
 
 
-def read_manifest(path: Path) -> tuple[dict[str, dict], int]:
-    """Latest valid entry per source path, and the number of malformed lines skipped."""
-    entries: dict[str, dict] = {}
-    malformed = 0
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                entry = None
-            if _valid(entry):
-                entries[entry["source"]] = entry
-            else:
-                malformed += 1
-    return entries, malformed
+def part_path(root: Path, shard: tuple[int, int]) -> Path:
+    """Shard K of N's part of the manifest."""
+    return Path(root) / f"manifest.shard-{shard[0]}-of-{shard[1]}.jsonl"
 
 
-def manifest_files(folder: LabelFolder) -> list[Path]:
+def manifest_files(root: Path) -> list[Path]:
     """The main manifest and every part that exist, least recently written first: an image
     relabelled by a later run (after an error, or a lost output) has its latest line last."""
-    found = [p for p in [folder.manifest_file, *folder.manifest_parts()] if p.is_file()]
-    return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p != folder.manifest_file, p.name))
-
-
-def read_all(folder: LabelFolder) -> tuple[dict[str, dict], int]:
-    """Entries of the main manifest and every part together; malformed lines counted."""
-    entries: dict[str, dict] = {}
-    malformed = 0
-    for path in manifest_files(folder):
-        found, bad = read_manifest(path)
-        entries.update(found)
-        malformed += bad
-    return entries, malformed
-
-
-def merge_parts(folder: LabelFolder) -> int:
-    """Fold every part into ``manifest.jsonl`` (compacted) and remove the parts; the entry count."""
-    parts = folder.manifest_parts()
-    entries, _ = read_all(folder)
-    lines = "".join(json.dumps(e) + "\n" for _, e in sorted(entries.items()))
-    atomic_write(folder.manifest_file, lambda tmp: Path(tmp).write_text(lines, encoding="utf-8"))
-    for part in parts:
-        part.unlink(missing_ok=True)
-    return len(entries)
+    main = Path(root) / MANIFEST_FILE
+    found = [p for p in [main, *sorted(Path(root).glob(MANIFEST_PARTS))] if p.is_file()]
+    return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p != main, p.name))
 
 
 @dataclass(frozen=True)
-class ManifestEntry:
-    """One image's line, as readers of a finished folder (exports, report) use it."""
+class BadLine:
+    path: Path
+    line: int
+    reason: str
 
-    source: str  # image path relative to the labelled input folder
-    status: str  # ok | error
-    label: str | None = None  # label map path relative to the label folder
-    confidence: str | None = None
-    mean_confidence: float | None = None
-    classes_present: tuple[str, ...] = ()
-    error: str | None = None
+    def __str__(self) -> str:
+        return f"{self.path.name} line {self.line}: {self.reason}"
 
 
-def iter_manifest(path: Path) -> Iterator[ManifestEntry]:
-    """Latest entry per source path, sorted by source, read lazily: memory holds one byte offset
-    per image instead of every entry (100k-image folders). Unreadable lines are skipped."""
-    latest: dict[str, int] = {}
-    with open(path, "rb") as f:
-        offset = 0
-        for line in f:
-            try:
-                latest[json.loads(line)["source"]] = offset
-            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-                pass  # a line cut short by a crash
-            offset += len(line)
-        for source in sorted(latest):
-            f.seek(latest[source])
-            raw = json.loads(f.readline())
-            yield ManifestEntry(
-                source=source, status=raw.get("status", "error"), label=raw.get("label"),
-                confidence=raw.get("confidence"), mean_confidence=raw.get("mean_confidence"),
-                classes_present=tuple(raw.get("classes_present", ())), error=raw.get("error"),
-            )
+def _raw(line: bytes) -> object:
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise InvalidEntry(f"not a JSON line ({exc.__class__.__name__})") from exc
+
+
+def _named_source(line: bytes) -> str | None:
+    """The ``source`` string of a line that is JSON but not a valid entry, if it has one."""
+    try:
+        raw = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    source = raw.get("source") if isinstance(raw, dict) else None
+    return source if isinstance(source, str) else None
+
+
+class ManifestReader:
+    """The latest entry per image over the main manifest and its parts, sorted by source and
+    streamed: memory holds one (file, byte offset) per image, not the entries (100k-image folders).
+
+    An invalid line that names its image (a ``source`` string) becomes a failed entry whose error is
+    the reason, unless a valid line for that image exists; one that does not is only counted."""
+
+    def __init__(self, root: Path, class_names: list[str] | None = None):
+        self.files = manifest_files(root)
+        self.class_names = class_names
+        self.bad: list[BadLine] = []  # the first KEPT_BAD_LINES
+        self.bad_count = 0
+        self._latest: dict[str, tuple[int, int]] = {}
+        for i, path in enumerate(self.files):
+            with open(path, "rb") as f:
+                offset = 0
+                for number, line in enumerate(f, 1):
+                    if line.strip():
+                        self._scan(line, i, offset, path, number)
+                    offset += len(line)
+
+    def _scan(self, line: bytes, i: int, offset: int, path: Path, number: int) -> None:
+        try:
+            source = ImageEntry.from_json(_raw(line), self.class_names).source
+        except InvalidEntry as exc:
+            self.bad_count += 1
+            if len(self.bad) < KEPT_BAD_LINES:
+                self.bad.append(BadLine(path, number, str(exc)))
+            source = _named_source(line)
+            if source is not None and source not in self._latest:
+                self._latest[source] = (i, offset)
+            return
+        self._latest[source] = (i, offset)
+
+    def __len__(self) -> int:
+        return len(self._latest)
+
+    def __contains__(self, source: object) -> bool:
+        return source in self._latest
+
+    def __iter__(self) -> Iterator[ImageEntry]:
+        handles = [open(path, "rb") for path in self.files]
+        try:
+            for source in sorted(self._latest):
+                i, offset = self._latest[source]
+                handles[i].seek(offset)
+                line = handles[i].readline()
+                try:
+                    yield ImageEntry.from_json(_raw(line), self.class_names)
+                except InvalidEntry as exc:
+                    yield ImageEntry(source, "error", error=f"invalid manifest line: {exc}")
+        finally:
+            for f in handles:
+                f.close()
+
+    def latest(self) -> dict[str, ImageEntry]:
+        return {entry.source: entry for entry in self}
+
+
+def _lines(entries) -> str:
+    return "".join(json.dumps(entry.to_json()) + "\n" for entry in entries)
+
+
+def merge_parts(root: Path, class_names: list[str] | None = None) -> int:
+    """Fold every part into ``manifest.jsonl`` (compacted) and remove the parts; the entry count."""
+    parts = sorted(Path(root).glob(MANIFEST_PARTS))
+    reader = ManifestReader(root, class_names)
+    text = _lines(reader)
+    atomic_write(Path(root) / MANIFEST_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    for part in parts:
+        part.unlink(missing_ok=True)
+    return len(reader)
 
 
 class Manifest:
@@ -121,24 +148,26 @@ class Manifest:
     ``shard`` = (K, N) appends to that shard's part; None appends to manifest.jsonl.
     """
 
-    def __init__(self, folder: LabelFolder, shard: tuple[int, int] | None = None, fresh: bool = False):
-        self.folder = folder
-        self.path = folder.manifest_part(shard) if shard is not None else folder.manifest_file
+    def __init__(self, root: Path, shard: tuple[int, int] | None = None, fresh: bool = False,
+                 class_names: list[str] | None = None):
+        self.root, self.class_names = Path(root), class_names
+        self.path = part_path(root, shard) if shard is not None else self.root / MANIFEST_FILE
         if fresh:
-            for path in manifest_files(folder):
+            for path in manifest_files(root):
                 path.unlink(missing_ok=True)
-        self.entries, self.malformed = read_all(folder)
+        reader = ManifestReader(root, class_names)
+        self.entries, self.malformed = reader.latest(), reader.bad_count
         self._file = open(self.path, "a", encoding="utf-8")
         self._lock = threading.Lock()  # writer threads add entries concurrently
 
-    def add(self, entry: dict) -> None:
+    def add(self, entry: ImageEntry) -> None:
         with self._lock:
-            self.entries[entry["source"]] = entry
-            self._file.write(json.dumps(entry) + "\n")
+            self.entries[entry.source] = entry
+            self._file.write(json.dumps(entry.to_json()) + "\n")
             self._file.flush()
 
     def close(self, compact: bool = True) -> None:
         """Close the file; with ``compact`` (unsharded runs) fold everything into manifest.jsonl."""
         self._file.close()
         if compact:
-            merge_parts(self.folder)
+            merge_parts(self.root, self.class_names)

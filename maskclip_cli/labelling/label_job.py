@@ -25,50 +25,39 @@ import time
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..core._worker_items import load_item
+from ..core.job_summary import JobSummary
 from ..engine.segmenter import Segmenter
 from ..core.errors import MaskCLIPError
 from ..formats.image_files import find_images, output_stems
 from ..formats.images import read_rgb
-from ..formats.label_files import (
-    palette,
-    write_confidence,
-    write_label_png,
-)
+from ..formats.image_entry import CONFIDENCE, LABEL, ImageEntry
 from ..formats.label_folder import CLASSES_FILE, LabelFolder
-from ..formats.manifest import Manifest, merge_parts, read_all
+from ..formats.manifest import Manifest, ManifestReader, merge_parts
 from ..core.hooks import SILENT, ProgressHook
 from ..core.record import LabelRecord, record_hash
 from ..core.vocabulary import check_class_count
 from ..review.overlay import write_overlay, write_overlays
-from .device_maps import ImageMaps, MapBatch, device_maps
+from .device_maps import MapBatch, device_maps
 from .folder_lock import FolderLock, merge_when_idle
 from .options import LabelOptions
 from .sharding import shard_of
 
 
 @dataclass
-class LabelSummary:
-    total: int = 0
-    labelled: int = 0
-    skipped: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    failures: list[tuple[str, str]] = field(default_factory=list)
+class LabelSummary(JobSummary):
     merged: bool = False  # this run folded every shard's manifest part into manifest.jsonl
 
     @property
-    def images_per_second(self) -> float:
-        return self.labelled / self.seconds if self.seconds > 0 else 0.0
+    def labelled(self) -> int:
+        return self.done
 
 
 class _ImageFolder(Dataset):
@@ -158,7 +147,6 @@ class _Writer:
                  input_dir: Path):
         self.folder, self.out_dir, self.input_dir = folder, folder.root, input_dir
         self.options, self.class_names, self.manifest, self.tag = options, class_names, manifest, tag
-        self.colours = palette(len(class_names))
         self.pool = ThreadPoolExecutor(max_workers=options.writers)
         self.pending: list[Future] = []
         self.error: MaskCLIPError | None = None
@@ -172,27 +160,20 @@ class _Writer:
     def _write(self, rel: PurePosixPath, stem: str, size: tuple[int, int], maps: MapBatch, index: int) -> None:
         if self.error is not None:
             return
-        label_path, conf_path = self.folder.label_path(stem), self.folder.confidence_path(stem)
         try:
             image = maps.image(index)
-            write_label_png(label_path, image.labels, self.colours, self.options.png_compression)
-            write_confidence(conf_path, image.confidence, self.options.png_compression)
+            arrays = {LABEL.name: image.labels, CONFIDENCE.name: image.confidence}
+            paths, sizes = self.folder.write_maps(stem, arrays, self.options.png_compression)
             if self.options.overlays:
-                write_overlay(self.folder.overlay_path(stem), self.input_dir / rel, image.labels, self.colours, self.class_names,
-                              self.options.exif)
-            self.manifest.add(self._entry(rel, size, image, label_path, conf_path))
+                write_overlay(self.folder.overlay_path(stem), self.input_dir / rel, image.labels, self.folder.colours,
+                              self.class_names, self.options.exif)
+            self.manifest.add(ImageEntry(
+                str(rel), maps=paths, sizes=sizes, width=size[0], height=size[1],
+                classes_present=tuple(self.class_names[i] for i in image.classes_present),
+                mean_confidence=round(image.mean_confidence, 4), settings=self.tag))
         except OSError as exc:
             self.error = MaskCLIPError(f"Cannot write the outputs of {rel} in {self.out_dir}: {exc}. "
                                        "Images written so far are kept; fix this and run again to resume.")
-
-    def _entry(self, rel: PurePosixPath, size: tuple[int, int], image: ImageMaps, label_path: Path, conf_path: Path) -> dict:
-        return {
-            "source": str(rel), "label": label_path.relative_to(self.out_dir).as_posix(),
-            "confidence": conf_path.relative_to(self.out_dir).as_posix(), "width": size[0], "height": size[1],
-            "classes_present": [self.class_names[i] for i in image.classes_present],
-            "mean_confidence": round(image.mean_confidence, 4), "status": "ok", "settings": self.tag,
-            "label_bytes": label_path.stat().st_size, "confidence_bytes": conf_path.stat().st_size,
-        }
 
     def check(self) -> None:
         if self.error is not None:
@@ -205,25 +186,8 @@ class _Writer:
         self.check()
 
 
-def _intact(path: Path, recorded: object) -> bool:
-    """The output exists and has its recorded size; entries of 0.1.0 (no size) must decode."""
-    try:
-        if isinstance(recorded, int):
-            return path.stat().st_size == recorded
-        if path.suffix == ".npy":
-            np.load(path, mmap_mode="r")
-        else:
-            with Image.open(path) as img:
-                img.load()
-        return True
-    except (OSError, ValueError, SyntaxError):  # missing, truncated or not an image
-        return False
-
-
-def _is_done(entry: dict | None, out_dir: Path, tag: str) -> bool:
-    return (entry is not None and entry.get("status") == "ok" and entry.get("settings") == tag
-            and _intact(out_dir / entry["label"], entry.get("label_bytes"))
-            and _intact(out_dir / entry["confidence"], entry.get("confidence_bytes")))
+def _is_done(entry: ImageEntry | None, folder: LabelFolder, tag: str) -> bool:
+    return entry is not None and entry.settings == tag and folder.intact(entry)
 
 
 @contextmanager
@@ -246,11 +210,11 @@ def merge_manifests(input_dir: Path | None, out_dir: Path) -> bool:
 
     def merge_if_complete() -> bool:
         if input_dir is not None:
-            entries, _ = read_all(folder)
+            entries = ManifestReader(out_dir)
             own = _own_outputs(input_dir, folder)
             if any(str(p) not in entries for p in find_images(input_dir) if not any(p.is_relative_to(o) for o in own)):
                 return False  # a shard has not run yet
-        merge_parts(folder)
+        merge_parts(out_dir)
         return True
 
     return merge_when_idle(out_dir, merge_if_complete)
@@ -308,12 +272,12 @@ def _label_locked(segmenter: Segmenter, input_dir: Path, folder: LabelFolder, pa
     tag = record_hash(record)
     sharded = options.shard is not None
     # a shard never deletes the folder's manifests (other shards share them): its new lines win
-    manifest = Manifest(folder, options.shard, fresh=options.overwrite and not sharded)
+    manifest = Manifest(out_dir, options.shard, fresh=options.overwrite and not sharded, class_names=record.classes)
     if manifest.malformed:
         hook.warn(f"{manifest.malformed} malformed line(s) in {out_dir}'s manifest ignored; those images are labelled again.")
     stems = output_stems(paths)
     mine = shard_of(paths, input_dir, options.shard) if sharded else paths
-    todo = [p for p in mine if options.overwrite or not _is_done(manifest.entries.get(str(p)), out_dir, tag)]
+    todo = [p for p in mine if options.overwrite or not _is_done(manifest.entries.get(str(p)), folder, tag)]
     summary = LabelSummary(total=len(mine), skipped=len(mine) - len(todo))
     writer = _Writer(folder, options, segmenter.class_names, manifest, tag, input_dir)
     loader = DataLoader(
@@ -325,9 +289,8 @@ def _label_locked(segmenter: Segmenter, input_dir: Path, folder: LabelFolder, pa
     hook.start(len(todo), "labelling")
 
     def failed(rel: PurePosixPath, error: str) -> None:
-        summary.failed += 1
-        summary.failures.append((str(rel), error))
-        manifest.add({"source": str(rel), "status": "error", "error": error, "settings": tag})
+        summary.fail(str(rel), error)
+        manifest.add(ImageEntry(str(rel), "error", settings=tag, error=error))
 
     try:
         with _main_threads(segmenter.device), torch.no_grad():
@@ -342,7 +305,7 @@ def _label_locked(segmenter: Segmenter, input_dir: Path, folder: LabelFolder, pa
                             failed(rel, result)
                         else:
                             writer.submit(rel, stems[rel], size, *result)
-                            summary.labelled += 1
+                            summary.done += 1
                     hook.advance(len(group["rels"]))
                 writer.check()
     finally:

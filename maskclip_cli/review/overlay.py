@@ -7,7 +7,8 @@ overlay, a label PNG and the report all show a class in one colour.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,15 @@ from PIL import Image, ImageDraw, ImageFont
 from ..core._io import atomic_write
 from ..core.constants import IGNORE_INDEX
 from ..core.errors import MaskCLIPError
+from ..core.hooks import SILENT, ProgressHook
+from ..core.job_summary import JobSummary
+from ..formats.image_entry import LABEL, inside
 from ..formats.images import read_rgb
 from ..formats.label_folder import LabelFolder
-from ..core.hooks import SILENT, ProgressHook
 
 ALPHA = 0.5
 JPEG_QUALITY = 90
+_JPEG_START = b"\xff\xd8\xff"
 
 
 def render_overlay(
@@ -78,41 +82,62 @@ def write_overlay(path: Path, photo_path: Path, labels: np.ndarray, colours: lis
     atomic_write(path, lambda tmp: img.save(tmp, format="JPEG", quality=JPEG_QUALITY))
 
 
+def check_own_output(path: Path, start: bytes, what: str) -> None:
+    """Refuse to replace ``path`` unless it is absent or one of our outputs (its bytes begin with
+    ``start``): a review command never overwrites a label folder's data or a user's file."""
+    if path.is_dir() or (path.exists() and not path.is_file()):
+        raise MaskCLIPError(f"{path} is not a file; {what} cannot replace it.")
+    if path.is_file():
+        try:
+            with open(path, "rb") as f:
+                ours = f.read(len(start)) == start
+        except OSError as exc:
+            raise MaskCLIPError(f"Cannot read {path}: {exc.strerror or exc}") from exc
+        if not ours:
+            raise MaskCLIPError(f"{path} exists and is not {what} written by maskclip; it is left as it is.")
+
+
 @dataclass
-class OverlaySummary:
-    written: int = 0
-    skipped: int = 0
-    failed: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)
+class OverlaySummary(JobSummary):
+    @property
+    def written(self) -> int:
+        return self.done
 
 
 def write_overlays(
     label_dir: Path, images: Path, missing_only: bool = False, hook: ProgressHook = SILENT,
 ) -> OverlaySummary:
     """Write ``overlays/<path>.jpg`` for every labelled image of a label folder (one image in memory
-    at a time). ``missing_only`` keeps overlays that exist. An image that cannot be read is
-    recorded in the summary and skipped."""
+    at a time). ``missing_only`` keeps overlays that exist. An image that cannot be read, or whose
+    overlay path holds a file that is not an overlay, is recorded in the summary and skipped."""
     if not images.is_dir():
         raise MaskCLIPError(f"Image folder not found: {images}")
     folder = LabelFolder.open(label_dir)
-    summary = OverlaySummary()
-    hook.start(sum(1 for _ in folder.entries()), "overlays")
+    entries = folder.reader(hook)
+    summary = OverlaySummary(total=len(entries))
+    start = time.perf_counter()
+    hook.start(summary.total, "overlays")
     try:
-        for entry in folder.entries():
+        for entry in entries:
             hook.advance(1)
-            if entry.status != "ok":
+            if not entry.ok:
+                summary.skipped += 1
                 continue
-            target = folder.overlay_path(folder.stem_of(entry))
+            target = folder.overlay_path(entry.stem)
             if missing_only and target.is_file():
                 summary.skipped += 1
                 continue
             try:
-                labels = folder.read_labels(folder.stem_of(entry))
-                write_overlay(target, images / entry.source, labels, folder.colours, folder.class_names, folder.record.exif)
-                summary.written += 1
+                check_own_output(target, _JPEG_START, "an overlay")
+                labels = folder.read_map(entry, LABEL)
+                write_overlay(target, inside(images, entry.source, "source"), labels, folder.colours, folder.class_names,
+                              folder.record.exif)
+                summary.done += 1
             except MaskCLIPError as exc:
-                summary.failed += 1
-                summary.failures.append((entry.source, str(exc)))
+                summary.fail(entry.source, str(exc))
+            except OSError as exc:  # the overlays folder (read-only, disk full): not one image's fault
+                raise MaskCLIPError(f"Cannot write overlays into {target.parent}: {exc.strerror or exc}") from exc
     finally:
         hook.finish()
+        summary.seconds = time.perf_counter() - start
     return summary

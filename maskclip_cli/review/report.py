@@ -28,14 +28,15 @@ from PIL import Image
 
 from ..core._io import atomic_write
 from ..core.errors import MaskCLIPError, check_range
-from ..formats.label_folder import LabelFolder
-from ..formats.manifest import ManifestEntry
 from ..core.hooks import SILENT, ProgressHook
-from .overlay import render_overlay, write_overlay
+from ..formats.image_entry import CONFIDENCE, LABEL, ImageEntry, inside
+from ..formats.label_folder import LabelFolder
+from .overlay import check_own_output, render_overlay, write_overlay
 
 HISTOGRAM_BINS = 20
 THUMB_SIZE = 200
 SHOWN_FAILURES = 200
+PAGE_START = "<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>maskclip report: "  # how --out is known as ours
 MOST_LOWEST = 30  # lowest-confidence images shown first (fewer for a small --max-images)
 
 
@@ -63,13 +64,13 @@ class _Manifest:
     histogram: list[int] = field(default_factory=lambda: [0] * HISTOGRAM_BINS)
     failures: list[tuple[str, str]] = field(default_factory=list)
     failed: int = 0
-    random_sample: list[ManifestEntry] = field(default_factory=list)
-    lowest: list[ManifestEntry] = field(default_factory=list)
+    random_sample: list[ImageEntry] = field(default_factory=list)
+    lowest: list[ImageEntry] = field(default_factory=list)
 
 
 @dataclass
 class _Thumb:
-    entry: ManifestEntry
+    entry: ImageEntry
     thumb: str  # relative to the page
     link: str
     classes: list[int]
@@ -84,13 +85,13 @@ class ReportSummary:
     path: Path | None = None
 
 
-def _scan_manifest(folder: LabelFolder, options: ReportOptions) -> _Manifest:
+def _scan_manifest(folder: LabelFolder, options: ReportOptions, hook: ProgressHook) -> _Manifest:
     scan = _Manifest(images_per_class=[0] * len(folder.class_names))
     index = {n: i for i, n in enumerate(folder.class_names)}
     rng = random.Random(options.seed)
-    worst: list[tuple[float, str, ManifestEntry]] = []  # max-heap by negated confidence
+    worst: list[tuple[float, str, ImageEntry]] = []  # max-heap by negated confidence
     n_worst = min(MOST_LOWEST, max(1, options.max_images // 5))
-    for entry in folder.entries():
+    for entry in folder.reader(hook):
         scan.total += 1
         if entry.status != "ok":
             scan.failed += 1
@@ -130,22 +131,22 @@ class _Thumbnails:
     def _rel(self, path: Path) -> str:
         return Path(os.path.relpath(path, self.page_dir)).as_posix()
 
-    def make(self, entry: ManifestEntry, labels: np.ndarray) -> _Thumb:
-        overlay = self.folder.overlay_path(self.folder.stem_of(entry))
+    def make(self, entry: ImageEntry, labels: np.ndarray) -> _Thumb:
+        overlay = self.folder.overlay_path(entry.stem)
+        photo = inside(self.images, entry.source, "source") if self.images is not None else None
         if overlay.is_file():
             with Image.open(overlay) as img:
                 full = img.convert("RGB")
             link = overlay
-        elif self.images is not None and (self.images / entry.source).is_file():
-            link = self.assets / "overlays" / f"{self.folder.stem_of(entry)}.jpg"
-            write_overlay(link, self.images / entry.source, labels, self.folder.colours, self.folder.class_names,
-                              self.folder.record.exif)
+        elif photo is not None and photo.is_file():
+            link = self.assets / "overlays" / f"{entry.stem}.jpg"
+            write_overlay(link, photo, labels, self.folder.colours, self.folder.class_names, self.folder.record.exif)
             with Image.open(link) as img:
                 full = img.convert("RGB")
         else:  # no photo: the label map's colours alone
             grey = Image.new("RGB", (labels.shape[1], labels.shape[0]), (128, 128, 128))
             full = render_overlay(grey, labels, self.folder.colours, self.folder.class_names, alpha=1.0)
-            link = self.folder.label_path(self.folder.stem_of(entry))
+            link = self.folder.root / entry.maps[LABEL.name]
         full.thumbnail((THUMB_SIZE, THUMB_SIZE))
         self.count += 1
         thumb = self.assets / "thumbs" / f"{self.count}.jpg"
@@ -161,11 +162,12 @@ def write_report(label_dir: Path, out: Path, options: ReportOptions | None = Non
     folder = LabelFolder.open(label_dir)
     if out.is_dir():
         raise MaskCLIPError(f"--out {out} is a folder; give the path of the .html file to write.")
+    check_own_output(out, PAGE_START.encode(), "a report")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MaskCLIPError(f"Cannot create {out.parent}: {exc.strerror or exc}") from exc
-    scan = _scan_manifest(folder, options)
+    scan = _scan_manifest(folder, options, hook)
     n = len(folder.class_names)
     pixels, conf_sum = np.zeros(n, np.int64), np.zeros(n, np.float64)
     thumbs = _Thumbnails(folder, out, options.images)
@@ -177,11 +179,11 @@ def write_report(label_dir: Path, out: Path, options: ReportOptions | None = Non
         for source, entry in sorted(todo.items()):
             hook.advance(1)
             try:
-                labels = folder.read_labels(folder.stem_of(entry))
+                maps = folder.read_maps(entry)
+                labels, conf = maps[LABEL.name], maps[CONFIDENCE.name]
                 if source in random_sources:
                     valid = labels < n
                     pixels += np.bincount(labels[valid], minlength=n)[:n]
-                    conf = folder.read_entry_confidence(entry)
                     if conf is not None:
                         conf_sum += np.bincount(labels[valid], weights=conf[valid], minlength=n)[:n]
                 made[source] = thumbs.make(entry, labels)
@@ -190,7 +192,10 @@ def write_report(label_dir: Path, out: Path, options: ReportOptions | None = Non
     finally:
         hook.finish()
     page = _page(folder, label_dir, scan, pixels, conf_sum, made, options)
-    atomic_write(out, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    try:
+        atomic_write(out, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    except OSError as exc:
+        raise MaskCLIPError(f"Cannot write {out}: {exc.strerror or exc}") from exc
     return ReportSummary(images=scan.total, sampled=len(random_sources), thumbnails=thumbs.count,
                          seconds=time.perf_counter() - start, path=out)
 
@@ -271,7 +276,7 @@ def _page(folder: LabelFolder, label_dir: Path, scan: _Manifest, pixels: np.ndar
     total_pixels = int(pixels.sum())
     sampled = len(scan.random_sample)
     exact = sampled == scan.ok
-    parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>maskclip report: {_e(label_dir.name)}</title>"
+    parts = [f"{PAGE_START}{_e(label_dir.name)}</title>"
              f"<style>{_CSS}</style></head><body>",
              f"<h1>maskclip report: {_e(label_dir)}</h1>",
              f"<p>{scan.total} images: {scan.ok} labelled, {scan.failed} failed; {len(names)} classes. "

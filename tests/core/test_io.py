@@ -16,7 +16,7 @@ _WRITE_OUTPUTS = textwrap.dedent(
     import numpy as np
     from maskclip_cli.core._io import atomic_write, write_json
     from maskclip_cli.formats.label_files import palette, write_confidence, write_label_png
-    from maskclip_cli.formats.label_folder import LabelFolder
+    from maskclip_cli.formats.image_entry import ImageEntry
     from maskclip_cli.formats.manifest import Manifest
     out = Path(sys.argv[1])
     write_label_png(out / "labels" / "a.png", np.zeros((4, 4), np.uint8), palette(2))
@@ -24,8 +24,8 @@ _WRITE_OUTPUTS = textwrap.dedent(
     write_confidence(out / "confidence" / "a.npy", np.ones((4, 4), np.float32))
     write_json(out / "classes.json", {"classes": []})
     atomic_write(out / "checkpoint.pt", lambda tmp: Path(tmp).write_bytes(b"x"))
-    manifest = Manifest(LabelFolder(out), fresh=True)
-    manifest.add({"source": "a.png", "status": "ok", "settings": "t"})
+    manifest = Manifest(out, fresh=True)
+    manifest.add(ImageEntry("a.png", maps={"label": "labels/a.png", "confidence": "confidence/a.png"}, settings="t"))
     manifest.close()
     for p in sorted(out.rglob("*")):
         if p.is_file():
