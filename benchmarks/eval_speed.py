@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from maskclip_cli.clip.last_block import METHODS
+from maskclip_cli.clip.methods import METHODS
 from maskclip_cli.clip.loading import load_clip
 from maskclip_cli.engine.maskclip import MaskCLIP
 from maskclip_cli.evaluation.datasets import class_names, get_spec, list_samples
