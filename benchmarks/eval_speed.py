@@ -30,7 +30,6 @@ from maskclip_cli.evaluation.evaluate import evaluate_segmenter
 from maskclip_cli.evaluation.protocols import (
     eval_config,
     protocol_classes,
-    protocol_segmenter,
     protocol_settings,
 )
 
@@ -72,8 +71,7 @@ def main() -> None:
             root = make_tree(dataset, Path(tmp) / dataset, args.images, size)
             spec, ps = get_spec(dataset), protocol_settings(protocol, dataset)
             config = eval_config(ps, templates="simple", method=method, pamr=pamr)
-            maskclip = MaskCLIP(clip, protocol_classes(ps, spec), config)
-            segmenter = protocol_segmenter(maskclip, ps, None)
+            segmenter = MaskCLIP(clip, protocol_classes(ps, spec), config)
             shape = tuple(segmenter.prepare(Image.new("RGB", size)).shape[1:])
             segmenter.label_image(Image.new("RGB", size))  # warm-up
             cpu = time.process_time()

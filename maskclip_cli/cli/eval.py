@@ -28,7 +28,6 @@ from ..evaluation.protocols import (
     background_threshold,
     eval_config,
     protocol_classes,
-    protocol_segmenter,
     protocol_settings,
 )
 from .app import app
@@ -152,8 +151,7 @@ def eval_command(
                     pamr=pamr, pamr_iterations=pamr_iterations, pamr_dilations=parse_dilations(pamr_dilations),
                 )
                 foreground = protocol_classes(ps, spec)
-                maskclip = build_maskclip(model, pretrained, checkpoint, device, foreground, config, hook, quick_gelu)
-                segmenter = protocol_segmenter(maskclip, ps, short_side)
+                segmenter = maskclip = build_maskclip(model, pretrained, checkpoint, device, foreground, config, hook, quick_gelu)
             result = evaluate_segmenter(segmenter, samples, names, threshold, limit, hook, workers)
             settings = {
                 "mode": "dataset", "dataset": dataset, "data_root": str(data_root), "protocol": protocol,
