@@ -22,6 +22,7 @@ from maskclip_cli.engine.maskclip import (
 )
 from maskclip_cli.engine.prompt_denoising import prompt_denoise
 from maskclip_cli.core.errors import MaskCLIPError
+from maskclip_cli.core.record import record_hash
 
 CLASSES = ["cat", "dog", "tree", "car"]
 
@@ -199,3 +200,15 @@ def test_token_count_is_bounded_for_extreme_aspect_ratios():
     assert x.shape[1:] == (8, MAX_ASPECT * 32)
     pred = seg.label_image(random_image(4000, 10))
     assert pred.labels.shape == (10, 4000)
+
+
+@pytest.mark.parametrize("config, digest", [
+    (MaskCLIPConfig(), "4e5d1e3e52e62217"),
+    (MaskCLIPConfig(method="naclip", pamr=True, window=64, background=["sky"]), "4365b24b64b58456"),
+])
+def test_record_hash_is_that_of_0_2_0(tiny_vit, config, digest):
+    """New config fields left at None stay out of the record, so a 0.2.0 label folder resumes: the
+    digests are what maskclip 0.2.0 wrote for these settings (same tiny CLIP, same classes)."""
+    record = MaskCLIP(tiny_vit, ["cat", ["dog", "puppy"]], config).record()
+    assert "max_long_side" not in record.inference
+    assert record_hash(record) == digest
