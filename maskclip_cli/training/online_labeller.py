@@ -5,7 +5,7 @@ The crop the network sees (resized, cropped, flipped, photometrically distorted,
 renormalised from the network's input statistics to the labeller's, snapped to the labeller's
 patch grid when its side is not a multiple of it, and labelled by a frozen MaskCLIP built from a
 :class:`~maskclip_cli.engine.maskclip.MaskCLIPConfig` (any ``method`` and setting it supports)
-through its own ``predict``: class scores upsampled bilinearly to the crop, then the arg-max (or
+through its device path ``full_size`` (no copy to the host): class scores upsampled bilinearly to the crop, then the arg-max (or
 the logit path, PAMR, the area threshold, when its settings ask for them). Pixels below
 ``min_confidence`` and the crop's padding stay ignored. On a GPU the image encoder runs in fp16
 (as in ``maskclip label``). Under torchrun each process builds its own labeller on its own GPU
@@ -24,7 +24,7 @@ sliding window recorded for ``maskclip label`` is not used).
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields, replace
+from dataclasses import fields, replace
 from typing import Sequence
 
 import torch
@@ -60,12 +60,8 @@ def labelling_record(classes: Sequence[ClassSpec], config: MaskCLIPConfig) -> La
     background = [w.strip() for w in config.background if w.strip()]
     if background and BACKGROUND in names:
         raise MaskCLIPError(f"'{BACKGROUND}' is reserved for the --background class; rename that class.")
-    return LabelRecord(classes=([BACKGROUND] if background else []) + names, clip=None, inference=_inference(config),
+    return LabelRecord(classes=([BACKGROUND] if background else []) + names, clip=None, inference=config.inference_record(),
                        synonyms={w[0]: w for w in words if len(w) > 1})
-
-
-def _inference(config: MaskCLIPConfig) -> dict:
-    return {**asdict(config), "pamr_dilations": list(config.pamr_dilations)}
 
 
 class OnlineLabeller:
@@ -112,7 +108,7 @@ class OnlineLabeller:
         """How this labeller labels (CLIP, settings, all training classes): saved in checkpoints, so a
         resumed run rebuilds the same labeller."""
         clip, names, config = self._args[:3]
-        return LabelRecord(classes=list(names), clip=clip.source, inference=_inference(config), synonyms=self._synonyms)
+        return LabelRecord(classes=list(names), clip=clip.source, inference=config.inference_record(), synonyms=self._synonyms)
 
     def restricted(self, candidates: list[str]) -> OnlineLabeller:
         """The same labeller (same CLIP, settings and classes) that can assign only ``candidates``."""
@@ -131,13 +127,14 @@ class OnlineLabeller:
     def __call__(self, images: torch.Tensor, valid: torch.Tensor | None = None, min_confidence: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Pseudo labels (B, H, W) as training class ids and their confidence (B, H, W) for crops
         (B, 3, H, W); ignore below ``min_confidence`` and where ``valid`` is ignore (crop padding).
-        The segmenter's own ``predict`` takes its scores to the crop's size (bilinear, then arg-max;
-        the logit path, PAMR and the area threshold when its settings ask for them)."""
+        The segmenter's device path (``full_size``) takes its scores to the crop's size (bilinear, then
+        arg-max; the logit path, PAMR and the area threshold when its settings ask for them): nothing is
+        copied to the host."""
         h, w = images.shape[-2:]
-        preds = self.segmenter.predict(self.clip_input(images).to(self.device), [(w, h)] * len(images))
-        labels = self.class_ids[torch.stack([torch.from_numpy(p.labels) for p in preds])]
-        confidence = torch.stack([torch.from_numpy(p.confidence) for p in preds])
+        maps = self.segmenter.full_size(self.clip_input(images).to(self.device), [(w, h)] * len(images))  # stays on the device
+        labels = self.class_ids.to(self.device)[torch.stack([m[0] for m in maps]).long()]
+        confidence = torch.stack([m[1] for m in maps]).float()
         drop = confidence < min_confidence
         if valid is not None:
-            drop |= valid.cpu() == IGNORE_INDEX
+            drop |= valid.to(drop.device) == IGNORE_INDEX
         return labels.masked_fill(drop, IGNORE_INDEX).to(images.device), confidence.to(images.device)
