@@ -43,9 +43,9 @@ from .common import (
     Pretrained,
     QuickGelu,
     RichHook,
-    build_maskclip,
     load_trained,
     parse_dilations,
+    resolve_device,
     user_errors,
 )
 
@@ -151,7 +151,10 @@ def eval_command(
                     pamr=pamr, pamr_iterations=pamr_iterations, pamr_dilations=parse_dilations(pamr_dilations),
                 )
                 foreground = protocol_classes(ps, spec)
-                segmenter = maskclip = build_maskclip(model, pretrained, checkpoint, device, foreground, config, hook, quick_gelu)
+                from ..engine.build import build_segmenter  # here: `maskclip --help` does not load torch
+
+                segmenter = maskclip = build_segmenter(foreground, config, model=model, pretrained=pretrained, checkpoint=checkpoint,
+                                                       quick_gelu=quick_gelu, device=resolve_device(device), hook=hook)
             result = evaluate_segmenter(segmenter, samples, names, threshold, limit, hook, workers)
             settings = {
                 "mode": "dataset", "dataset": dataset, "data_root": str(data_root), "protocol": protocol,

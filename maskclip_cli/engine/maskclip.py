@@ -12,6 +12,7 @@ tokens, and key smoothing works through its similarity in bounded row blocks.
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
@@ -55,7 +56,7 @@ class MaskCLIP(Segmenter):
 
     def __init__(
         self, clip: LoadedCLIP, classes: Sequence[ClassSpec], config: MaskCLIPConfig | None = None,
-        cache_dir: Path | None = None, hook: ProgressHook = SILENT,
+        cache_dir: str | os.PathLike | None = None, hook: ProgressHook = SILENT,
     ):
         self.clip, self.hook = clip, hook
         self.config = cfg = replace(config) if config else MaskCLIPConfig()  # a copy: defaults are filled in
@@ -84,7 +85,8 @@ class MaskCLIP(Segmenter):
                 raise ParameterError("{} must be at most {} (larger strides leave pixels uncovered).", "stride", "window")
             if cfg.window % self.patch or cfg.stride % self.patch:
                 raise ParameterError(f"{{}} and {{}} must be multiples of the model's stride {self.patch}.", "window", "stride")
-        self.text = class_embeddings(clip, prompts, get_templates(cfg.templates), cache_dir, hook).to(clip.device)
+        cache = None if cache_dir is None else Path(cache_dir)
+        self.text = class_embeddings(clip, prompts, get_templates(cfg.templates), cache, hook).to(clip.device)
 
     # -- Segmenter interface -------------------------------------------------------------
     def resize(self, image: Image.Image) -> torch.Tensor:

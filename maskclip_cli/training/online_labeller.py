@@ -35,11 +35,11 @@ from ..core.constants import IGNORE_INDEX
 from ..engine.maskclip import (
     BACKGROUND,
     ClassSpec,
-    MaskCLIP,
     MaskCLIPConfig,
     class_synonyms,
 )
 from ..core.errors import MaskCLIPError
+from ..engine.build import build_segmenter
 from ..core.record import LabelRecord
 
 
@@ -91,7 +91,7 @@ class OnlineLabeller:
         use_bg = has_bg and BACKGROUND in chosen
         crop_config = replace(config, background=background if use_bg else [], window=None, stride=None,
                               area_threshold=config.area_threshold if use_bg else None)
-        self.segmenter = MaskCLIP(clip, [synonyms.get(c, c) for c in fg], crop_config)
+        self.segmenter = build_segmenter([synonyms.get(c, c) for c in fg], crop_config, clip=clip)
         self.class_ids = torch.tensor([class_names.index(n) for n in self.segmenter.class_names])
         self.class_names = list(class_names)
         self._args = (clip, list(class_names), config, tuple(input_mean), tuple(input_std))
