@@ -3,7 +3,7 @@
 A :class:`Method` names its last-block recipe lazily (module and function), so configs, records
 and the CLI's help read the table without importing torch; the recipe is imported the first time
 features are computed. Adding a last-block method touches two files: its recipe module under
-:mod:`maskclip_cli.clip.last_block` and one entry of ``_TABLE`` below.
+:mod:`maskclip_cli.clip.last_block` and one entry of ``REGISTRY`` below.
 """
 
 from __future__ import annotations
@@ -50,13 +50,12 @@ class Method:
 
 # The successors' code resizes the positional embedding by the scale factor (grid + 0.1) / 14 (DINO's
 # interpolation), MaskCLIP's by size.
-_TABLE = (
+REGISTRY: dict[str, Method] = {m.name: m for m in (
     Method("maskclip", "maskclip:maskclip_block", "the paper: identity attention in the last block", vit_only=False),
     Method("sclip", "sclip:sclip_block", "SCLIP, correlative self-attention", pos_embed_scale_offset=0.1),
     Method("clearclip", "clearclip:clearclip_block", "ClearCLIP, query-query attention without residual", pos_embed_scale_offset=0.1),
     Method("naclip", "naclip:naclip_block", "NACLIP, neighbourhood-aware key-key attention", pos_embed_scale_offset=0.1),
-)
-REGISTRY: dict[str, Method] = {m.name: m for m in _TABLE}
+)}
 METHODS: tuple[str, ...] = tuple(REGISTRY)
 DEFAULT_METHOD = "maskclip"
 
@@ -68,7 +67,7 @@ def get_method(method: str | Method) -> Method:
     try:
         return REGISTRY[method]
     except (KeyError, TypeError):
-        raise MaskCLIPError(f"Unknown method '{method}'; choose one of {', '.join(METHODS)}.") from None
+        raise MaskCLIPError(f"Unknown method '{method}'; choose one of {', '.join(REGISTRY)}.") from None
 
 
 def check_method(method: str) -> str:
@@ -78,4 +77,4 @@ def check_method(method: str) -> str:
 
 def methods_help() -> str:
     """The methods for a CLI help text, from the table: ``maskclip (the paper: ...), sclip (...)``."""
-    return ", ".join(f"{m.name} ({m.summary}{'; ViT only' if m.vit_only else ''})" for m in _TABLE)
+    return ", ".join(f"{m.name} ({m.summary}{'; ViT only' if m.vit_only else ''})" for m in REGISTRY.values())
