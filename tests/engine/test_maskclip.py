@@ -21,6 +21,7 @@ from maskclip_cli.engine.maskclip import (
     validate_classes,
 )
 from maskclip_cli.engine.prompt_denoising import prompt_denoise
+from maskclip_cli.engine.sliding_window import slide
 from maskclip_cli.core.errors import MaskCLIPError
 from maskclip_cli.core.record import record_hash
 
@@ -212,3 +213,16 @@ def test_record_hash_is_that_of_0_2_0(tiny_vit, config, digest):
     record = MaskCLIP(tiny_vit, ["cat", ["dog", "puppy"]], config).record()
     assert "max_long_side" not in record.inference
     assert record_hash(record) == digest
+
+
+@pytest.mark.parametrize("cell, window, stride", [(1, 24, 8), (8, 32, 16), (8, 64, 64)])
+def test_sliding_window_averages_overlaps_per_cell(cell, window, stride):
+    """slide() puts every window's output back at its cells and divides by how many windows covered
+    each: a position-independent map (average pooling) comes back as the whole image's map."""
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 48, 72)
+    calls = []
+    run = lambda crops: calls.append(crops.shape[0]) or F.avg_pool2d(crops, cell)  # noqa: E731
+    out = slide(images, window, stride, run, cell, windows_per_pass=4)
+    torch.testing.assert_close(out, F.avg_pool2d(images, cell))
+    assert max(calls) <= 4 and sum(calls) % 2 == 0  # windows stacked per pass, both images each time
