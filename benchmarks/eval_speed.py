@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from maskclip_cli.clip.last_block import METHODS
+from maskclip_cli.clip.methods import METHODS
 from maskclip_cli.clip.loading import load_clip
 from maskclip_cli.engine.maskclip import MaskCLIP
 from maskclip_cli.evaluation.datasets import class_names, get_spec, list_samples
@@ -30,7 +30,6 @@ from maskclip_cli.evaluation.evaluate import evaluate_segmenter
 from maskclip_cli.evaluation.protocols import (
     eval_config,
     protocol_vocabulary,
-    protocol_segmenter,
     protocol_settings,
 )
 
@@ -72,8 +71,7 @@ def main() -> None:
             root = make_tree(dataset, Path(tmp) / dataset, args.images, size)
             spec, ps = get_spec(dataset), protocol_settings(protocol, dataset)
             config = eval_config(ps, templates="simple", method=method, pamr=pamr)
-            maskclip = MaskCLIP(clip, protocol_vocabulary(ps, spec, config), config)
-            segmenter = protocol_segmenter(maskclip, ps, None)
+            segmenter = MaskCLIP(clip, protocol_vocabulary(ps, spec, config), config)
             shape = tuple(segmenter.prepare(Image.new("RGB", size)).shape[1:])
             segmenter.label_image(Image.new("RGB", size))  # warm-up
             cpu = time.process_time()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskclip_cli.clip.last_block import METHODS
+from maskclip_cli.clip.methods import METHODS
 from maskclip_cli.engine.maskclip import MaskCLIP
 from maskclip_cli.synthetic.assets import load_synthetic_clip
 from maskclip_cli.synthetic.demo import DemoSettings, maskclip_config, run_demo, score

@@ -17,7 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ..clip.methods import METHODS
+from ..clip.methods import methods_help
 from ..engine.config import MaskCLIPConfig
 from ..core.errors import MaskCLIPError, ParameterError
 from ..core.hooks import ProgressHook
@@ -26,7 +26,6 @@ from ..core.vocabulary import ClassSpec, ClassVocabulary, parse_class_lines, rea
 if TYPE_CHECKING:
     import torch
 
-    from ..engine.maskclip import MaskCLIP
     from ..engine.segmenter import Segmenter
 
 console = Console(stderr=True)
@@ -129,7 +128,7 @@ Classes = Annotated[Optional[list[str]], typer.Option("--classes", "-c", help="C
 ClassesFile = Annotated[Optional[Path], typer.Option(help="Text file with one class per line (# starts a comment); synonyms on one line separated by ', ' (named by the first; the class scores the max over them).")]
 Templates = Annotated[str, typer.Option(help="Prompt template set: vild (85, the paper's), imagenet (80) or simple (1).")]
 Background = Annotated[Optional[str], typer.Option(help="Comma-separated words merged into one background class with id 0, e.g. 'sky,wall,floor,ground'. Off when not given.")]
-Method = Annotated[str, typer.Option(help=f"Dense-feature method (the last ViT block's recipe): {', '.join(METHODS)}. maskclip is the paper; sclip, clearclip and naclip are its training-free successors (ViT models only). See README 'Which method'.")]
+Method = Annotated[str, typer.Option(help=f"Dense-feature method (the last ViT block's recipe): {methods_help()}. See README 'Which method'.")]
 Pamr = Annotated[bool, typer.Option("--pamr/--no-pamr", help="PAMR post-processing (as SCLIP/NACLIP): scores refined at the original size by pixel-adaptive neighbour averaging guided by the image. Slower; skipped with a warning if a photo does not fit in memory.")]
 PamrIterations = Annotated[int, typer.Option(min=1, help="PAMR iterations.")]
 PamrDilations = Annotated[str, typer.Option(help="PAMR neighbourhood dilations in pixels, comma-separated.")]
@@ -150,18 +149,6 @@ def parse_dilations(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise MaskCLIPError(f"--pamr-dilations must be positive integers separated by commas (e.g. 8,16), got '{text}'.")
     return values
-
-
-def build_maskclip(
-    model: str, pretrained: str, checkpoint: Path | None, device: str, classes: ClassVocabulary,
-    config: MaskCLIPConfig, hook: ProgressHook, quick_gelu: bool | None = None,
-) -> "MaskCLIP":
-    """Load CLIP and the text embeddings of ``classes`` (validated when they were parsed)."""
-    from ..clip.loading import load_clip
-    from ..engine.maskclip import MaskCLIP
-
-    clip = load_clip(model, pretrained, checkpoint, resolve_device(device), hook=hook, quick_gelu=quick_gelu)
-    return MaskCLIP(clip, classes, config, hook=hook)
 
 
 def load_trained(path: Path, classes: list[str], device: str) -> "Segmenter":

@@ -28,7 +28,6 @@ from ..evaluation.protocols import (
     background_threshold,
     eval_config,
     protocol_vocabulary,
-    protocol_segmenter,
     protocol_settings,
 )
 from .app import app
@@ -44,10 +43,10 @@ from .common import (
     Pretrained,
     QuickGelu,
     RichHook,
-    build_maskclip,
     comma_list,
     load_trained,
     parse_dilations,
+    resolve_device,
     user_errors,
 )
 
@@ -153,8 +152,10 @@ def eval_command(
                     pamr=pamr, pamr_iterations=pamr_iterations, pamr_dilations=parse_dilations(pamr_dilations),
                 )
                 vocab = protocol_vocabulary(ps, spec, config)
-                maskclip = build_maskclip(model, pretrained, checkpoint, device, vocab, config, hook, quick_gelu)
-                segmenter = protocol_segmenter(maskclip, ps, short_side)
+                from ..engine.build import build_segmenter  # here: `maskclip --help` does not load torch
+
+                segmenter = maskclip = build_segmenter(vocab, config, model=model, pretrained=pretrained, checkpoint=checkpoint,
+                                                       quick_gelu=quick_gelu, device=resolve_device(device), hook=hook)
             result = evaluate_segmenter(segmenter, samples, names, threshold, limit, hook, workers)
             settings = {
                 "mode": "dataset", "dataset": dataset, "data_root": str(data_root), "protocol": protocol,

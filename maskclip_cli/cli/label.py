@@ -39,13 +39,13 @@ from .common import (
     Stride,
     Templates,
     Window,
-    build_maskclip,
     comma_list,
     console,
     extra_class_names,
     load_trained,
     parse_dilations,
     read_classes,
+    resolve_device,
     user_errors,
 )
 
@@ -125,7 +125,10 @@ def label(
             segmenter = load_trained(segmenter_path, names, rank_device(device))
         else:  # the vocabulary refuses bad classes before any model or text embedding is loaded
             vocab = ClassVocabulary.build(names, config.background)
-            segmenter = build_maskclip(model, pretrained, checkpoint, rank_device(device), vocab, config, hook, quick_gelu)
+            from ..engine.build import build_segmenter  # here: `maskclip --help` does not load torch
+
+            segmenter = build_segmenter(vocab, config, model=model, pretrained=pretrained, checkpoint=checkpoint,
+                                        quick_gelu=quick_gelu, device=resolve_device(rank_device(device)), hook=hook)
         try:
             summary = label_folder(segmenter, input_dir, out, options, hook)
         except KeyboardInterrupt:

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..core.constants import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from ..clip.methods import METHODS
 from ..engine.config import MaskCLIPConfig as _M  # option defaults are the library's
 from ..core.errors import MaskCLIPError
 from ..core.hooks import ProgressHook
@@ -114,7 +115,7 @@ def train(
     pretrained: Annotated[Optional[str], typer.Option(help="Its open_clip pretrained tag; default: from classes.json (openai online without --labels).")] = None,
     checkpoint: Checkpoint = None,
     quick_gelu: QuickGelu = None,
-    method: Annotated[Optional[str], typer.Option(help="Dense-feature method the pseudo labels were made with (maskclip, sclip, clearclip, naclip); checked against classes.json and kept in the checkpoint. Default: the one recorded. Online without --labels: the labeller's method (default maskclip).")] = None,
+    method: Annotated[Optional[str], typer.Option(help=f"Dense-feature method the pseudo labels were made with ({', '.join(METHODS)}); checked against classes.json and kept in the checkpoint. Default: the one recorded. Online without --labels: the labeller's method (default maskclip).")] = None,
     device: Device = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:

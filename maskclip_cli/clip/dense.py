@@ -2,36 +2,50 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import VisionTransformer
 
 from ..core.errors import MaskCLIPError
 from .dense_resnet import resnet_dense
-from .dense_vit import vit_dense
-from .last_block import DEFAULT_METHOD, check_method
+from .dense_vit import check_vit, vit_dense
+from .methods import DEFAULT_METHOD, REGISTRY, Method, get_method
+
+DenseEncoder = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def dense_encoder(visual: torch.nn.Module, method: str | Method = DEFAULT_METHOD, baseline: bool = False) -> DenseEncoder:
+    """``images -> (features, keys)`` for this tower and method, checked once here (not per batch):
+    the method resolved from the registry, refused with one clear line if the tower cannot run it."""
+    method = get_method(method)
+    check_method_for(visual, method, baseline)
+    if isinstance(visual, VisionTransformer):
+        return lambda images: vit_dense(visual, images, baseline, method)
+    return lambda images: resnet_dense(visual, images, baseline)
 
 
 def dense_features(
-    visual: torch.nn.Module, images: torch.Tensor, baseline: bool = False, method: str = DEFAULT_METHOD,
+    visual: torch.nn.Module, images: torch.Tensor, baseline: bool = False, method: str | Method = DEFAULT_METHOD,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(features (B, D, h, w), keys (B, K, h, w))``: patch embeddings in CLIP's joint space made
-    by ``method`` (maskclip, sclip, clearclip, naclip; the last three on ViTs only) and the last
+    by ``method`` (a name from :mod:`maskclip_cli.clip.methods`, or its :class:`Method`) and the last
     attention layer's key features, the same for every method. ``images`` are normalised (B, 3, H, W)."""
-    check_method_for(visual, method, baseline)
-    if isinstance(visual, VisionTransformer):
-        return vit_dense(visual, images, baseline, method)
-    return resnet_dense(visual, images, baseline)
+    return dense_encoder(visual, method, baseline)(images)
 
 
-def check_method_for(visual: torch.nn.Module, method: str, baseline: bool = False) -> None:
+def check_method_for(visual: torch.nn.Module, method: str | Method, baseline: bool = False) -> None:
     """Refuse, with one clear line, a method the image tower cannot run (checked before any work)."""
-    check_method(method)
-    if baseline and method != DEFAULT_METHOD:
+    method = get_method(method)
+    if baseline and method.name != DEFAULT_METHOD:
         raise MaskCLIPError("The naive baseline (ordinary last-layer tokens) replaces the method; use it with --method maskclip.")
-    if isinstance(visual, ModifiedResNet) and method != DEFAULT_METHOD:
-        raise MaskCLIPError(f"--method {method} needs a ViT CLIP (e.g. ViT-B-16); ResNet models support only --method maskclip.")
-    if not isinstance(visual, (VisionTransformer, ModifiedResNet)):
+    if isinstance(visual, ModifiedResNet) and method.vit_only:
+        resnet = ", ".join(m.name for m in REGISTRY.values() if not m.vit_only)
+        raise MaskCLIPError(f"--method {method.name} needs a ViT CLIP (e.g. ViT-B-16); ResNet models support only --method {resnet}.")
+    if isinstance(visual, VisionTransformer):
+        check_vit(visual)
+    elif not isinstance(visual, ModifiedResNet):
         raise MaskCLIPError(f"Unsupported image tower {type(visual).__name__}: MaskCLIP needs an open_clip ViT or ModifiedResNet.")
 
 

@@ -17,6 +17,8 @@ overrides all of this.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import warnings
 import zipfile
@@ -37,6 +39,7 @@ from ..core.hooks import SILENT, ProgressHook
 from ..core.record import ClipSource, WeightsSource
 
 RANDOM_WEIGHTS = "none"
+_RANDOM_INIT_NOTICE = "No pretrained weights loaded"  # what open_clip logs when it builds without weights
 _TAG_PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
 
 
@@ -279,12 +282,33 @@ def load_clip(
         weights = WeightsSource("tag", tag=pretrained)
     overrides = {} if activation is None else {"quick_gelu": activation}
     try:
-        clip = open_clip.create_model(name, pretrained=weights_path, device="cpu", force_preprocess_cfg=preprocess, **overrides)
+        with _no_random_init_notice(checkpoint is not None):  # the checkpoint's weights follow
+            clip = open_clip.create_model(name, pretrained=weights_path, device="cpu", force_preprocess_cfg=preprocess, **overrides)
     except RuntimeError as exc:
         raise CheckpointMismatchError(f"Could not load {name} weights from {weights_path}: {exc}") from exc
     if checkpoint is not None:
         _load_checkpoint(clip, name, checkpoint, torchscript)
     return _frozen(clip.to(device), open_clip.get_tokenizer(name), name, ClipSource(_model_ref(model), weights))
+
+
+class _DropRandomInitNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_RANDOM_INIT_NOTICE)
+
+
+@contextlib.contextmanager
+def _no_random_init_notice(active: bool):
+    """Silence open_clip's "Model initialized randomly" (logged on the root logger) while building a
+    model whose weights are loaded right after from a checkpoint."""
+    if not active:
+        yield
+        return
+    notice, root = _DropRandomInitNotice(), logging.getLogger()
+    root.addFilter(notice)
+    try:
+        yield
+    finally:
+        root.removeFilter(notice)
 
 
 def _flag(quick_gelu: bool) -> str:

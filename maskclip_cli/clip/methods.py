@@ -1,19 +1,80 @@
-"""The dense-feature methods (last-block recipes) by name, without loading torch.
+"""The dense-feature methods: one table, each method an object stating what it needs (no torch here).
 
-The recipes themselves are in :mod:`maskclip_cli.clip.last_block`; configs and the CLI only need
-the names.
+A :class:`Method` names its last-block recipe lazily (module and function), so configs, records
+and the CLI's help read the table without importing torch; the recipe is imported the first time
+features are computed. Adding a last-block method touches two files: its recipe module under
+:mod:`maskclip_cli.clip.last_block` and one entry of ``REGISTRY`` below.
 """
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Callable
+
 from ..core.errors import MaskCLIPError
 
-METHODS = ("maskclip", "sclip", "clearclip", "naclip")
+if TYPE_CHECKING:
+    import torch
+
+    # (last block, its input tokens (B, 1 + hw, W), the patch grid) -> its output tokens
+    LastBlock = Callable[[torch.nn.Module, torch.Tensor, tuple[int, int]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One dense-feature method and what it needs.
+
+    ``recipe`` is ``"module:function"`` under :mod:`maskclip_cli.clip.last_block`: the function maps
+    the last ViT block's input tokens to its output tokens. ``vit_only``: the method changes the ViT
+    attention, so a ModifiedResNet cannot run it (MaskCLIP's own recipe has a ResNet form).
+    ``pos_embed_scale_offset``: 0 resizes the positional embedding to the grid's size; > 0 by the
+    scale factor ``(grid + offset) / grid0`` as DINO's code does (see :mod:`maskclip_cli.clip.pos_embed`).
+    ``needs``: extra frozen backbones the method runs beside CLIP (none yet; e.g. a DINO proxy).
+    """
+
+    name: str
+    recipe: str
+    summary: str
+    vit_only: bool = True
+    pos_embed_scale_offset: float = 0.0
+    needs: tuple[str, ...] = ()
+
+    @cached_property
+    def last_block(self) -> LastBlock:
+        """The recipe function, imported on first use (it needs torch)."""
+        module, function = self.recipe.split(":")
+        return getattr(importlib.import_module(f"{__package__}.last_block.{module}"), function)
+
+
+# The successors' code resizes the positional embedding by the scale factor (grid + 0.1) / 14 (DINO's
+# interpolation), MaskCLIP's by size.
+REGISTRY: dict[str, Method] = {m.name: m for m in (
+    Method("maskclip", "maskclip:maskclip_block", "the paper: identity attention in the last block", vit_only=False),
+    Method("sclip", "sclip:sclip_block", "SCLIP, correlative self-attention", pos_embed_scale_offset=0.1),
+    Method("clearclip", "clearclip:clearclip_block", "ClearCLIP, query-query attention without residual", pos_embed_scale_offset=0.1),
+    Method("naclip", "naclip:naclip_block", "NACLIP, neighbourhood-aware key-key attention", pos_embed_scale_offset=0.1),
+)}
+METHODS: tuple[str, ...] = tuple(REGISTRY)
 DEFAULT_METHOD = "maskclip"
+
+
+def get_method(method: str | Method) -> Method:
+    """The :class:`Method` named ``method`` (a Method is returned as is); one clear error naming the choices."""
+    if isinstance(method, Method):
+        return method
+    try:
+        return REGISTRY[method]
+    except (KeyError, TypeError):
+        raise MaskCLIPError(f"Unknown method '{method}'; choose one of {', '.join(REGISTRY)}.") from None
 
 
 def check_method(method: str) -> str:
     """``method`` if it is known; otherwise one clear error naming the choices."""
-    if method not in METHODS:
-        raise MaskCLIPError(f"Unknown method '{method}'; choose one of {', '.join(METHODS)}.")
-    return method
+    return get_method(method).name
+
+
+def methods_help() -> str:
+    """The methods for a CLI help text, from the table: ``maskclip (the paper: ...), sclip (...)``."""
+    return ", ".join(f"{m.name} ({m.summary}{'; ViT only' if m.vit_only else ''})" for m in REGISTRY.values())

@@ -31,6 +31,16 @@ def snapped_size(width: int, height: int, short_side: int, stride: int, max_long
     return snap(width), snap(height)
 
 
+def fit_scale(width: int, height: int, max_long: int, max_short: int) -> float:
+    """MMSegmentation's keep-ratio rescale factor: long side <= max_long and short side <= max_short."""
+    return min(max_long / max(width, height), max_short / min(width, height))
+
+
+def box_short_side(width: int, height: int, max_long: int, max_short: int) -> int:
+    """The short side (in pixels) of an image rescaled by :func:`fit_scale` (the eval protocols' box rule)."""
+    return round(min(width, height) * fit_scale(width, height, max_long, max_short))
+
+
 def resize_uint8(image: Image.Image, short_side: int, stride: int, max_long_side: int | None = None) -> torch.Tensor:
     """(3, H', W') uint8 tensor, bicubic-resized (antialiased) to :func:`snapped_size`."""
     w, h = snapped_size(*image.size, short_side, stride, max_long_side)

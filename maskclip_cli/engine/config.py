@@ -6,7 +6,7 @@ these fields (``LabelRecord.inference``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from ..clip.methods import DEFAULT_METHOD, check_method
 from ..core.constants import SOFTMAX_SCALE
@@ -32,6 +32,10 @@ class MaskCLIPConfig:
     (logits on that path, probabilities otherwise). ``area_threshold`` (needs a background class)
     zeroes foreground classes covering at most that fraction of an image's foreground pixels
     (SCLIP on VOC with background).
+
+    ``max_long_side`` (None: off) switches the input size to MMSegmentation's keep-ratio box rule of
+    the eval protocols: the largest scale at which the long side is at most ``max_long_side`` and
+    the short side at most ``short_side``.
     """
 
     method: str = DEFAULT_METHOD
@@ -51,6 +55,7 @@ class MaskCLIPConfig:
     pamr_dilations: tuple[int, ...] = PAMR_DILATIONS
     area_threshold: float | None = None
     authors_code: bool = False  # the authors' MaskCLIP code's differences from CLIP (engine/authors_code.py)
+    max_long_side: int | None = None
 
     def __post_init__(self) -> None:  # checked on construction, before any model is loaded
         check_method(self.method)
@@ -65,3 +70,15 @@ class MaskCLIPConfig:
         if not self.pamr_dilations or min(self.pamr_dilations) < 1:
             raise ParameterError("{} must be positive integers, e.g. 8,16.", "pamr_dilations")
         check_range("area_threshold", self.area_threshold, 0, 1)
+        check_range("max_long_side", self.max_long_side, 1)
+
+    def inference_record(self) -> dict:
+        """The settings as ``LabelRecord.inference`` stores them (JSON values). The keys of 0.2.0 stay
+        exactly as they were, so its label folders resume: ``max_long_side`` appears only when set, and
+        then as the box rule ``(max_long_side, max_short_side)`` with no fixed ``short_side``."""
+        inference = {**asdict(self), "pamr_dilations": list(self.pamr_dilations)}
+        if self.max_long_side is None:
+            del inference["max_long_side"]
+        else:
+            inference.update(short_side=None, max_short_side=self.short_side)
+        return inference

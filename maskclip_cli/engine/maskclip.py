@@ -12,19 +12,19 @@ tokens, and key smoothing works through its similarity in bounded row blocks.
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from .class_groups import reduce_groups
-from ..clip.dense import check_method_for, dense_features, output_stride
+from ..clip.dense import dense_encoder, output_stride
 from ..clip.loading import LoadedCLIP
-from ..clip.preprocess import resize_uint8
+from ..clip.preprocess import box_short_side, resize_uint8
 from ..clip.templates import get_templates
 from ..clip.text_embeddings import class_embeddings
 from ..core.errors import MaskCLIPError, ParameterError
@@ -36,8 +36,8 @@ from .config import MaskCLIPConfig
 from .key_smoothing import key_smooth
 from .pamr import pamr_affinity, pamr_propagate
 from .prompt_denoising import REMOVED_LOGIT, kept_classes, prompt_denoise
-from .segmenter import Prediction, Segmenter
-from .sliding_window import window_starts
+from .segmenter import Segmenter
+from .sliding_window import slide
 from .upsampling import upsample_argmax
 
 
@@ -50,11 +50,10 @@ class MaskCLIP(Segmenter):
 
     def __init__(
         self, clip: LoadedCLIP, classes: ClassVocabulary | Sequence[ClassSpec], config: MaskCLIPConfig | None = None,
-        cache_dir: Path | None = None, hook: ProgressHook = SILENT,
+        cache_dir: str | os.PathLike | None = None, hook: ProgressHook = SILENT,
     ):
         self.clip, self.hook = clip, hook
         self.config = cfg = replace(config) if config else MaskCLIPConfig()  # a copy: defaults are filled in
-        check_method_for(clip.model.visual, cfg.method, cfg.baseline)
         vocab = classes if isinstance(classes, ClassVocabulary) else ClassVocabulary.build(classes, cfg.background)
         if vocab.background != background_words(cfg.background):
             raise MaskCLIPError("The vocabulary's background words differ from the config's (which the record keeps).")
@@ -66,6 +65,7 @@ class MaskCLIP(Segmenter):
         # ``authors_code``: the authors' port of the tower and ImageNet statistics (engine/authors_code.py)
         self.visual = authors_port(clip.model.visual) if cfg.authors_code else clip.model.visual
         self.mean, self.std = (AUTHORS_MEAN, AUTHORS_STD) if cfg.authors_code else (clip.mean, clip.std)
+        self._dense = dense_encoder(self.visual, cfg.method, cfg.baseline)  # the method resolved and checked once
         self.device = clip.device
         if cfg.short_side < self.patch:
             raise ParameterError(f"{{}} must be at least the model's patch size {self.patch} (got {cfg.short_side}).", "short_side")
@@ -75,14 +75,19 @@ class MaskCLIP(Segmenter):
                 raise ParameterError("{} must be at most {} (larger strides leave pixels uncovered).", "stride", "window")
             if cfg.window % self.patch or cfg.stride % self.patch:
                 raise ParameterError(f"{{}} and {{}} must be multiples of the model's stride {self.patch}.", "window", "stride")
-        self.text = class_embeddings(clip, vocab.prompts, get_templates(cfg.templates), cache_dir, hook).to(clip.device)
+        cache = None if cache_dir is None else Path(cache_dir)
+        self.text = class_embeddings(clip, vocab.prompts, get_templates(cfg.templates), cache, hook).to(clip.device)
 
     # -- Segmenter interface -------------------------------------------------------------
     def resize(self, image: Image.Image) -> torch.Tensor:
-        return resize_uint8(image, self.config.short_side, self.patch)
+        cfg = self.config
+        if cfg.max_long_side is None:
+            return resize_uint8(image, cfg.short_side, self.patch)
+        return resize_uint8(image, box_short_side(*image.size, cfg.max_long_side, cfg.short_side), self.patch, cfg.max_long_side)
 
     def input_short_side(self) -> int | None:
-        return self.config.short_side
+        """The short side, or None under the box rule (its short side may be smaller: decode in full)."""
+        return self.config.short_side if self.config.max_long_side is None else None
 
     @torch.no_grad()
     def scores(self, images: torch.Tensor) -> torch.Tensor:
@@ -94,8 +99,8 @@ class MaskCLIP(Segmenter):
         return self.refine(features.float(), keys.float())
 
     def record(self) -> LabelRecord:
-        inference = {**asdict(self.config), "pamr_dilations": list(self.config.pamr_dilations)}
-        return LabelRecord(classes=list(self.class_names), clip=self.clip.source, inference=inference, synonyms=self.synonyms)
+        return LabelRecord(classes=list(self.class_names), clip=self.clip.source, inference=self.config.inference_record(),
+                           synonyms=self.synonyms)
 
     # -- MaskCLIP steps --------------------------------------------------------------------
     @torch.no_grad()
@@ -105,32 +110,18 @@ class MaskCLIP(Segmenter):
         With a sliding window the per-window maps are averaged where windows overlap. Averaging
         unit features then taking cosines equals averaging the windows' logits.
         """
-        if self.config.window is None:
-            feats, keys = dense_features(self.visual, images, self.config.baseline, self.config.method)
+        cfg = self.config
+        if cfg.window is None:
+            feats, keys = self._dense(images)
             return F.normalize(feats.float(), dim=1), keys.float()
-        return self._encode_sliding(images)
 
-    def _encode_sliding(self, images: torch.Tensor, windows_per_pass: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-        """Windows (all the same size) go through the model stacked, ``windows_per_pass`` at a time."""
-        cfg, p = self.config, self.patch
-        b, _, height, width = images.shape
-        starts = [(y, x) for y in window_starts(height, cfg.window, cfg.stride) for x in window_starts(width, cfg.window, cfg.stride)]
-        feat_sum = key_sum = None
-        count = torch.zeros(1, 1, height // p, width // p, device=images.device)
-        for i in range(0, len(starts), max(1, windows_per_pass // b)):
-            chunk = starts[i : i + max(1, windows_per_pass // b)]
-            crops = torch.cat([images[:, :, y : y + cfg.window, x : x + cfg.window] for y, x in chunk])
-            feats, keys = dense_features(self.visual, crops, cfg.baseline, cfg.method)
-            feats = F.normalize(feats.float(), dim=1)
-            if feat_sum is None:
-                feat_sum = feats.new_zeros(b, feats.shape[1], height // p, width // p)
-                key_sum = feats.new_zeros(b, keys.shape[1], height // p, width // p)
-            for j, (y, x) in enumerate(chunk):
-                sl = (slice(None), slice(None), slice(y // p, y // p + feats.shape[2]), slice(x // p, x // p + feats.shape[3]))
-                feat_sum[sl] += feats[j * b : (j + 1) * b]
-                key_sum[sl] += keys[j * b : (j + 1) * b].float()
-                count[sl] += 1
-        return feat_sum / count, key_sum / count
+        def features_and_keys(crops: torch.Tensor) -> torch.Tensor:  # stacked on channels: one average for both
+            feats, keys = self._dense(crops)
+            return torch.cat([F.normalize(feats.float(), dim=1), keys.float()], dim=1)
+
+        both = slide(images, cfg.window, cfg.stride, features_and_keys, self.patch)
+        dim = self.text.shape[1]
+        return both[:, :dim], both[:, dim:]
 
     def prompt_cosines(self, features: torch.Tensor) -> torch.Tensor:
         """Cosine logits (B, R, h, w) of unit features against every prompt (class words, synonyms)."""
@@ -159,37 +150,24 @@ class MaskCLIP(Segmenter):
         grid. Sliding window: each window's logits bilinearly upsampled to its pixels and averaged
         where windows overlap, at input resolution (SCLIP's and NACLIP's ``forward_slide``)."""
         cfg = self.config
+        # on a GPU the encoder and the cosine einsum run in fp16 (the successors' protocol, which this path follows)
         with torch.autocast(images.device.type, dtype=torch.float16, enabled=images.device.type == "cuda"):
             if cfg.window is None:
-                feats, _ = dense_features(self.visual, images, cfg.baseline, cfg.method)
-                logits = self.prompt_cosines(F.normalize(feats.float(), dim=1))
+                logits = self._cosines(images)
             else:
-                logits = self._sliding_logits(images)
+                logits = slide(images, cfg.window, cfg.stride, self._upsampled_cosines)
         if cfg.prompt_denoising:
             keep = kept_classes(reduce_groups(logits, self.groups, len(self.class_names)), cfg.denoise_threshold, cfg.logit_scale)
             logits = logits.masked_fill(~keep[:, self.groups.to(logits.device)][:, :, None, None], REMOVED_LOGIT)
         return logits
 
-    def _sliding_logits(self, images: torch.Tensor, windows_per_pass: int = 16) -> torch.Tensor:
-        cfg = self.config
-        b, _, height, width = images.shape
-        starts = [(y, x) for y in window_starts(height, cfg.window, cfg.stride) for x in window_starts(width, cfg.window, cfg.stride)]
-        total = None
-        count = torch.zeros(1, 1, height, width, device=images.device)
-        per_pass = max(1, windows_per_pass // b)
-        for i in range(0, len(starts), per_pass):
-            chunk = starts[i : i + per_pass]
-            crops = torch.cat([images[:, :, y : y + cfg.window, x : x + cfg.window] for y, x in chunk])
-            feats, _ = dense_features(self.visual, crops, cfg.baseline, cfg.method)
-            logits = self.prompt_cosines(F.normalize(feats.float(), dim=1))
-            logits = F.interpolate(logits, size=crops.shape[-2:], mode="bilinear", align_corners=False)
-            if total is None:
-                total = logits.new_zeros(b, logits.shape[1], height, width)
-            ch, cw = crops.shape[-2:]
-            for j, (y, x) in enumerate(chunk):
-                total[:, :, y : y + ch, x : x + cw] += logits[j * b : (j + 1) * b]
-                count[:, :, y : y + ch, x : x + cw] += 1
-        return total / count
+    def _cosines(self, images: torch.Tensor) -> torch.Tensor:
+        """Cosine logits per prompt (B, R, h, w) on the patch grid."""
+        return self.prompt_cosines(F.normalize(self._dense(images)[0].float(), dim=1))
+
+    def _upsampled_cosines(self, crops: torch.Tensor) -> torch.Tensor:
+        """A window's cosine logits bilinearly upsampled to its pixels."""
+        return F.interpolate(self._cosines(crops), size=crops.shape[-2:], mode="bilinear", align_corners=False)
 
     @property
     def _logit_path(self) -> bool:
@@ -204,25 +182,14 @@ class MaskCLIP(Segmenter):
         return self.prompt_logits(images) if self._logit_path else self.scores(images)
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor, sizes: list[tuple[int, int]]) -> list[Prediction]:
+    def predict_device(self, images: torch.Tensor, sizes: list[tuple[int, int]]) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
         if not self._own_full_size:
-            return super().predict(images, sizes)
-        cfg, low, out = self.config, self._low_res(images), []
-        for i, (w, h) in enumerate(sizes):
-            labels, conf = self._full_size(low[i], images[i], (h, w), self._logit_path)
-            probs = low[i]
-            if self._logit_path:
-                probs = reduce_groups((cfg.logit_scale * probs[None]).softmax(dim=1), self.groups, len(self.class_names))[0]
-            out.append(Prediction(labels.long().cpu().numpy(), conf.cpu().numpy().astype(np.float32), probs.cpu()))
-        return out
-
-    @torch.no_grad()
-    def full_size(self, images: torch.Tensor, sizes: list[tuple[int, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The maps of :meth:`predict`, left on the device (the label job's path)."""
-        if not self._own_full_size:
-            return super().full_size(images, sizes)
+            return super().predict_device(images, sizes)
         low = self._low_res(images)
-        return [self._full_size(low[i], images[i], (h, w), self._logit_path) for i, (w, h) in enumerate(sizes)]
+        maps = [self._full_size(low[i], images[i], (h, w), self._logit_path) for i, (w, h) in enumerate(sizes)]
+        if self._logit_path:  # the class probabilities at the patch grid, as Prediction.scores holds them
+            low = reduce_groups((self.config.logit_scale * low).softmax(dim=1), self.groups, len(self.class_names))
+        return low, maps
 
     def _full_size(self, scores: torch.Tensor, image: torch.Tensor, size: tuple[int, int], logit_path: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Labels and confidence at ``size``: upsampled, PAMR-refined (guided by the input image

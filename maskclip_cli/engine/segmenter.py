@@ -4,7 +4,8 @@ A segmenter turns a PIL image into a model input (:meth:`Segmenter.resize` to a 
 :meth:`Segmenter.normalise`, which may run on the device), a batch of inputs into class probabilities at
 its own resolution, and describes how it labels as a :class:`~maskclip_cli.core.record.LabelRecord` (written into
 classes.json, compared on resume).
-Label and confidence maps at the original size come from :meth:`Segmenter.predict`.
+Label and confidence maps at the original size come from :meth:`Segmenter.predict_device` (on the
+device) and :meth:`Segmenter.predict` (copied to the host).
 """
 
 from __future__ import annotations
@@ -66,21 +67,24 @@ class Segmenter:
         return self.record().to_dict()
 
     @torch.no_grad()
-    def full_size(self, images: torch.Tensor, sizes: list[tuple[int, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per image, (labels int16, confidence float) at its original (width, height), left on the
-        device: the maps :meth:`predict` returns, before any copy to the host (the label job
-        post-processes them there). Segmenters that refine at full size override this too."""
-        return [upsample_argmax(p, (h, w)) for p, (w, h) in zip(self.scores(images), sizes)]
-
-    @torch.no_grad()
-    def predict(self, images: torch.Tensor, sizes: list[tuple[int, int]]) -> list[Prediction]:
-        """Label a batch of same-sized inputs; ``sizes`` are the original (width, height)."""
+    def predict_device(self, images: torch.Tensor, sizes: list[tuple[int, int]]) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """The device path of :meth:`predict`: ``(probabilities (B, C, h, w) at the segmenter's own
+        resolution, per image (labels int16, confidence float) at its original (width, height))``,
+        nothing copied to the host. Segmenters that refine at full size override this."""
         probs = self.scores(images)
-        out = []
-        for p, (w, h) in zip(probs, sizes):
-            labels, conf = upsample_argmax(p, (h, w))
-            out.append(Prediction(labels.long().cpu().numpy(), conf.cpu().numpy().astype(np.float32), p.cpu()))
-        return out
+        return probs, [upsample_argmax(p, (h, w)) for p, (w, h) in zip(probs, sizes)]
+
+    def full_size(self, images: torch.Tensor, sizes: list[tuple[int, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per image, (labels, confidence) at its original (width, height), left on the device (the
+        label job post-processes them there; the online labeller trains on them)."""
+        return self.predict_device(images, sizes)[1]
+
+    def predict(self, images: torch.Tensor, sizes: list[tuple[int, int]]) -> list[Prediction]:
+        """Label a batch of same-sized inputs; ``sizes`` are the original (width, height). A thin host-side
+        wrapper over :meth:`predict_device` (segment-anything's ``predict`` over ``predict_torch``)."""
+        probs, maps = self.predict_device(images, sizes)
+        return [Prediction(labels.long().cpu().numpy(), conf.cpu().numpy().astype(np.float32), p.cpu())
+                for p, (labels, conf) in zip(probs, maps)]
 
     def label_image(self, image: Image.Image) -> Prediction:
         """Label one PIL image at its original size."""

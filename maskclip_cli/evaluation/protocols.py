@@ -29,16 +29,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from PIL import Image
-
-from ..clip.preprocess import to_model_input
 from ..core.constants import SOFTMAX_SCALE
-from ..engine.maskclip import MaskCLIP, MaskCLIPConfig
-from ..engine.segmenter import Prediction, Segmenter
 from ..core.errors import MaskCLIPError
-from ..core.record import LabelRecord
 from ..core.vocabulary import ClassVocabulary
+from ..engine.config import MaskCLIPConfig
 from .datasets import DatasetSpec, class_names, synonym_classes
 
 PROTOCOLS = ("paper", "paper-exact", "sclip")
@@ -89,35 +83,6 @@ def protocol_settings(protocol: str, dataset: str) -> ProtocolSettings:
     )
 
 
-def fit_scale(width: int, height: int, max_long: int, max_short: int) -> float:
-    """MMSegmentation's keep-ratio rescale factor: long side <= max_long and short side <= max_short."""
-    return min(max_long / max(width, height), max_short / min(width, height))
-
-
-class RescaledMaskCLIP(Segmenter):
-    """MaskCLIP whose input size follows the (long, short) rescale rule instead of a fixed short side."""
-
-    def __init__(self, inner: MaskCLIP, max_long: int, max_short: int):
-        self.inner, self.max_long, self.max_short = inner, max_long, max_short
-        self.class_names, self.device = inner.class_names, inner.device
-
-    def prepare(self, image: Image.Image) -> torch.Tensor:
-        w, h = image.size
-        short = round(min(w, h) * fit_scale(w, h, self.max_long, self.max_short))
-        return to_model_input(image, short, self.inner.patch, self.inner.mean, self.inner.std, self.max_long)
-
-    def scores(self, images: torch.Tensor) -> torch.Tensor:
-        return self.inner.scores(images)
-
-    def predict(self, images: torch.Tensor, sizes: list[tuple[int, int]]) -> list[Prediction]:
-        return self.inner.predict(images, sizes)
-
-    def record(self) -> LabelRecord:
-        record = self.inner.record()
-        record.inference.update(short_side=None, max_long_side=self.max_long, max_short_side=self.max_short)
-        return record
-
-
 def eval_config(
     settings: ProtocolSettings,
     templates: str | None = None,
@@ -133,7 +98,8 @@ def eval_config(
 ) -> MaskCLIPConfig:
     """The protocol's MaskCLIP settings with the user's overrides (None = the protocol's value;
     ``window=0`` = whole image; ``area_threshold=0`` = off). ``refinement`` holds method,
-    denoise_threshold, pamr, etc."""
+    denoise_threshold, pamr, etc. Without a ``short_side`` the input follows the protocol's
+    (long, short) rescale box (``max_long_side``)."""
     if background and not settings.background:
         raise MaskCLIPError("--background applies only to datasets with a background class (voc-bg, pascal-context-60).")
     if window == 0:
@@ -144,6 +110,7 @@ def eval_config(
         templates=templates or settings.templates,
         background=list(background if background is not None else settings.background),
         short_side=short_side or settings.max_short,
+        max_long_side=None if short_side else settings.max_long,
         window=window,
         stride=stride,
         key_smoothing=settings.key_smoothing if key_smoothing is None else key_smoothing,
@@ -162,11 +129,6 @@ def protocol_vocabulary(settings: ProtocolSettings, spec: DatasetSpec, config: M
     background words that ``BACKGROUND_WORDS`` repeats), with ``config``'s background words."""
     lines = synonym_classes(spec) if settings.synonyms else class_names(spec)
     return ClassVocabulary.build(lines[1:] if spec.background else lines, config.background)
-
-
-def protocol_segmenter(maskclip: MaskCLIP, settings: ProtocolSettings, short_side: int | None) -> Segmenter:
-    """The segmenter to run: the protocol's rescale rule unless the user fixed a short side."""
-    return maskclip if short_side else RescaledMaskCLIP(maskclip, settings.max_long, settings.max_short)
 
 
 def background_threshold(settings: ProtocolSettings, override: float | None) -> float:

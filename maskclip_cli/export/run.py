@@ -11,6 +11,7 @@ replace their files). Options the format does not take are refused (:func:`.writ
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -61,8 +62,9 @@ def _prepare_out(out: Path, outputs: tuple[str, ...], overwrite: bool, inputs: d
         raise MaskCLIPError(f"Cannot create output folder {out}: {exc.strerror or exc}") from exc
 
 
-def export_folder(label_dir: Path, out: Path, options: ExportOptions, hook: ProgressHook = SILENT) -> ExportSummary:
+def export_folder(label_dir: str | os.PathLike, out: str | os.PathLike, options: ExportOptions, hook: ProgressHook = SILENT) -> ExportSummary:
     """Export the label folder ``label_dir`` into ``out`` in ``options.format``."""
+    label_dir, out = Path(label_dir), Path(out)
 
     folder = LabelFolder.open(label_dir)
     writer_class = FORMATS[options.format]

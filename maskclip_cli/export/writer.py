@@ -40,6 +40,7 @@ class ExportOptions:
             raise ParameterError(f"{{}} must be one of {', '.join(FORMAT_NAMES)} (got '{self.format}').", "format")
         check_range("val_fraction", self.val_fraction, 0, 1)
         check_range("min_area", self.min_area, 0)
+        self.images = None if self.images is None else Path(self.images)
         if self.images is not None and not self.images.is_dir():
             raise MaskCLIPError(f"Image folder not found: {self.images}")
 

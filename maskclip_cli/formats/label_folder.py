@@ -21,6 +21,7 @@ the exporters all reach these files through :class:`LabelFolder`.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Mapping
 
@@ -90,7 +91,7 @@ class LabelFolder:
 
     # -- reading an existing folder ------------------------------------------------------
     @classmethod
-    def open(cls, root: Path) -> LabelFolder:
+    def open(cls, root: str | os.PathLike) -> LabelFolder:
         """Read ``root/classes.json``; a MaskCLIPError says what is wrong with it."""
         path = Path(root) / CLASSES_FILE
         if not path.is_file():

@@ -241,9 +241,10 @@ def _maps_each(segmenter: Segmenter, images: torch.Tensor, sizes: list[tuple[int
 
 
 def label_folder(
-    segmenter: Segmenter, input_dir: Path, out_dir: Path, options: LabelOptions | None = None, hook: ProgressHook = SILENT
+    segmenter: Segmenter, input_dir: str | os.PathLike, out_dir: str | os.PathLike, options: LabelOptions | None = None, hook: ProgressHook = SILENT
 ) -> LabelSummary:
     """Label every image under ``input_dir`` (or its ``options.shard``) into ``out_dir``."""
+    input_dir, out_dir = Path(input_dir), Path(out_dir)
     options = options or LabelOptions()
     check_class_count(len(segmenter.class_names))
     folder = LabelFolder(out_dir)

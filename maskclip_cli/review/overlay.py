@@ -7,6 +7,7 @@ overlay, a label PNG and the report all show a class in one colour.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,11 +106,12 @@ class OverlaySummary(JobSummary):
 
 
 def write_overlays(
-    label_dir: Path, images: Path, missing_only: bool = False, hook: ProgressHook = SILENT,
+    label_dir: str | os.PathLike, images: str | os.PathLike, missing_only: bool = False, hook: ProgressHook = SILENT,
 ) -> OverlaySummary:
     """Write ``overlays/<path>.jpg`` for every labelled image of a label folder (one image in memory
     at a time). ``missing_only`` keeps overlays that exist. An image that cannot be read, or whose
     overlay path holds a file that is not an overlay, is recorded in the summary and skipped."""
+    label_dir, images = Path(label_dir), Path(images)
     if not images.is_dir():
         raise MaskCLIPError(f"Image folder not found: {images}")
     folder = LabelFolder.open(label_dir)

@@ -50,6 +50,7 @@ class ReportOptions:
     def __post_init__(self) -> None:
         check_range("max_images", self.max_images, 1)
         check_range("per_class", self.per_class, 0)
+        self.images = None if self.images is None else Path(self.images)
         if self.images is not None and not self.images.is_dir():
             raise MaskCLIPError(f"Image folder not found: {self.images}")
 
@@ -155,8 +156,9 @@ class _Thumbnails:
         return _Thumb(entry, self._rel(thumb), self._rel(link), present)
 
 
-def write_report(label_dir: Path, out: Path, options: ReportOptions | None = None, hook: ProgressHook = SILENT) -> ReportSummary:
+def write_report(label_dir: str | os.PathLike, out: str | os.PathLike, options: ReportOptions | None = None, hook: ProgressHook = SILENT) -> ReportSummary:
     """Write the review page of ``label_dir`` to ``out`` (an .html file) and its thumbnails next to it."""
+    label_dir, out = Path(label_dir), Path(out)
     options = options or ReportOptions()
     start = time.perf_counter()
     folder = LabelFolder.open(label_dir)

@@ -18,7 +18,8 @@ import numpy as np
 
 from ..clip.loading import LoadedCLIP
 from ..core.constants import IMAGENET_MEAN, IMAGENET_STD
-from ..engine.maskclip import MaskCLIP, MaskCLIPConfig
+from ..engine.build import build_segmenter
+from ..engine.config import MaskCLIPConfig
 from ..engine.segmenter import Segmenter
 from ..core.errors import MaskCLIPError, check_range
 from ..evaluation.datasets import get_spec, list_samples
@@ -137,12 +138,12 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), clip: LoadedCLI
     results = {CHANCE: chance_miou(s.val_world, s.val_scenes, s.spec, s.seed)}
     for name, overrides in MASKCLIP_ROWS:
         hook.info(f"Scoring {name}")
-        results[name] = score(MaskCLIP(clip, list(CLASSES), maskclip_config(s.spec, **overrides), hook=hook), out / "val", hook)
+        results[name] = score(build_segmenter(list(CLASSES), maskclip_config(s.spec, **overrides), clip=clip, hook=hook), out / "val", hook)
     if not s.maskclip_plus:
         return results
     hook.info(f"Writing {s.train_scenes} training scenes to {out / 'train'}; labelling them with MaskCLIP")
     write_split(out / "train", s.train_world, s.train_scenes, layout="plain", split="train", spec=s.spec)
-    labeller = MaskCLIP(clip, list(CLASSES), maskclip_config(s.spec, key_smoothing=False, prompt_denoising=False), hook=hook)
+    labeller = build_segmenter(list(CLASSES), maskclip_config(s.spec, key_smoothing=False, prompt_denoising=False), clip=clip, hook=hook)
     label_folder(labeller, out / "train" / "images", out / "pseudo-labels", LabelOptions(workers=0, overwrite=True), hook)
     config = _train_config(s, out)
     shutil.rmtree(config.out, ignore_errors=True)  # a demo always trains afresh

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..core._io import file_sha256
-from ..clip.last_block import DEFAULT_METHOD
+from ..clip.methods import DEFAULT_METHOD
 from ..clip.loading import LoadedCLIP, load_clip
 from ..core.constants import DEFAULT_PRETRAINED
 from ..engine.maskclip import MaskCLIP, MaskCLIPConfig

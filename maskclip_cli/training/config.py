@@ -56,6 +56,8 @@ class TrainConfig:
     record: dict | None = None  # online without a label folder: how to label (a LabelRecord.to_dict())
 
     def __post_init__(self) -> None:  # checked on construction, before any data or model is loaded
+        for name in ("images", "labels", "out", "gt_labels", "val_images", "val_labels", "clip_checkpoint"):  # str or PathLike
+            setattr(self, name, None if getattr(self, name) is None else Path(getattr(self, name)))
         for name, low in (("iters", 1), ("batch_size", 1), ("crop_size", MIN_CROP), ("workers", 0),
                           ("checkpoint_every", 1), ("log_every", 1), ("val_every", 1), ("seed", 0),
                           ("head_lr_mult", 0), ("weight_decay", 0), ("poly_power", 0)):

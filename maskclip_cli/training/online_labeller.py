@@ -5,7 +5,7 @@ The crop the network sees (resized, cropped, flipped, photometrically distorted,
 renormalised from the network's input statistics to the labeller's, snapped to the labeller's
 patch grid when its side is not a multiple of it, and labelled by a frozen MaskCLIP built from a
 :class:`~maskclip_cli.engine.maskclip.MaskCLIPConfig` (any ``method`` and setting it supports)
-through its own ``predict``: class scores upsampled bilinearly to the crop, then the arg-max (or
+through its device path ``full_size`` (no copy to the host): class scores upsampled bilinearly to the crop, then the arg-max (or
 the logit path, PAMR, the area threshold, when its settings ask for them). Pixels below
 ``min_confidence`` and the crop's padding stay ignored. On a GPU the image encoder runs in fp16
 (as in ``maskclip label``). Under torchrun each process builds its own labeller on its own GPU
@@ -24,7 +24,7 @@ sliding window recorded for ``maskclip label`` is not used).
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields, replace
+from dataclasses import fields, replace
 from typing import Sequence
 
 import torch
@@ -32,7 +32,8 @@ import torch.nn.functional as F
 
 from ..clip.loading import LoadedCLIP
 from ..core.constants import IGNORE_INDEX
-from ..engine.maskclip import MaskCLIP, MaskCLIPConfig
+from ..engine.build import build_segmenter
+from ..engine.config import MaskCLIPConfig
 from ..core.record import LabelRecord
 from ..core.vocabulary import ClassSpec, ClassVocabulary
 
@@ -50,11 +51,7 @@ def labelling_record(classes: ClassVocabulary | Sequence[ClassSpec], config: Mas
     """How to label ``classes`` online when there is no label folder: the class ids MaskCLIP gives
     them (a merged background first), their synonyms and ``config``; the CLIP is named when it is loaded."""
     vocab = classes if isinstance(classes, ClassVocabulary) else ClassVocabulary.build(classes, config.background)
-    return LabelRecord(classes=vocab.names, clip=None, inference=_inference(config), synonyms=vocab.synonyms)
-
-
-def _inference(config: MaskCLIPConfig) -> dict:
-    return {**asdict(config), "pamr_dilations": list(config.pamr_dilations)}
+    return LabelRecord(classes=vocab.names, clip=None, inference=config.inference_record(), synonyms=vocab.synonyms)
 
 
 class OnlineLabeller:
@@ -77,7 +74,7 @@ class OnlineLabeller:
                               "Labeller classes not among the training classes")
         crop_config = replace(config, background=list(chosen.background), window=None, stride=None,
                               area_threshold=config.area_threshold if chosen.background else None)
-        self.segmenter = MaskCLIP(clip, chosen, crop_config)
+        self.segmenter = build_segmenter(chosen, crop_config, clip=clip)
         self.class_ids = torch.tensor(vocab.ids(chosen.names))
         self.vocabulary, self.class_names = vocab, vocab.names
         self._args = (clip, vocab, config, tuple(input_mean), tuple(input_std))
@@ -93,7 +90,7 @@ class OnlineLabeller:
         """How this labeller labels (CLIP, settings, all training classes): saved in checkpoints, so a
         resumed run rebuilds the same labeller."""
         clip, vocab, config = self._args[:3]
-        return LabelRecord(classes=vocab.names, clip=clip.source, inference=_inference(config), synonyms=vocab.synonyms)
+        return LabelRecord(classes=vocab.names, clip=clip.source, inference=config.inference_record(), synonyms=vocab.synonyms)
 
     def restricted(self, candidates: list[str]) -> OnlineLabeller:
         """The same labeller (same CLIP, settings and classes) that can assign only ``candidates``."""
@@ -112,13 +109,14 @@ class OnlineLabeller:
     def __call__(self, images: torch.Tensor, valid: torch.Tensor | None = None, min_confidence: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Pseudo labels (B, H, W) as training class ids and their confidence (B, H, W) for crops
         (B, 3, H, W); ignore below ``min_confidence`` and where ``valid`` is ignore (crop padding).
-        The segmenter's own ``predict`` takes its scores to the crop's size (bilinear, then arg-max;
-        the logit path, PAMR and the area threshold when its settings ask for them)."""
+        The segmenter's device path (``full_size``) takes its scores to the crop's size (bilinear, then
+        arg-max; the logit path, PAMR and the area threshold when its settings ask for them): nothing is
+        copied to the host."""
         h, w = images.shape[-2:]
-        preds = self.segmenter.predict(self.clip_input(images).to(self.device), [(w, h)] * len(images))
-        labels = self.class_ids[torch.stack([torch.from_numpy(p.labels) for p in preds])]
-        confidence = torch.stack([torch.from_numpy(p.confidence) for p in preds])
+        maps = self.segmenter.full_size(self.clip_input(images).to(self.device), [(w, h)] * len(images))  # stays on the device
+        labels = self.class_ids.to(self.device)[torch.stack([m[0] for m in maps]).long()]
+        confidence = torch.stack([m[1] for m in maps]).float()
         drop = confidence < min_confidence
         if valid is not None:
-            drop |= valid.cpu() == IGNORE_INDEX
+            drop |= valid.to(drop.device) == IGNORE_INDEX
         return labels.masked_fill(drop, IGNORE_INDEX).to(images.device), confidence.to(images.device)

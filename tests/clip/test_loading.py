@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import open_clip
@@ -133,6 +134,19 @@ def test_state_dict_checkpoint_round_trip(tmp_path):
     assert_same_weights(clip.model, model)
     assert clip.pretrained == f"checkpoint:{file_sha256(path)[:16]}"
     assert not clip.model.training
+
+
+def test_checkpoint_load_does_not_log_random_initialisation(tmp_path, caplog):
+    """open_clip's "Model initialized randomly" is not logged when a checkpoint's weights follow
+    (it still is for --pretrained none, where it is true)."""
+    path = tmp_path / "tiny.pt"
+    torch.save(tiny_model().state_dict(), path)
+    with caplog.at_level(logging.WARNING):
+        load_clip(config_file(tmp_path), checkpoint=str(path))
+    assert not [r for r in caplog.records if "initialized randomly" in r.getMessage()]
+    with caplog.at_level(logging.WARNING):
+        load_clip(config_file(tmp_path), "none")
+    assert [r for r in caplog.records if "initialized randomly" in r.getMessage()]
 
 
 def test_whole_pickled_model_file_loads(tmp_path):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from conftest import make_tiny_clip
 
 from maskclip_cli.clip.dense import dense_features
-from maskclip_cli.clip.last_block import METHODS
+from maskclip_cli.clip.methods import METHODS
 from maskclip_cli.core.errors import MaskCLIPError
 
 

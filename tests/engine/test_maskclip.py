@@ -17,7 +17,9 @@ from maskclip_cli.core.constants import SOFTMAX_SCALE
 from maskclip_cli.core.vocabulary import BACKGROUND, ClassVocabulary
 from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
 from maskclip_cli.engine.prompt_denoising import prompt_denoise
+from maskclip_cli.engine.sliding_window import slide
 from maskclip_cli.core.errors import MaskCLIPError
+from maskclip_cli.core.record import record_hash
 
 CLASSES = ["cat", "dog", "tree", "car"]
 
@@ -199,3 +201,28 @@ def test_token_count_is_bounded_for_extreme_aspect_ratios():
     assert x.shape[1:] == (8, MAX_ASPECT * 32)
     pred = seg.label_image(random_image(4000, 10))
     assert pred.labels.shape == (10, 4000)
+
+
+@pytest.mark.parametrize("config, digest", [
+    (MaskCLIPConfig(), "4e5d1e3e52e62217"),
+    (MaskCLIPConfig(method="naclip", pamr=True, window=64, background=["sky"]), "4365b24b64b58456"),
+])
+def test_record_hash_is_that_of_0_2_0(tiny_vit, config, digest):
+    """New config fields left at None stay out of the record, so a 0.2.0 label folder resumes: the
+    digests are what maskclip 0.2.0 wrote for these settings (same tiny CLIP, same classes)."""
+    record = MaskCLIP(tiny_vit, ["cat", ["dog", "puppy"]], config).record()
+    assert "max_long_side" not in record.inference
+    assert record_hash(record) == digest
+
+
+@pytest.mark.parametrize("cell, window, stride", [(1, 24, 8), (8, 32, 16), (8, 64, 64)])
+def test_sliding_window_averages_overlaps_per_cell(cell, window, stride):
+    """slide() puts every window's output back at its cells and divides by how many windows covered
+    each: a position-independent map (average pooling) comes back as the whole image's map."""
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 48, 72)
+    calls = []
+    run = lambda crops: calls.append(crops.shape[0]) or F.avg_pool2d(crops, cell)  # noqa: E731
+    out = slide(images, window, stride, run, cell, windows_per_pass=4)
+    torch.testing.assert_close(out, F.avg_pool2d(images, cell))
+    assert max(calls) <= 4 and sum(calls) % 2 == 0  # windows stacked per pass, both images each time

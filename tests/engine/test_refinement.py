@@ -259,15 +259,30 @@ def test_upsample_argmax_chunked_equals_full_bilinear_argmax():
     assert conf.min() >= 0 and conf.max() <= 1
 
 
-@pytest.mark.parametrize("max_elements", [1, 37, 1 << 24])
-def test_chunked_key_smoothing_equals_the_whole_similarity(max_elements):
-    """Rows of the similarity computed a block at a time give today's result (the whole (hw x hw)
-    matrix) within 1e-6, whatever the block size."""
+def test_regrouped_key_smoothing_equals_the_whole_similarity():
+    """k^T (k p^T), which never forms the (hw x hw) similarity, gives the whole matrix's result within 1e-6."""
     torch.manual_seed(0)
     keys, logits = torch.randn(2, 16, 9, 13), torch.randn(2, 5, 9, 13) * 0.05
     want = smooth((SOFTMAX_SCALE * logits).softmax(dim=1), key_similarity(keys))
-    assert rel_err(key_smooth(logits, keys, max_elements), want) < 1e-6
-    assert (key_smooth(logits, keys, max_elements) - want).abs().max() < 1e-6
+    assert rel_err(key_smooth(logits, keys), want) < 1e-6
+    assert (key_smooth(logits, keys) - want).abs().max() < 1e-6
+
+
+def test_regrouped_key_smoothing_equals_the_row_block_formula_on_vit_keys():
+    """The regrouped product against the former row-block formula (similarity rows times p, written out
+    here), on a random-weight ViT's keys (negative cosines included) and a 512-px-sized grid."""
+    clip = make_tiny_clip("vit")
+    torch.manual_seed(1)
+    _, keys = dense_features(clip.model.visual, torch.randn(1, 3, 256, 384))
+    logits = torch.randn(1, 9, *keys.shape[-2:]) * 0.05
+    probs = (SOFTMAX_SCALE * logits).softmax(dim=1).flatten(2)
+    k = F.normalize(keys.flatten(2), dim=1)
+    n, rows = k.shape[2], 100
+    raw = torch.cat([(k[:, :, i : i + rows].transpose(1, 2) @ k) @ probs.transpose(1, 2) for i in range(0, n, rows)], dim=1)
+    raw = raw.transpose(1, 2).clamp_min(0)
+    total = raw.sum(dim=1, keepdim=True)
+    want = torch.where(total > 0, raw / total.masked_fill(total <= 0, 1), probs).reshape(logits.shape)
+    assert rel_err(key_smooth(logits, keys), want) < 1e-5
 
 
 def test_key_smoothing_memory_is_bounded_on_a_large_grid():

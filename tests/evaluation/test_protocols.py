@@ -5,15 +5,10 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from maskclip_cli.engine.maskclip import MaskCLIP
+from maskclip_cli.clip.preprocess import fit_scale
 from maskclip_cli.core.errors import MaskCLIPError
-from maskclip_cli.evaluation.protocols import (
-    RescaledMaskCLIP,
-    eval_config,
-    fit_scale,
-    protocol_segmenter,
-    protocol_settings,
-)
+from maskclip_cli.engine.maskclip import MaskCLIP
+from maskclip_cli.evaluation.protocols import eval_config, protocol_settings
 
 
 def test_rescale_rule_matches_mmsegmentation_resize():
@@ -53,13 +48,18 @@ def test_user_overrides_beat_the_protocol():
 
 
 def test_rescaled_maskclip_input_size(tiny_vit):
-    mc = MaskCLIP(tiny_vit, ["cat", "dog"])
-    seg = protocol_segmenter(mc, protocol_settings("paper", "pascal-context"), short_side=None)
-    assert isinstance(seg, RescaledMaskCLIP)
+    """The protocol's box rule is MaskCLIPConfig.max_long_side: prepare, resize (the label job's path),
+    the record and predict all follow it; a user's short side turns it off."""
+    ps = protocol_settings("paper", "pascal-context")
+    seg = MaskCLIP(tiny_vit, ["cat", "dog"], eval_config(ps))
+    assert seg.config.max_long_side == 520
     x = seg.prepare(Image.new("RGB", (500, 375)))
     assert x.shape[1:] == (392, 520)  # long side 520, short 390 snapped to the stride 8
+    assert seg.resize(Image.new("RGB", (500, 375))).shape[1:] == (392, 520)
+    assert seg.input_short_side() is None  # decoded in full: its short side is below short_side
     inference = seg.settings()["inference"]
     assert inference["max_long_side"] == 520 and inference["short_side"] is None
-    assert protocol_segmenter(mc, protocol_settings("paper", "pascal-context"), short_side=64) is mc
+    assert inference["max_short_side"] == 520
+    assert eval_config(ps, short_side=64).max_long_side is None
     pred = seg.label_image(Image.new("RGB", (40, 30)))
     assert pred.labels.shape == (30, 40)

@@ -69,7 +69,11 @@ def test_0_2_0_folder_resumes_without_relabelling(run, tmp_path):
 
 @pytest.mark.parametrize("run", sorted(RUNS))
 def test_0_2_0_outputs_unchanged(run, tmp_path):
-    """Labelling afresh writes the 0.2.0 maps pixel for pixel, the same manifest lines and classes.json."""
+    """Labelling afresh writes the 0.2.0 label maps pixel for pixel, the same manifest lines and classes.json.
+
+    Confidence: 8-bit PNGs are identical; float16 .npy maps may differ by one float16 step where key
+    smoothing's regrouped product k^T (k p^T) rounds differently in float32 from 0.2.0's (k^T k) p
+    (measured: 1 pixel of 7500 in the naclip run)."""
     _place_assets()
     out = tmp_path / run
     _label(DATA / "images", out, RUNS[run])
@@ -84,6 +88,9 @@ def test_0_2_0_outputs_unchanged(run, tmp_path):
             {k: v for k, v in entry.items() if not k.endswith("_bytes")}
         assert np.array_equal(read_label_png(fresh / entry["label"]), read_label_png(stored / entry["label"]))
         if entry["confidence"].endswith(".npy"):
-            assert np.array_equal(np.load(fresh / entry["confidence"]), np.load(stored / entry["confidence"]))
+            a, b = np.load(fresh / entry["confidence"]), np.load(stored / entry["confidence"])
+            step = np.spacing(np.maximum(np.abs(a), np.abs(b)))  # one float16 step at each value
+            assert a.dtype == b.dtype == np.float16 and np.all(np.abs(a.astype(np.float32) - b) <= step)
+            assert np.mean(a != b) < 0.01
         else:
             assert np.array_equal(read_label_png(fresh / entry["confidence"]), read_label_png(stored / entry["confidence"]))

@@ -151,3 +151,13 @@ def test_zero_shot_on_the_logit_path_is_assign_label():
     up = F.interpolate(cosines, size=(64, 56), mode="bilinear", align_corners=False)
     want = torch.tensor([NAMES.index(u) for u in unseen])[up.argmax(dim=1)].masked_fill(valid == IGN, IGN)
     assert torch.equal(labels, want) and len(labels.unique()) > 2
+
+
+def test_labeller_stays_on_the_device_path(monkeypatch):
+    """Crops are labelled through full_size (device tensors), never through the host-side predict."""
+    labeller = OnlineLabeller(make_tiny_clip("vit"), NAMES, MaskCLIPConfig(templates="simple", pamr=True), IMAGENET_MEAN, IMAGENET_STD)
+    x, valid = _crops((48, 40), pad=8)
+    want = labeller(x, valid)
+    monkeypatch.setattr(labeller.segmenter, "predict", lambda *a: pytest.fail("predict copies every crop to the host"))
+    labels, conf = labeller(x, valid)
+    assert torch.equal(labels, want[0]) and torch.equal(conf, want[1])
