@@ -26,12 +26,17 @@ _NEIGHBOURS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1,
 
 
 def _shifted(x: torch.Tensor, dilations: Sequence[int], centre: bool = False) -> Iterator[torch.Tensor]:
-    """Each dilated 3x3 neighbour of every pixel (replicate padding), dilation by dilation."""
+    """Each dilated 3x3 neighbour of every pixel (replicate padding), dilation by dilation.
+
+    Under replicate padding a shift of ``d >= side - 1`` reads the edge everywhere, the same as a
+    shift of ``side - 1``; so the padding is capped at the side per axis (a dilation of 30000 on a
+    small image costs what the image does, not (2·30000)² pixels)."""
+    h, w = x.shape[-2:]
     for d in dilations:
-        padded = F.pad(x, [d] * 4, mode="replicate")
-        h, w = x.shape[-2:]
+        dy_, dx_ = min(d, h - 1), min(d, w - 1)
+        padded = F.pad(x, [dx_, dx_, dy_, dy_], mode="replicate")
         for dy, dx in ([(0, 0)] if centre else []) + _NEIGHBOURS:
-            yield padded[..., d + dy * d : d + dy * d + h, d + dx * d : d + dx * d + w]
+            yield padded[..., dy_ + dy * dy_ : dy_ + dy * dy_ + h, dx_ + dx * dx_ : dx_ + dx * dx_ + w]
 
 
 def pamr_affinity(image: torch.Tensor, dilations: Sequence[int] = PAMR_DILATIONS) -> torch.Tensor:
