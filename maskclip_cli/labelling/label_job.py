@@ -297,11 +297,21 @@ def label_folder(
     return summary
 
 
+def label_record(segmenter: Segmenter, options: LabelOptions) -> LabelRecord:
+    """What a run records in classes.json and hashes into each manifest line's ``settings``."""
+    return replace(segmenter.record(), min_confidence=options.min_confidence, confidence_format=options.confidence_format,
+                   exif=options.exif)
+
+
+def error_entry(rel: PurePosixPath, error: str, tag: str) -> dict:
+    """The manifest line of an image that could not be labelled."""
+    return {"source": str(rel), "status": "error", "error": error, "settings": tag}
+
+
 def _label_locked(segmenter: Segmenter, input_dir: Path, folder: LabelFolder, paths: list[PurePosixPath],
                   options: LabelOptions, hook: ProgressHook) -> LabelSummary:
     out_dir = folder.root
-    record = replace(segmenter.record(), min_confidence=options.min_confidence, confidence_format=options.confidence_format,
-                     exif=options.exif)
+    record = label_record(segmenter, options)
     if not options.overwrite:
         _check_same_settings(out_dir, record)
     folder.write_classes(record)
@@ -327,7 +337,7 @@ def _label_locked(segmenter: Segmenter, input_dir: Path, folder: LabelFolder, pa
     def failed(rel: PurePosixPath, error: str) -> None:
         summary.failed += 1
         summary.failures.append((str(rel), error))
-        manifest.add({"source": str(rel), "status": "error", "error": error, "settings": tag})
+        manifest.add(error_entry(rel, error, tag))
 
     try:
         with _main_threads(segmenter.device), torch.no_grad():
