@@ -99,11 +99,11 @@ def _connect(ray_options: RayOptions) -> bool:
     """Join the cluster (or start a local one); True when this call started Ray here."""
     import ray
 
-    if ray.is_initialized():  # a caller (a notebook, a test, a `ray job submit` script) already joined one
-        return False
     target = ray_options.target
     if target is not None:
         check_reachable(target)
+    if ray.is_initialized():  # a caller (a notebook, a test, a `ray job submit` script) already joined one
+        return False
     kwargs = {} if target is not None else {"include_dashboard": False}
     try:
         ray.init(address=target, logging_level=logging.WARNING, **kwargs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import socket
 from dataclasses import dataclass
 
@@ -25,11 +26,10 @@ def require_ray() -> None:
 
 def parse_actors(spec: str) -> tuple[int, int]:
     """``N`` (a fixed pool) or ``MIN-MAX`` (autoscaling) -> (min, max)."""
-    try:
-        low, _, high = spec.partition("-")
-        bounds = (int(low), int(high or low))
-    except ValueError:
-        raise ParameterError(f"{{}} must be N or MIN-MAX, e.g. 4 or 1-8 (got {spec!r}).", "actors") from None
+    match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", spec)
+    if match is None:
+        raise ParameterError(f"{{}} must be N or MIN-MAX, e.g. 4 or 1-8 (got {spec!r}).", "actors")
+    bounds = (int(match[1]), int(match[2] or match[1]))
     if bounds[0] < 1 or bounds[1] < bounds[0]:
         raise ParameterError(f"{{}} must be at least 1, and MIN <= MAX (got {spec!r}).", "actors")
     return bounds
