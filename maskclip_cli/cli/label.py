@@ -95,7 +95,7 @@ def label(
     ray_address: Annotated[Optional[str], typer.Option(help="With --engine ray: Cluster to join: host:port, ray://host:port or auto. Default: RAY_ADDRESS, else a new local cluster.", show_default=False)] = None,
     gpus_per_actor: Annotated[float, typer.Option(min=0, help="With --engine ray: GPUs per labelling actor (0.5: two actors share a GPU; 0: CPU actors).")] = _R.gpus_per_actor,
     actors: Annotated[str, typer.Option(help="With --engine ray: Labelling actors: N, or MIN-MAX to autoscale.")] = "1",
-    ray_batch_size: Annotated[int, typer.Option(min=1, help="With --engine ray: Images per actor call and per manifest update.")] = _R.batch_size,
+    ray_batch_size: Annotated[int, typer.Option(min=1, help="With --engine ray: Images per Ray block (an actor call, a manifest update), in whole --batch-size batches.")] = _R.batch_size,
     max_failures: Annotated[int, typer.Option(min=-1, help="With --engine ray: Batches that may still fail after Ray's retries before the job stops (-1: any); their images are left for the next run.")] = _R.max_failures,
 ) -> None:
     """Label every image with MaskCLIP (dense CLIP features + text embeddings, key smoothing, prompt denoising), or a successor method (--method), optionally with PAMR.

@@ -160,8 +160,15 @@ def _run(segmenter: Segmenter, images: ImageSource, out_dir: Path, todo: list[Pu
     context = ray.data.DataContext.get_current()
     context.max_errored_blocks = ray_options.max_failures
     context.enable_progress_bars = False  # the driver's hook counts images as their lines arrive
-    batch = ray_options.batch_size
-    rows = [{"source": str(p), "path": images.path_of(p), "stem": stems[p]} for p in todo]
+    import pyarrow as pa
+
+    # one block holds whole batches of the local engine (--batch-size images in todo order, numbered), and
+    # the actors batch same-shaped images of one such batch only: the model sees the batches it sees
+    # locally, so the floats, and the maps, are the same
+    size = options.batch_size
+    rows = [{"source": str(p), "path": images.path_of(p), "stem": stems[p], "batch": i // size} for i, p in enumerate(todo)]
+    per_block = max(1, ray_options.batch_size // size) * size
+    blocks = [pa.Table.from_pylist(rows[i : i + per_block]) for i in range(0, len(rows), per_block)]
     resize = _input_resize(segmenter)
     labeller_args = {
         "segmenter": ray.put(_serialise(segmenter)), "out_dir": str(out_dir), "options": options, "tag": tag,
@@ -170,12 +177,12 @@ def _run(segmenter: Segmenter, images: ImageSource, out_dir: Path, todo: list[Pu
     }
     low, high = ray_options.actors
     dataset = (
-        ray.data.from_items(rows, override_num_blocks=-(-len(rows) // batch))
-        .map_batches(_read, batch_size=batch, fn_kwargs={"filesystem": None if images.local else images.filesystem})
-        .map_batches(_decode, batch_size=batch, fn_kwargs={
+        ray.data.from_arrow(blocks)  # batch_size=None below: each call gets one whole block
+        .map_batches(_read, batch_size=None, fn_kwargs={"filesystem": None if images.local else images.filesystem})
+        .map_batches(_decode, batch_size=None, fn_kwargs={
             "local": images.local is not None, "resize": resize, "exif": options.exif,
             "min_short_side": segmenter.input_short_side()})
-        .map_batches(_Labeller, batch_size=batch, fn_constructor_kwargs=labeller_args,  # Ray Data restarts lost actors
+        .map_batches(_Labeller, batch_size=None, fn_constructor_kwargs=labeller_args,  # Ray Data restarts lost actors
                      compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
                      num_gpus=ray_options.gpus_per_actor or None)
     )
@@ -198,7 +205,7 @@ def _read(batch: dict, filesystem: object | None) -> dict:
         item = load_item(lambda: {"data": read_bytes(filesystem, str(path))}, str(source)) if filesystem else {}
         data.append(item.get("data", b""))
         errors.append(item.get("error", ""))
-    return {"source": batch["source"], "stem": batch["stem"], "path": batch["path"], "data": _objects(data),
+    return {"source": batch["source"], "stem": batch["stem"], "batch": batch["batch"], "path": batch["path"], "data": _objects(data),
             "error": np.array(errors)}
 
 
@@ -213,7 +220,7 @@ def _decode(batch: dict, local: bool, resize: Callable | None, exif: bool, min_s
         inputs.append(array.tobytes())
         shapes.append(array.shape)
         sizes.append(item.get("size", (0, 0)))
-    return {"source": batch["source"], "stem": batch["stem"], "error": np.array(errors), "input": _objects(inputs),
+    return {"source": batch["source"], "stem": batch["stem"], "batch": batch["batch"], "error": np.array(errors), "input": _objects(inputs),
             "shape": np.array(shapes, dtype=np.int64).reshape(-1, 3), "size": np.array(sizes, dtype=np.int64).reshape(-1, 2),
             "resized": np.array([resize is not None] * len(errors))}
 
@@ -250,7 +257,7 @@ class _Labeller:
                 lines.add(error_entry(PurePosixPath(batch["source"][i]), str(error), self.tag))
             else:
                 image = self._input(batch, i)
-                groups[tuple(image.shape)].append((i, image))
+                groups[(int(batch["batch"][i]), *image.shape)].append((i, image))
         try:
             with torch.no_grad():
                 for group in groups.values():

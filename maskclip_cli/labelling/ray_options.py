@@ -43,7 +43,7 @@ class RayOptions:
     address: str | None = None
     gpus_per_actor: float = 0.0  # fractional: 0.5 puts two actors on a GPU
     actors: tuple[int, int] = (1, 1)
-    batch_size: int = 16  # images per actor call (and per manifest flush)
+    batch_size: int = 16  # images per Ray block: an actor call, a manifest update (whole --batch-size batches)
     max_failures: int = 0  # blocks allowed to fail after retries before the job stops (-1: any)
     progress: bool = True  # Ray Data's own progress bars
 

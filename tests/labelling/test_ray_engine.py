@@ -22,13 +22,13 @@ from typer.testing import CliRunner
 ray = pytest.importorskip("ray", reason="the Ray engine's tests need the [ray] extra: pip install 'maskclip-cli[ray]'")
 psutil = pytest.importorskip("psutil")  # comes with ray
 
-from conftest import TINY_CONFIGS  # noqa: E402
 from labelling.helpers import make_images, manifest_lines, tiny_segmenter  # noqa: E402
 
 from maskclip_cli.cli import app  # noqa: E402
 from maskclip_cli.labelling.label_job import LabelOptions, label_folder  # noqa: E402
 from maskclip_cli.labelling.ray_engine import label_with_ray  # noqa: E402
 from maskclip_cli.labelling.ray_options import RayOptions, parse_actors  # noqa: E402
+from maskclip_cli.synthetic.assets import CHECKPOINT, MODEL_CONFIG  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "maskclip-images"
@@ -107,16 +107,11 @@ def test_s3_input_matches_local_engine(tmp_path, cluster, s3_endpoint):
     assert bad["source"] == "poisoned.jpg" and "Cannot read poisoned.jpg" in bad["error"]
 
 
-def _cli(images: Path, out: Path, config: Path, *extra: str) -> list[str]:
-    return ["label", str(images), "--out", str(out), "--model", str(config), "--pretrained", "none", "--no-progress",
-            "--short-side", "32", "--templates", "simple", "--classes", "cat,dog,tree", *extra]
-
-
-@pytest.fixture
-def tiny_config(tmp_path) -> Path:
-    path = tmp_path / "tiny-vit.json"
-    path.write_text(json.dumps(TINY_CONFIGS["vit"]))
-    return path
+def _cli(images: Path, out: Path, *extra: str) -> list[str]:
+    """The label command with the bundled tiny CLIP (fixed weights: every process builds the same model)."""
+    return ["label", str(images), "--out", str(out), "--model", str(MODEL_CONFIG), "--checkpoint", str(CHECKPOINT),
+            "--no-progress", "--short-side", "32", "--templates", "simple", "--classes", "cat,dog,tree", "--device", "cpu",
+            *extra]
 
 
 def _wait_for_lines(manifest: Path, at_least: int, proc: subprocess.Popen | None = None, timeout: float = 240) -> int:
@@ -129,33 +124,33 @@ def _wait_for_lines(manifest: Path, at_least: int, proc: subprocess.Popen | None
     raise AssertionError(f"no {at_least} manifest line(s) in {timeout} s")
 
 
-def _exactly_once_like_local(images: Path, out: Path, tmp_path: Path, config: Path) -> None:
-    assert runner.invoke(app, _cli(images, tmp_path / "local", config, "--workers", "0")).exit_code == 0
+def _exactly_once_like_local(out: Path, local: Path) -> None:
     lines = manifest_lines(out)
-    assert sorted(e["source"] for e in lines) == sorted(e["source"] for e in manifest_lines(tmp_path / "local"))
+    assert sorted(e["source"] for e in lines) == sorted(e["source"] for e in manifest_lines(local))
     assert len({e["source"] for e in lines}) == len(lines)  # one line per image
-    assert _outputs(out) == _outputs(tmp_path / "local")
+    assert _outputs(out) == _outputs(local)
 
 
 @pytest.mark.slow
-def test_killed_driver_resumes(tmp_path, cluster, tiny_config):
+def test_killed_driver_resumes(tmp_path, cluster):
     """kill -9 of the driver mid-run loses nothing recorded; the rerun labels only the rest, and every
     image ends up exactly once, as the local engine labels it."""
     images = make_images(tmp_path / "images", {f"img{i:02d}.png": (40 + i, 48) for i in range(30)})
     out = tmp_path / "ray"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    driver = subprocess.Popen([sys.executable, "-m", "maskclip_cli", *_cli(images, out, tiny_config, "--engine", "ray",
-                               "--ray-address", cluster, "--ray-batch-size", "1")],
+    driver = subprocess.Popen([sys.executable, "-m", "maskclip_cli", *_cli(images, out, "--engine", "ray",
+                               "--ray-address", cluster, "--batch-size", "1", "--ray-batch-size", "1")],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     recorded = _wait_for_lines(out / "manifest.jsonl", 1, driver)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     assert recorded < 30, "the run ended before it was killed"
-    result = runner.invoke(app, _cli(images, out, tiny_config, "--engine", "ray", "--ray-batch-size", "4"))
+    result = runner.invoke(app, _cli(images, out, "--engine", "ray", "--batch-size", "1", "--ray-batch-size", "4"))
     assert result.exit_code == 0, result.output
     skipped = int(result.output.split(" skipped")[0].rsplit(", ", 1)[1])
     assert skipped >= recorded  # finished images were not scheduled again
-    _exactly_once_like_local(images, out, tmp_path, tiny_config)
+    assert runner.invoke(app, _cli(images, tmp_path / "local", "--workers", "0", "--batch-size", "1")).exit_code == 0
+    _exactly_once_like_local(out, tmp_path / "local")
 
 
 def _labeller_processes() -> list[psutil.Process]:
@@ -167,13 +162,13 @@ def _labeller_processes() -> list[psutil.Process]:
 
 
 @pytest.mark.slow
-def test_killed_actor_is_retried(tmp_path, cluster, tiny_config):
+def test_killed_actor_is_retried(tmp_path, cluster):
     """An actor killed mid-run is restarted by Ray and its batch retried: nothing lost, nothing twice."""
     images = make_images(tmp_path / "images", {f"img{i:02d}.png": (40 + i, 48) for i in range(30)})
     out = tmp_path / "ray"
     results = {}
     run = threading.Thread(target=lambda: results.setdefault("summary", label_with_ray(
-        tiny_segmenter(), images, out, LabelOptions(workers=0), RayOptions(batch_size=1))))
+        tiny_segmenter(), images, out, LabelOptions(workers=0, batch_size=1), RayOptions(batch_size=1))))
     run.start()
     recorded = _wait_for_lines(out / "manifest.jsonl", 1)
     actors = _labeller_processes()
@@ -184,7 +179,8 @@ def test_killed_actor_is_retried(tmp_path, cluster, tiny_config):
     assert recorded < 30, "the run ended before the actor was killed"
     summary = results["summary"]
     assert (summary.labelled, summary.failed) == (30, 0)
-    _exactly_once_like_local(images, out, tmp_path, tiny_config)
+    label_folder(tiny_segmenter(), images, tmp_path / "local", LabelOptions(workers=0, batch_size=1))
+    _exactly_once_like_local(out, tmp_path / "local")
 
 
 # -- bad input: one line, exit 2, nothing written --------------------------------------------------
@@ -195,18 +191,18 @@ def _one_error_line(output: str, text: str) -> None:
     assert len(errors) == 1 and text in errors[0], output
 
 
-def test_without_ray_says_how_to_install(tmp_path, tiny_config, monkeypatch):
+def test_without_ray_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     images = make_images(tmp_path / "images")
-    result = runner.invoke(app, _cli(images, tmp_path / "out", tiny_config, "--engine", "ray"))
+    result = runner.invoke(app, _cli(images, tmp_path / "out", "--engine", "ray"))
     assert result.exit_code == 2
     _one_error_line(result.output, "pip install 'maskclip-cli[ray]'")
     assert not (tmp_path / "out").exists()
 
 
-def test_unreachable_address(tmp_path, tiny_config, cluster):
+def test_unreachable_address(tmp_path, cluster):
     images = make_images(tmp_path / "images")
-    result = runner.invoke(app, _cli(images, tmp_path / "out", tiny_config, "--engine", "ray",
+    result = runner.invoke(app, _cli(images, tmp_path / "out", "--engine", "ray",
                                      "--ray-address", f"127.0.0.1:{_free_port()}"))
     assert result.exit_code == 2
     _one_error_line(result.output, "Cannot reach the Ray cluster")
@@ -215,8 +211,8 @@ def test_unreachable_address(tmp_path, tiny_config, cluster):
 
 @pytest.mark.parametrize("url, message", [("nosuchscheme://bucket/images", "Cannot open"),
                                           (f"s3://{BUCKET}-missing/images", "No images")])
-def test_object_store_errors(tmp_path, tiny_config, cluster, url, message):
-    result = runner.invoke(app, _cli(url, tmp_path / "out", tiny_config, "--engine", "ray"))  # type: ignore[arg-type]
+def test_object_store_errors(tmp_path, cluster, url, message):
+    result = runner.invoke(app, _cli(url, tmp_path / "out", "--engine", "ray"))  # type: ignore[arg-type]
     assert result.exit_code == 2, result.output
     _one_error_line(result.output, message)
     assert not (tmp_path / "out").exists()
