@@ -72,9 +72,10 @@ from .ray_options import RayOptions, check_reachable
 def label_with_ray(segmenter: Segmenter, source: str | Path, out_dir: Path, options: LabelOptions | None = None,
                    ray_options: RayOptions | None = None, hook: ProgressHook = SILENT) -> LabelSummary:
     """Label every image under ``source`` (a folder or an object-store URL) into ``out_dir`` on Ray."""
-    options, ray_options = options or LabelOptions(), ray_options or RayOptions()
+    options = options or LabelOptions()
     if options.shard is not None:
         raise MaskCLIPError("--engine ray spreads the images over its actors itself: drop --shard (and torchrun).")
+    ray_options = ray_options or RayOptions()
     check_class_count(len(segmenter.class_names))
     images = open_source(source)
     if options.overlays and images.local is None:

@@ -27,7 +27,7 @@ from labelling.helpers import make_images, manifest_lines, tiny_segmenter  # noq
 from maskclip_cli.cli import app  # noqa: E402
 from maskclip_cli.labelling.label_job import LabelOptions, label_folder  # noqa: E402
 from maskclip_cli.labelling.ray_engine import label_with_ray  # noqa: E402
-from maskclip_cli.labelling.ray_options import RayOptions, parse_actors  # noqa: E402
+from maskclip_cli.labelling.ray_options import RayOptions  # noqa: E402
 from maskclip_cli.synthetic.assets import CHECKPOINT, MODEL_CONFIG  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -191,15 +191,6 @@ def _one_error_line(output: str, text: str) -> None:
     assert len(errors) == 1 and text in errors[0], output
 
 
-def test_without_ray_says_how_to_install(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
-    images = make_images(tmp_path / "images")
-    result = runner.invoke(app, _cli(images, tmp_path / "out", "--engine", "ray"))
-    assert result.exit_code == 2
-    _one_error_line(result.output, "pip install 'maskclip-cli[ray]'")
-    assert not (tmp_path / "out").exists()
-
-
 def test_unreachable_address(tmp_path, cluster):
     images = make_images(tmp_path / "images")
     result = runner.invoke(app, _cli(images, tmp_path / "out", "--engine", "ray",
@@ -216,31 +207,3 @@ def test_object_store_errors(tmp_path, cluster, url, message):
     assert result.exit_code == 2, result.output
     _one_error_line(result.output, message)
     assert not (tmp_path / "out").exists()
-
-
-def test_ray_refuses_shards(tmp_path):
-    images = make_images(tmp_path / "images", {"a.png": (32, 32)})
-    with pytest.raises(Exception, match="drop --shard"):
-        label_with_ray(tiny_segmenter(), images, tmp_path / "out", LabelOptions(shard=(0, 2)))
-
-
-@pytest.mark.parametrize("spec, bounds", [("3", (3, 3)), ("1-8", (1, 8))])
-def test_parse_actors(spec, bounds):
-    assert parse_actors(spec) == bounds
-
-
-@pytest.mark.parametrize("spec", ["0", "4-2", "x", "1-"])
-def test_parse_actors_refuses(spec):
-    with pytest.raises(Exception, match="--actors|actors"):
-        parse_actors(spec)
-
-
-def test_input_resize_is_the_segmenters():
-    """The model-free resize shipped to decode tasks gives the segmenter's own inputs."""
-    from maskclip_cli.labelling.ray_engine import _input_resize
-
-    segmenter = tiny_segmenter()
-    resize = _input_resize(segmenter)
-    assert resize is not None
-    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (71, 113, 3), dtype=np.uint8))
-    assert np.array_equal(resize(image).numpy(), segmenter.resize(image).numpy())
