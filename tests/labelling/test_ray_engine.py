@@ -20,7 +20,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 ray = pytest.importorskip("ray", reason="the Ray engine's tests need the [ray] extra: pip install 'maskclip-cli[ray]'")
-psutil = pytest.importorskip("psutil")  # comes with ray
+psutil = pytest.importorskip("psutil")  # ray brings it (its third-party folder)
 
 from labelling.helpers import make_images, manifest_lines, tiny_segmenter  # noqa: E402
 
