@@ -15,7 +15,6 @@ from pathlib import Path, PurePosixPath
 
 from ..core.errors import MaskCLIPError
 from ..formats.image_files import IMAGE_EXTENSIONS, find_images
-from ..formats.label_folder import LabelFolder
 
 
 def is_url(source: str | Path) -> bool:
@@ -59,9 +58,11 @@ def open_source(source: str | Path) -> ImageSource:
     return ImageSource(filesystem, root.rstrip("/"), None)
 
 
-def list_images(source: ImageSource, folder: LabelFolder, own: list[PurePosixPath]) -> list[PurePosixPath]:
+def list_images(source: ImageSource, own: list[PurePosixPath]) -> tuple[list[PurePosixPath], list[str]]:
     """Relative paths of the images under the source, sorted, without the output's own folders
-    (``own``, when the output lies inside a local input); one clear line on a listing error."""
+    (``own``, when the output lies inside a local input); one clear line on a listing error. Second,
+    object keys left out because their name would climb out of the output folder (``..``)."""
+    unsafe: list[str] = []
     if source.local is not None:
         paths = find_images(source.local)
     else:
@@ -72,13 +73,14 @@ def list_images(source: ImageSource, folder: LabelFolder, own: list[PurePosixPat
         except OSError as exc:  # no credentials, access denied, no such bucket
             raise MaskCLIPError(f"Cannot list {source.root}: {str(exc).splitlines()[0]}") from None
         prefix = source.root.rstrip("/") + "/"
-        paths = sorted(PurePosixPath(i.path[len(prefix):]) for i in infos
-                       if i.type == pafs.FileType.File and i.path.startswith(prefix)
-                       and PurePosixPath(i.path).suffix.lower() in IMAGE_EXTENSIONS)
+        keys = [i.path[len(prefix):] for i in infos if i.type == pafs.FileType.File and i.path.startswith(prefix)
+                and PurePosixPath(i.path).suffix.lower() in IMAGE_EXTENSIONS]
+        unsafe = [k for k in keys if ".." in k.split("/")]  # a key is any string; outputs are named after it
+        paths = sorted(PurePosixPath(k) for k in keys if ".." not in k.split("/"))
     paths = [p for p in paths if not any(p.is_relative_to(o) for o in own)]
     if not paths:
         raise MaskCLIPError(f"No images (jpg, jpeg, png, webp, bmp, tif) found under {source.local or source.root}.")
-    return paths
+    return paths, unsafe
 
 
 def read_bytes(filesystem: object, path: str) -> bytes:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import socket
 import time
 from collections import defaultdict
@@ -81,7 +82,9 @@ def label_with_ray(segmenter: Segmenter, source: str | Path, out_dir: Path, opti
     if options.overlays and images.local is None:
         raise MaskCLIPError("--overlays needs a local input folder (they are drawn over the photo read from disk).")
     folder = LabelFolder(out_dir)
-    paths = list_images(images, folder, _own_outputs(images.local, folder) if images.local else [])
+    paths, unsafe = list_images(images, _own_outputs(images.local, folder) if images.local else [])
+    if unsafe:
+        hook.warn(f"{len(unsafe)} object(s) left out: their names climb out of the output folder (e.g. {unsafe[0]})")
     started = _connect(ray_options)  # before anything is written: an unreachable cluster leaves no trace
     try:
         _check_writable(out_dir)
@@ -159,6 +162,7 @@ def _run(segmenter: Segmenter, images: ImageSource, out_dir: Path, todo: list[Pu
     import ray.data
 
     context = ray.data.DataContext.get_current()
+    saved = context.max_errored_blocks, context.enable_progress_bars
     context.max_errored_blocks = ray_options.max_failures
     context.enable_progress_bars = False  # the driver's hook counts images as their lines arrive
     import pyarrow as pa
@@ -193,6 +197,8 @@ def _run(segmenter: Segmenter, images: ImageSource, out_dir: Path, todo: list[Pu
                 yield json.loads(line)
     except ray.exceptions.RayError as exc:  # a stage failed past its retries and --max-failures
         raise MaskCLIPError(f"The Ray job stopped: {_cause(exc)}. Images recorded so far are kept; rerun to resume.") from None
+    finally:
+        context.max_errored_blocks, context.enable_progress_bars = saved
 
 
 # -- the stages (run in Ray workers) ---------------------------------------------------------
@@ -272,7 +278,7 @@ class _Labeller:
                         else:
                             writer.submit(rel, str(batch["stem"][i]), size, *result)
         finally:
-            writer.close()  # a write error is raised here: the batch fails, and Ray retries it
+            writer.close()  # a write error is raised here: the block fails (counted by --max-failures)
         return {"entry": _objects([json.dumps(entry) for entry in lines.entries])}
 
     def _input(self, batch: dict, i: int) -> torch.Tensor:
@@ -333,13 +339,12 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _cause(exc: BaseException) -> str:
-    """The message of the innermost error Ray wrapped (ours when a stage raised a MaskCLIPError)."""
+    """The message of the error a stage raised: ours when it was a MaskCLIPError (Ray passes it on as
+    text in the remote traceback), else the innermost wrapped error's first line."""
+    ours = re.findall(r"MaskCLIPError: (.+)", str(exc))
+    if ours:
+        return ours[-1].strip()
     seen = exc
-    while True:
-        inner = getattr(seen, "cause", None) or seen.__cause__
-        if inner is None or inner is seen:
-            break
+    while (inner := getattr(seen, "cause", None) or seen.__cause__) is not None and inner is not seen:
         seen = inner
-    if isinstance(seen, MaskCLIPError):
-        return str(seen)
     return f"{type(seen).__name__}: {_first_line(seen)}"

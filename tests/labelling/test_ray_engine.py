@@ -93,6 +93,7 @@ def test_s3_input_matches_local_engine(tmp_path, cluster, s3_endpoint):
     for path in images.rglob("*"):
         if path.is_file():
             s3.put_object(Bucket=BUCKET, Key=f"set/{path.relative_to(images).as_posix()}", Body=path.read_bytes())
+    s3.put_object(Bucket=BUCKET, Key="set/x/../../../escape.png", Body=(images / "e.png").read_bytes())  # a hostile key
     options = LabelOptions(workers=0)
     local = label_folder(tiny_segmenter(), images, tmp_path / "local", options)
     summary = label_with_ray(tiny_segmenter(), f"s3://{BUCKET}/set", tmp_path / "ray", options, RayOptions(batch_size=3))
@@ -105,6 +106,25 @@ def test_s3_input_matches_local_engine(tmp_path, cluster, s3_endpoint):
     assert [e for e in ray_lines if e["status"] == "ok"] == [e for e in local_lines if e["status"] == "ok"]
     (bad,) = [e for e in ray_lines if e["status"] == "error"]
     assert bad["source"] == "poisoned.jpg" and "Cannot read poisoned.jpg" in bad["error"]
+    assert not list(tmp_path.rglob("escape*"))  # left out, nothing written outside the output folder
+
+
+@pytest.mark.slow
+def test_write_error_stops_the_job_in_one_line_unless_allowed(tmp_path, cluster):
+    """An actor that cannot write (labels/ is a file) fails its block: with --max-failures 0 the job stops
+    with the writer's message; with -1 it finishes, and those images are counted, not recorded."""
+    from maskclip_cli.core.errors import MaskCLIPError
+
+    images = make_images(tmp_path / "images", {"a.png": (32, 32), "b.png": (40, 32)})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "labels").write_text("not a folder")
+    with pytest.raises(MaskCLIPError, match="The Ray job stopped: Cannot write the outputs of"):
+        label_with_ray(tiny_segmenter(), images, out, LabelOptions(workers=0, batch_size=1), RayOptions(batch_size=1))
+    summary = label_with_ray(tiny_segmenter(), images, out, LabelOptions(workers=0, batch_size=1),
+                             RayOptions(batch_size=1, max_failures=-1))
+    assert (summary.labelled, summary.failed) == (0, 2)
+    assert not [e for e in manifest_lines(out) if e["status"] == "ok"]
 
 
 def _cli(images: Path, out: Path, *extra: str) -> list[str]:
