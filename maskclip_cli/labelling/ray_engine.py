@@ -20,8 +20,12 @@ the manifest line comes from the batch's one delivered result, so nothing is dup
 still fails is skipped when ``--max-failures`` allows (Ray Data's ``max_errored_blocks``), its images
 get no line and the next run labels them. A killed driver loses nothing that has a manifest line.
 
-Maps equal the local engine's when the model runs the same kernels: the same device type, and on a
-CPU the same torch thread count (Ray gives a one-CPU actor one thread).
+With CPU actors, Ray Data fuses steps 1-2 into the actors (same resources, one copy less); GPU actors
+keep them on CPU tasks. A Ray block holds whole batches of the local engine (``--batch-size`` images
+in order) and an actor batches same-shaped images within one of them only, as the local engine does:
+batched and unbatched matrix products differ in the last bit, so the same batches are what makes the
+maps byte-identical. That also needs the same kernels: the same device type and, on a CPU, the same
+torch thread count (Ray gives a one-CPU actor one thread).
 """
 
 from __future__ import annotations
@@ -158,14 +162,9 @@ def _label_locked(segmenter: Segmenter, images: ImageSource, folder: LabelFolder
 def _run(segmenter: Segmenter, images: ImageSource, out_dir: Path, todo: list[PurePosixPath], stems: dict,
          tag: str, options: LabelOptions, ray_options: RayOptions) -> Iterator[dict]:
     """The Ray Data pipeline; yields each image's manifest line as its block reaches the driver."""
+    import pyarrow as pa
     import ray
     import ray.data
-
-    context = ray.data.DataContext.get_current()
-    saved = context.max_errored_blocks, context.enable_progress_bars
-    context.max_errored_blocks = ray_options.max_failures
-    context.enable_progress_bars = False  # the driver's hook counts images as their lines arrive
-    import pyarrow as pa
 
     # one block holds whole batches of the local engine (--batch-size images in todo order, numbered), and
     # the actors batch same-shaped images of one such batch only: the model sees the batches it sees
@@ -191,6 +190,10 @@ def _run(segmenter: Segmenter, images: ImageSource, out_dir: Path, todo: list[Pu
                      compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
                      num_gpus=ray_options.gpus_per_actor or None)
     )
+    context = ray.data.DataContext.get_current()
+    saved = context.max_errored_blocks, context.enable_progress_bars
+    context.max_errored_blocks = ray_options.max_failures
+    context.enable_progress_bars = False  # the driver's hook counts images as their lines arrive
     try:
         for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             for line in block["entry"]:
