@@ -161,7 +161,22 @@ def _label_locked(segmenter: Segmenter, images: ImageSource, folder: LabelFolder
 
 def _run(segmenter: Segmenter, images: ImageSource, out_dir: Path, todo: list[PurePosixPath], stems: dict,
          tag: str, options: LabelOptions, ray_options: RayOptions) -> Iterator[dict]:
-    """The Ray Data pipeline; yields each image's manifest line as its block reaches the driver."""
+    """Each image's manifest line as its block reaches the driver, with ``--max-failures`` in force."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()  # a dataset copies it when built: set it first
+    saved = context.max_errored_blocks, context.enable_progress_bars
+    context.max_errored_blocks = ray_options.max_failures
+    context.enable_progress_bars = False  # the driver's hook counts images as their lines arrive
+    try:
+        yield from _stream(segmenter, images, out_dir, todo, stems, tag, options, ray_options)
+    finally:
+        context.max_errored_blocks, context.enable_progress_bars = saved
+
+
+def _stream(segmenter: Segmenter, images: ImageSource, out_dir: Path, todo: list[PurePosixPath], stems: dict,
+            tag: str, options: LabelOptions, ray_options: RayOptions) -> Iterator[dict]:
+    """The Ray Data pipeline."""
     import pyarrow as pa
     import ray
     import ray.data
@@ -190,18 +205,12 @@ def _run(segmenter: Segmenter, images: ImageSource, out_dir: Path, todo: list[Pu
                      compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
                      num_gpus=ray_options.gpus_per_actor or None)
     )
-    context = ray.data.DataContext.get_current()
-    saved = context.max_errored_blocks, context.enable_progress_bars
-    context.max_errored_blocks = ray_options.max_failures
-    context.enable_progress_bars = False  # the driver's hook counts images as their lines arrive
     try:
         for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             for line in block["entry"]:
                 yield json.loads(line)
     except ray.exceptions.RayError as exc:  # a stage failed past its retries and --max-failures
-        raise MaskCLIPError(f"The Ray job stopped: {_cause(exc)}. Images recorded so far are kept; rerun to resume.") from None
-    finally:
-        context.max_errored_blocks, context.enable_progress_bars = saved
+        raise MaskCLIPError(f"The Ray job stopped: {_cause(exc)}") from None
 
 
 # -- the stages (run in Ray workers) ---------------------------------------------------------
@@ -350,4 +359,4 @@ def _cause(exc: BaseException) -> str:
     seen = exc
     while (inner := getattr(seen, "cause", None) or seen.__cause__) is not None and inner is not seen:
         seen = inner
-    return f"{type(seen).__name__}: {_first_line(seen)}"
+    return f"{type(seen).__name__}: {_first_line(seen)}. Images recorded so far are kept; rerun to resume."
