@@ -13,7 +13,9 @@ from ..core.errors import MaskCLIPError
 from ..core.vocabulary import ClassVocabulary
 from ..labelling.folder_lock import holders
 from ..labelling.label_job import label_folder, merge_manifests
+from ..labelling.image_source import is_url
 from ..labelling.options import LabelOptions
+from ..labelling.ray_options import RayOptions, parse_actors
 from ..labelling.ranks import rank_device, torchrun_shard
 from ..labelling.sharding import parse_shard
 from .app import app
@@ -49,13 +51,13 @@ from .common import (
     user_errors,
 )
 
-_M, _L = MaskCLIPConfig, LabelOptions  # option defaults are the library's
+_M, _L, _R = MaskCLIPConfig, LabelOptions, RayOptions  # option defaults are the library's
 
 
 @app.command("label", context_settings={"allow_extra_args": True})
 def label(
     ctx: typer.Context,
-    input_dir: Annotated[Optional[Path], typer.Argument(help="Folder of images, searched recursively (jpg, jpeg, png, webp, bmp, tif).", show_default=False)] = None,
+    input_dir: Annotated[Optional[str], typer.Argument(help="Folder of images, searched recursively (jpg, jpeg, png, webp, bmp, tif); with --engine ray also an object-store URL (s3://bucket/prefix, gs://...).", show_default=False)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: labels/, confidence/, classes.json, manifest.jsonl.")] = Path("maskclip-labels"),
     classes: Classes = None,
     classes_file: ClassesFile = None,
@@ -90,6 +92,12 @@ def label(
     merge: Annotated[Optional[Path], typer.Option(help="Only merge the shards' manifest parts of this label folder into its manifest.jsonl, then exit (no INPUT_DIR needed).", show_default=False)] = None,
     overlays: Annotated[bool, typer.Option(help="Also write overlays/<path>.jpg: the photo blended with the class colours, with a legend.")] = _L.overlays,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    engine: Annotated[str, typer.Option(help="local: this machine (torchrun/--shard for more); ray: a Ray cluster with Ray Data (pip install 'maskclip-cli[ray]'), retries, object-store input.")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(help="With --engine ray: Cluster to join: host:port, ray://host:port or auto. Default: RAY_ADDRESS, else a new local cluster.", show_default=False)] = None,
+    gpus_per_actor: Annotated[float, typer.Option(min=0, help="With --engine ray: GPUs per labelling actor (0.5: two actors share a GPU; 0: CPU actors).")] = _R.gpus_per_actor,
+    actors: Annotated[str, typer.Option(help="With --engine ray: Labelling actors: N, or MIN-MAX to autoscale.")] = "1",
+    ray_batch_size: Annotated[int, typer.Option(min=1, help="With --engine ray: Images per Ray block (an actor call, a manifest update), in whole --batch-size batches.")] = _R.batch_size,
+    max_failures: Annotated[int, typer.Option(min=-1, help="With --engine ray: Batches that may still fail after Ray's retries before the job stops (-1: any); their images are left for the next run.")] = _R.max_failures,
 ) -> None:
     """Label every image with MaskCLIP (dense CLIP features + text embeddings, key smoothing, prompt denoising), or a successor method (--method), optionally with PAMR.
 
@@ -114,7 +122,10 @@ def label(
             short_side=short_side, window=window, stride=stride, logit_scale=logit_scale,
             pamr=pamr, pamr_iterations=pamr_iterations, pamr_dilations=parse_dilations(pamr_dilations),
         )
-        if not input_dir.is_dir():  # checked before the (slow) model load
+        if engine not in ("local", "ray"):
+            raise MaskCLIPError(f"--engine must be local or ray (got {engine!r}).")
+        ray_options = RayOptions(ray_address, gpus_per_actor, parse_actors(actors), ray_batch_size, max_failures) if engine == "ray" else None
+        if not Path(input_dir).is_dir() and not (ray_options and is_url(input_dir)):  # checked before the (slow) model load
             raise MaskCLIPError(f"Input folder not found: {input_dir}")
         options = LabelOptions(min_confidence=min_confidence, confidence_format=confidence_format,
                                batch_size=batch_size, workers=workers, writers=writers, overwrite=overwrite,
@@ -130,7 +141,12 @@ def label(
             segmenter = build_segmenter(vocab, config, model=model, pretrained=pretrained, checkpoint=checkpoint,
                                         quick_gelu=quick_gelu, device=resolve_device(rank_device(device)), hook=hook)
         try:
-            summary = label_folder(segmenter, input_dir, out, options, hook)
+            if ray_options is not None:
+                from ..labelling.ray_engine import label_with_ray  # imports torch: not at `maskclip --help`
+
+                summary = label_with_ray(segmenter, input_dir, out, options, ray_options, hook)
+            else:
+                summary = label_folder(segmenter, Path(input_dir), out, options, hook)
         except KeyboardInterrupt:
             console.print(f"interrupted: finished images are saved in {out}; run the same command again to resume.")
             raise typer.Exit(130)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
@@ -22,8 +23,8 @@ def dense_encoder(visual: torch.nn.Module, method: str | Method = DEFAULT_METHOD
     method = get_method(method)
     check_method_for(visual, method, baseline)
     if isinstance(visual, VisionTransformer):
-        return lambda images: vit_dense(visual, images, baseline, method)
-    return lambda images: resnet_dense(visual, images, baseline)
+        return partial(vit_dense, visual, baseline=baseline, method=method)  # a partial pickles (Ray ships segmenters)
+    return partial(resnet_dense, visual, baseline=baseline)
 
 
 def dense_features(

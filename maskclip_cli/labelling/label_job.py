@@ -16,6 +16,11 @@ one message, keeping what was written. Re-running with the same settings skips f
 whose outputs are intact; outputs are written atomically. A lock (:mod:`.folder_lock`) keeps two
 runs off one folder, except shards of one split (:mod:`.sharding`), which write their own
 manifest parts; the last shard to finish merges them.
+
+The steps that do not depend on how images reach the model are public functions here, shared with
+the Ray engine (:mod:`.ray_engine`), so both list, resume, write and record images the same way:
+:func:`input_images`, :func:`locked`, :func:`start_run`, :func:`to_label`, :func:`decode_input`,
+:func:`label_group` and :class:`OutputWriter`.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import IO, Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -75,8 +80,14 @@ class _ImageFolder(Dataset):
         return {"rel": rel, **load_item(lambda: self._load(rel), str(rel))}
 
     def _load(self, rel: PurePosixPath) -> dict:
-        decoded = read_rgb(self.root / rel, self.exif, self.min_short_side)
-        return {"size": decoded.size, "input": self.resize(decoded.image)}
+        return decode_input(self.root / rel, self.resize, self.exif, self.min_short_side)
+
+
+def decode_input(file: Path | IO[bytes], resize: Callable, exif: bool, min_short_side: int | None) -> dict:
+    """One image decoded (EXIF, bit depth, reduced-scale JPEG) and resized to the model's input;
+    ``size`` is the (width, height) its maps are written at."""
+    decoded = read_rgb(file, exif, min_short_side)  # type: ignore[arg-type]  # PIL opens file objects too
+    return {"size": decoded.size, "input": resize(decoded.image)}
 
 
 def _collate(items: list[dict]) -> dict:
@@ -104,14 +115,41 @@ def _own_outputs(input_dir: Path, folder: LabelFolder) -> list[PurePosixPath]:
     return inside
 
 
-def _check_writable(out_dir: Path) -> None:
+def input_images(input_dir: Path, folder: LabelFolder) -> list[PurePosixPath]:
+    """The images to label under ``input_dir``: all but the output folder's own (when it lies inside)."""
+    own = _own_outputs(input_dir, folder)
+    return [p for p in find_images(input_dir) if not any(p.is_relative_to(o) for o in own)]
+
+
+def require_images(paths: list[PurePosixPath], where: object) -> list[PurePosixPath]:
+    if not paths:
+        raise MaskCLIPError(f"No images (jpg, jpeg, png, webp, bmp, tif) found under {where}.")
+    return paths
+
+
+@contextmanager
+def write_probe(out_dir: Path) -> Iterator[Path]:
+    """Creates ``out_dir`` and an empty file in it, removed on exit: proof that the folder is writable
+    (and, for the Ray engine, a file other nodes must see)."""
+    probe = out_dir / f".write-test-{os.getpid()}"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")
-        probe.unlink()
     except OSError as exc:
         raise MaskCLIPError(f"Output folder {out_dir} is not writable: {exc.strerror or exc}") from exc
+    try:
+        yield probe
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+@contextmanager
+def locked(out_dir: Path, shard: tuple[int, int] | None, hook: ProgressHook, command: str = "maskclip label") -> Iterator[None]:
+    """The output folder's lock (:mod:`.folder_lock`) for the run's life; stale locks removed with a notice."""
+    with FolderLock(out_dir, shard, command) as lock:
+        for holder in lock.stale:
+            hook.info(f"removed the stale lock of a run that ended without releasing it ({holder})")
+        yield
 
 
 def _flat(settings: dict) -> dict:
@@ -137,16 +175,18 @@ def _check_same_settings(out_dir: Path, record: LabelRecord) -> None:
         )
 
 
-class _Writer:
-    """Writes one image's files in a thread pool and records it in the manifest when done.
+class OutputWriter:
+    """Writes one image's files in a thread pool and hands its manifest entry to ``record`` when done
+    (the manifest's ``add``; a Ray actor collects them for the driver). ``folder`` carries the run's
+    record (classes, formats); ``input_dir`` is where overlays read the photos.
 
     A write error (disk full, a folder made read-only or replaced by a file) is kept, and the
     job stops at its next :meth:`check` with one message; images already written stay recorded."""
 
-    def __init__(self, folder: LabelFolder, options: LabelOptions, class_names: list[str], manifest: Manifest, tag: str,
-                 input_dir: Path):
+    def __init__(self, folder: LabelFolder, options: LabelOptions, tag: str, input_dir: Path | None,
+                 record: Callable[[ImageEntry], None]):
         self.folder, self.out_dir, self.input_dir = folder, folder.root, input_dir
-        self.options, self.class_names, self.manifest, self.tag = options, class_names, manifest, tag
+        self.options, self.class_names, self.record, self.tag = options, folder.class_names, record, tag
         self.pool = ThreadPoolExecutor(max_workers=options.writers)
         self.pending: list[Future] = []
         self.error: MaskCLIPError | None = None
@@ -164,16 +204,20 @@ class _Writer:
             image = maps.image(index)
             arrays = {LABEL.name: image.labels, CONFIDENCE.name: image.confidence}
             paths, sizes = self.folder.write_maps(stem, arrays, self.options.png_compression)
-            if self.options.overlays:
+            if self.options.overlays and self.input_dir is not None:
                 write_overlay(self.folder.overlay_path(stem), self.input_dir / rel, image.labels, self.folder.colours,
                               self.class_names, self.options.exif)
-            self.manifest.add(ImageEntry(
+            self.record(ImageEntry(
                 str(rel), maps=paths, sizes=sizes, width=size[0], height=size[1],
                 classes_present=tuple(self.class_names[i] for i in image.classes_present),
                 mean_confidence=round(image.mean_confidence, 4), settings=self.tag))
         except OSError as exc:
             self.error = MaskCLIPError(f"Cannot write the outputs of {rel} in {self.out_dir}: {exc}. "
                                        "Images written so far are kept; fix this and run again to resume.")
+
+    def fail(self, rel: PurePosixPath, error: str) -> None:
+        """Record an image that could not be read or labelled."""
+        self.record(ImageEntry(str(rel), "error", settings=self.tag, error=error))
 
     def check(self) -> None:
         if self.error is not None:
@@ -186,8 +230,34 @@ class _Writer:
         self.check()
 
 
-def _is_done(entry: ImageEntry | None, folder: LabelFolder, tag: str) -> bool:
-    return entry is not None and entry.settings == tag and folder.intact(entry)
+def label_record(segmenter: Segmenter, options: LabelOptions) -> LabelRecord:
+    """What a run records in classes.json and hashes into each manifest line's ``settings``."""
+    return replace(segmenter.record(), min_confidence=options.min_confidence, confidence_format=options.confidence_format,
+                   exif=options.exif)
+
+
+def start_run(segmenter: Segmenter, folder: LabelFolder, options: LabelOptions, hook: ProgressHook) -> tuple[str, Manifest]:
+    """What every run does, under the lock, before any image: refuse other settings, write
+    classes.json, open the manifest over earlier runs. The record hash and the manifest."""
+    record = label_record(segmenter, options)
+    if not options.overwrite:
+        _check_same_settings(folder.root, record)
+    folder.write_classes(record)
+    # a shard never deletes the folder's manifests (other shards share them): its new lines win
+    manifest = Manifest(folder.root, options.shard, fresh=options.overwrite and options.shard is None,
+                        class_names=record.classes)
+    if manifest.malformed:
+        hook.warn(f"{manifest.malformed} malformed line(s) in {folder.root}'s manifest ignored; those images are labelled again.")
+    return record_hash(record), manifest
+
+
+def to_label(paths: list[PurePosixPath], manifest: Manifest, folder: LabelFolder, tag: str, overwrite: bool
+             ) -> list[PurePosixPath]:
+    """Resume: the images without an entry of these settings whose maps are intact (all with ``overwrite``)."""
+    if overwrite:
+        return list(paths)
+    entries = manifest.entries
+    return [p for p in paths if not ((e := entries.get(str(p))) is not None and e.settings == tag and folder.intact(e))]
 
 
 @contextmanager
@@ -211,8 +281,7 @@ def merge_manifests(input_dir: Path | None, out_dir: Path) -> bool:
     def merge_if_complete() -> bool:
         if input_dir is not None:
             entries = ManifestReader(out_dir)
-            own = _own_outputs(input_dir, folder)
-            if any(str(p) not in entries for p in find_images(input_dir) if not any(p.is_relative_to(o) for o in own)):
+            if any(str(p) not in entries for p in input_images(input_dir, folder)):
                 return False  # a shard has not run yet
         merge_parts(out_dir)
         return True
@@ -240,6 +309,20 @@ def _maps_each(segmenter: Segmenter, images: torch.Tensor, sizes: list[tuple[int
     return [out for i in range(len(sizes)) for out in _maps_each(segmenter, images[i : i + 1], sizes[i : i + 1], options)]
 
 
+def label_group(segmenter: Segmenter, images: torch.Tensor, rels: list[PurePosixPath], sizes: list[tuple[int, int]],
+                stems: dict[PurePosixPath, str], options: LabelOptions, writer: OutputWriter) -> list[tuple[PurePosixPath, str]]:
+    """Label a group of same-shaped uint8 inputs run as one batch: each image's maps go to ``writer``;
+    the images the model could not process, with their errors (recorded by the writer too)."""
+    failures = []
+    for rel, size, result in zip(rels, sizes, _maps_each(segmenter, images, sizes, options)):
+        if isinstance(result, str):  # the model could not process this image (e.g. out of memory)
+            writer.fail(rel, result)
+            failures.append((rel, result))
+        else:
+            writer.submit(rel, stems[rel], size, *result)
+    return failures
+
+
 def label_folder(
     segmenter: Segmenter, input_dir: str | os.PathLike, out_dir: str | os.PathLike, options: LabelOptions | None = None, hook: ProgressHook = SILENT
 ) -> LabelSummary:
@@ -248,14 +331,10 @@ def label_folder(
     options = options or LabelOptions()
     check_class_count(len(segmenter.class_names))
     folder = LabelFolder(out_dir)
-    own = _own_outputs(input_dir, folder)
-    paths = [p for p in find_images(input_dir) if not any(p.is_relative_to(o) for o in own)]
-    if not paths:
-        raise MaskCLIPError(f"No images (jpg, jpeg, png, webp, bmp, tif) found under {input_dir}.")
-    _check_writable(out_dir)
-    with FolderLock(out_dir, options.shard) as lock:
-        for holder in lock.stale:
-            hook.info(f"removed the stale lock of a run that ended without releasing it ({holder})")
+    paths = require_images(input_images(input_dir, folder), input_dir)
+    with write_probe(out_dir):  # an unwritable folder is refused before the lock
+        pass
+    with locked(out_dir, options.shard, hook):
         summary = _label_locked(segmenter, input_dir, folder, paths, options, hook)
     if options.shard is not None:
         summary.merged = merge_manifests(input_dir, out_dir)  # the last shard to finish merges
@@ -264,23 +343,13 @@ def label_folder(
 
 def _label_locked(segmenter: Segmenter, input_dir: Path, folder: LabelFolder, paths: list[PurePosixPath],
                   options: LabelOptions, hook: ProgressHook) -> LabelSummary:
-    out_dir = folder.root
-    record = replace(segmenter.record(), min_confidence=options.min_confidence, confidence_format=options.confidence_format,
-                     exif=options.exif)
-    if not options.overwrite:
-        _check_same_settings(out_dir, record)
-    folder.write_classes(record)
-    tag = record_hash(record)
+    tag, manifest = start_run(segmenter, folder, options, hook)
     sharded = options.shard is not None
-    # a shard never deletes the folder's manifests (other shards share them): its new lines win
-    manifest = Manifest(out_dir, options.shard, fresh=options.overwrite and not sharded, class_names=record.classes)
-    if manifest.malformed:
-        hook.warn(f"{manifest.malformed} malformed line(s) in {out_dir}'s manifest ignored; those images are labelled again.")
     stems = output_stems(paths)
     mine = shard_of(paths, input_dir, options.shard) if sharded else paths
-    todo = [p for p in mine if options.overwrite or not _is_done(manifest.entries.get(str(p)), folder, tag)]
+    todo = to_label(mine, manifest, folder, tag, options.overwrite)
     summary = LabelSummary(total=len(mine), skipped=len(mine) - len(todo))
-    writer = _Writer(folder, options, segmenter.class_names, manifest, tag, input_dir)
+    writer = OutputWriter(folder, options, tag, input_dir, manifest.add)
     loader = DataLoader(
         _ImageFolder(input_dir, todo, segmenter.resize, options.exif, segmenter.input_short_side()), batch_size=options.batch_size,
         num_workers=options.workers, collate_fn=_collate, pin_memory=segmenter.device.type == "cuda",
@@ -289,24 +358,18 @@ def _label_locked(segmenter: Segmenter, input_dir: Path, folder: LabelFolder, pa
     start = time.perf_counter()
     hook.start(len(todo), "labelling")
 
-    def failed(rel: PurePosixPath, error: str) -> None:
-        summary.fail(str(rel), error)
-        manifest.add(ImageEntry(str(rel), "error", settings=tag, error=error))
-
     try:
         with _main_threads(segmenter.device), torch.no_grad():
             for batch in loader:
                 for item in batch["errors"]:
-                    failed(item["rel"], item["error"])
+                    writer.fail(item["rel"], item["error"])
+                    summary.fail(str(item["rel"]), item["error"])
                     hook.advance(1)
                 for group in batch["groups"]:
-                    results = _maps_each(segmenter, group["images"], group["sizes"], options)
-                    for rel, size, result in zip(group["rels"], group["sizes"], results):
-                        if isinstance(result, str):  # the model could not process this image (e.g. out of memory)
-                            failed(rel, result)
-                        else:
-                            writer.submit(rel, stems[rel], size, *result)
-                            summary.done += 1
+                    failures = label_group(segmenter, group["images"], group["rels"], group["sizes"], stems, options, writer)
+                    for rel, error in failures:
+                        summary.fail(str(rel), error)
+                    summary.done += len(group["rels"]) - len(failures)
                     hook.advance(len(group["rels"]))
                 writer.check()
     finally:
