@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,8 @@ def _poison(images: Path) -> None:
 
 def test_s3_input_matches_local_engine(tmp_path, cluster, s3_endpoint):
     """Images read from an S3 bucket by Ray tasks and labelled by an actor give byte-identical maps and
-    manifest lines to the local engine on the same files; a poisoned image is recorded, the rest done."""
+    manifest lines to the local engine on the same files; a poisoned image is recorded, the rest done.
+    float16 .npy confidence: the actors write in the run's recorded formats."""
     import boto3
 
     images = make_images(tmp_path / "images")
@@ -94,13 +96,14 @@ def test_s3_input_matches_local_engine(tmp_path, cluster, s3_endpoint):
         if path.is_file():
             s3.put_object(Bucket=BUCKET, Key=f"set/{path.relative_to(images).as_posix()}", Body=path.read_bytes())
     s3.put_object(Bucket=BUCKET, Key="set/x/../../../escape.png", Body=(images / "e.png").read_bytes())  # a hostile key
-    options = LabelOptions(workers=0)
+    options = LabelOptions(workers=0, confidence_format="npy")
     local = label_folder(tiny_segmenter(), images, tmp_path / "local", options)
     summary = label_with_ray(tiny_segmenter(), f"s3://{BUCKET}/set", tmp_path / "ray", options, RayOptions(batch_size=3))
     assert (summary.total, summary.labelled, summary.failed) == (local.total, local.labelled, local.failed) == (8, 7, 1)
     assert [s for s, _ in summary.failures] == ["poisoned.jpg"]
     ray_files, local_files = _outputs(tmp_path / "ray"), _outputs(tmp_path / "local")
     assert ray_files.keys() == local_files.keys()
+    assert any(k.startswith("confidence/") and k.endswith(".npy") for k in ray_files)
     assert all(ray_files[k] == local_files[k] for k in ray_files if k != "manifest.jsonl")
     ray_lines, local_lines = manifest_lines(tmp_path / "ray"), manifest_lines(tmp_path / "local")
     assert [e for e in ray_lines if e["status"] == "ok"] == [e for e in local_lines if e["status"] == "ok"]
@@ -209,6 +212,26 @@ def test_killed_actor_is_retried(tmp_path, cluster):
 def _one_error_line(output: str, text: str) -> None:
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and text in errors[0], output
+
+
+def test_output_not_visible_on_a_node_stops_before_anything_is_written(tmp_path, cluster, monkeypatch):
+    """A task on each node that can host an actor looks for the driver's probe file in --out. Here the probe
+    is gone before they look, as on a node that does not mount the folder: one line, exit 2, and neither
+    the lock, classes.json nor the folder itself is left."""
+    from maskclip_cli.labelling import label_job, ray_engine
+
+    @contextmanager
+    def unseen_probe(out_dir: Path):
+        with label_job.write_probe(out_dir) as probe:
+            probe.unlink()
+            yield probe
+
+    monkeypatch.setattr(ray_engine, "write_probe", unseen_probe)
+    images = make_images(tmp_path / "images", {"a.png": (32, 32)})
+    result = runner.invoke(app, _cli(images, tmp_path / "out", "--engine", "ray"))
+    assert result.exit_code == 2, result.output
+    _one_error_line(result.output, "is not visible on node")
+    assert not (tmp_path / "out").exists()
 
 
 def test_unreachable_address(tmp_path, cluster):

@@ -3,18 +3,22 @@ of shards and the model-free resize shipped to decode tasks (they run where Ray 
 
 from __future__ import annotations
 
+import io
 import sys
 
 import numpy as np
 import pytest
+import torch
+from conftest import make_tiny_clip
 from labelling.helpers import make_images, tiny_segmenter
 from PIL import Image
 from typer.testing import CliRunner
 
 from maskclip_cli.cli import app
 from maskclip_cli.core.errors import MaskCLIPError
+from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
 from maskclip_cli.labelling.label_job import LabelOptions
-from maskclip_cli.labelling.ray_engine import _input_resize, label_with_ray
+from maskclip_cli.labelling.ray_engine import _input_resize, _serialise, label_with_ray
 from maskclip_cli.labelling.ray_options import parse_actors
 from maskclip_cli.synthetic.assets import CHECKPOINT, MODEL_CONFIG
 
@@ -56,3 +60,12 @@ def test_input_resize_is_the_segmenters():
     assert resize is not None
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (71, 113, 3), dtype=np.uint8))
     assert np.array_equal(resize(image).numpy(), segmenter.resize(image).numpy())
+
+
+@pytest.mark.parametrize("tower", ["vit", "resnet"])
+def test_segmenter_ships_to_actors(tower):
+    """The bytes an actor loads give the driver's segmenter: the same probabilities, bit for bit."""
+    segmenter = MaskCLIP(make_tiny_clip(tower), ["cat", "dog"], MaskCLIPConfig(templates="simple", short_side=32))
+    shipped = torch.load(io.BytesIO(_serialise(segmenter)), map_location="cpu", weights_only=False)
+    images = segmenter.normalise(torch.randint(0, 256, (2, 3, 32, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(shipped.scores(images), segmenter.scores(images))
