@@ -1,17 +1,18 @@
 """`maskclip label --engine ray`: the label job on a Ray cluster, with Ray Data's batch-inference pattern.
 
-The driver does what the local engine does before any image is touched, with the same pieces of
-:mod:`.label_job`: it lists the images (a local folder or an object-store prefix, :mod:`.image_source`),
-takes the output folder's lock, refuses other settings, writes classes.json and drops every image
-already in the manifest with intact outputs, so finished work is never scheduled. Then:
+The driver does what the local engine does before any image is touched, with the same public steps
+of :mod:`.label_job`: it lists the images (a local folder or an object-store prefix, :mod:`.image_source`),
+checks that every node able to host an actor sees the output folder (a probe file, before anything is
+written), takes the output folder's lock, refuses other settings, writes classes.json and drops every
+image already in the manifest with intact outputs, so finished work is never scheduled. Then:
 
 1. CPU tasks read each image's bytes through a pyarrow filesystem (any node can read a bucket);
 2. CPU tasks decode them (:func:`~maskclip_cli.formats.images.read_rgb`: EXIF, bit depth, reduced-scale
    JPEG decoding) and resize them to the model's uint8 input;
 3. an actor pool labels them (``map_batches`` with a callable class): each actor loads the segmenter
    once (CLIP and the text embeddings, shipped once through the object store) on its GPU share, runs the
-   label job's own batch code and writer (so the maps are byte-identical to ``--engine local``), and
-   returns one manifest line per image;
+   label job's own batch code and writer (:func:`~.label_job.label_group`, :class:`~.label_job.OutputWriter`:
+   the maps are byte-identical to ``--engine local``), and returns one manifest line per image;
 4. the driver appends those lines to the manifest as blocks finish: it is the manifest's only writer.
 
 Faults: an image that cannot be read, decoded or labelled gets an ``error`` line, as in the local

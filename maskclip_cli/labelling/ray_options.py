@@ -45,7 +45,6 @@ class RayOptions:
     actors: tuple[int, int] = (1, 1)
     batch_size: int = 16  # images per Ray block: an actor call, a manifest update (whole --batch-size batches)
     max_failures: int = 0  # blocks allowed to fail after retries before the job stops (-1: any)
-    progress: bool = True  # Ray Data's own progress bars
 
     def __post_init__(self) -> None:
         check_range("gpus_per_actor", self.gpus_per_actor, 0)
