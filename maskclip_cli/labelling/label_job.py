@@ -380,5 +380,5 @@ def _label_locked(segmenter: Segmenter, input_dir: Path, folder: LabelFolder, pa
             summary.seconds = time.perf_counter() - start
             manifest.close(compact=not sharded)
     if options.overlays and not sharded:  # images labelled by an earlier run without --overlays
-        write_overlays(out_dir, input_dir, missing_only=True)
+        write_overlays(folder.root, input_dir, missing_only=True)
     return summary

@@ -3,8 +3,6 @@ with the tiny random CLIP; object-store input from moto's S3 server (a real HTTP
 
 from __future__ import annotations
 
-import filecmp
-import json
 import os
 import signal
 import socket
@@ -15,9 +13,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 ray = pytest.importorskip("ray", reason="the Ray engine's tests need the [ray] extra: pip install 'maskclip-cli[ray]'")
