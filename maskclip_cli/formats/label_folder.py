@@ -30,7 +30,7 @@ from ..core._io import write_json
 from ..core.constants import IGNORE_INDEX
 from ..core.errors import MaskCLIPError
 from ..core.hooks import SILENT, ProgressHook
-from ..core.record import LabelRecord
+from ..core.record import LabelRecord, record_hash
 from .image_entry import CONFIDENCE, LABEL, MAP_KINDS, ImageEntry, MapKind, inside
 from .label_files import palette, read_confidence  # noqa: F401  read_confidence: the training dataset's import
 from .manifest import MANIFEST_FILE, ManifestReader, manifest_files, part_path
@@ -196,7 +196,26 @@ class LabelFolder:
             hook.warn(f"{self.root}: {bad}; skipped")
         if reader.bad_count > SHOWN_BAD_LINES:
             hook.warn(f"{self.root}: {reader.bad_count - SHOWN_BAD_LINES} more invalid manifest line(s) skipped")
+        self._warn_unmerged_or_mixed(reader, hook)
         return reader
+
+    def _warn_unmerged_or_mixed(self, reader: ManifestReader, hook: ProgressHook) -> None:
+        """Say what the merged view hides: shard parts not merged yet, and entries labelled with
+        other settings than classes.json records (a sharded run with --overwrite and other classes
+        that has not finished): their label ids may not follow the class list."""
+        if reader.parts:
+            hook.warn(f"{self.root}: {len(reader.parts)} shard part(s) of the manifest are not merged "
+                      f"({', '.join(p.name for p in reader.parts[:3])}{', ...' if len(reader.parts) > 3 else ''}): "
+                      "shards are running or have not all run; their entries are read too. When every shard is "
+                      f"done: maskclip label --merge {self.root}")
+        counts = reader.settings_counts()
+        current = record_hash(self.record) if self.record else None
+        tags = {tag for tag in counts if tag is not None}
+        if current in tags and len(tags) > 1:  # a folder of an older version has one tag of its own: not mixed
+            other = sum(n for tag, n in counts.items() if tag not in (None, current))
+            hook.warn(f"{self.root}: {other} of {len(reader)} images were labelled with other settings than "
+                      "classes.json records (a run with --overwrite and other classes or options, e.g. a shard, "
+                      "has not relabelled them): their label ids may not follow the class list")
 
     def read_map(self, entry: ImageEntry, kind: MapKind) -> np.ndarray | None:
         """A labelled entry's map of ``kind`` from its recorded path. The label map must be readable;

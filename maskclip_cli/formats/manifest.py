@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -80,7 +81,8 @@ class ManifestReader:
         self.class_names = class_names
         self.bad: list[BadLine] = []  # the first KEPT_BAD_LINES
         self.bad_count = 0
-        self._latest: dict[str, tuple[int, int]] = {}
+        self._latest: dict[str, tuple[int, int, str | None]] = {}  # (file, offset, settings tag)
+        self._tags: dict[str, str] = {}  # one string per distinct tag, not one per line
         for i, path in enumerate(self.files):
             with open(path, "rb") as f:
                 offset = 0
@@ -91,16 +93,17 @@ class ManifestReader:
 
     def _scan(self, line: bytes, i: int, offset: int, path: Path, number: int) -> None:
         try:
-            source = ImageEntry.from_json(_raw(line), self.class_names).source
+            entry = ImageEntry.from_json(_raw(line), self.class_names)
         except InvalidEntry as exc:
             self.bad_count += 1
             if len(self.bad) < KEPT_BAD_LINES:
                 self.bad.append(BadLine(path, number, str(exc)))
             source = _named_source(line)
             if source is not None and source not in self._latest:
-                self._latest[source] = (i, offset)
+                self._latest[source] = (i, offset, None)
             return
-        self._latest[source] = (i, offset)
+        tag = None if entry.settings is None else self._tags.setdefault(entry.settings, entry.settings)
+        self._latest[entry.source] = (i, offset, tag)
 
     def __len__(self) -> int:
         return len(self._latest)
@@ -108,11 +111,25 @@ class ManifestReader:
     def __contains__(self, source: object) -> bool:
         return source in self._latest
 
+    @property
+    def parts(self) -> list[Path]:
+        """The shard parts read (not yet merged into manifest.jsonl)."""
+        return sorted(p for p in self.files if p.name != MANIFEST_FILE)
+
+    def settings_of(self, source: str) -> str | None:
+        """The settings tag of ``source``'s latest valid entry (None: none, or an invalid line)."""
+        found = self._latest.get(source)
+        return found[2] if found else None
+
+    def settings_counts(self) -> Counter:
+        """Images per settings tag of their latest entry (None: no tag, or an invalid line)."""
+        return Counter(tag for _, _, tag in self._latest.values())
+
     def __iter__(self) -> Iterator[ImageEntry]:
         handles = [open(path, "rb") for path in self.files]
         try:
             for source in sorted(self._latest):
-                i, offset = self._latest[source]
+                i, offset, _ = self._latest[source]
                 handles[i].seek(offset)
                 line = handles[i].readline()
                 try:
