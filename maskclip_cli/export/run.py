@@ -179,7 +179,10 @@ def export_folder(label_dir: Path, out: Path, options: ExportOptions, hook: Prog
 
 def _abort(writer, failed_file) -> None:
     """Remove the writer's temporary files; close failed.jsonl (a full disk may refuse its last bytes)."""
-    writer.abort()
+    try:
+        writer.abort()
+    except OSError:  # a full disk refused the flush of a part file on close: closed now, so again to remove it
+        writer.abort()
     if failed_file is not None:
         try:
             failed_file.close()

@@ -104,6 +104,16 @@ def _check_writable(out_dir: Path) -> None:
         raise MaskCLIPError(f"Output folder {out_dir} is not writable: {exc.strerror or exc}") from exc
 
 
+@contextmanager
+def _writing(out_dir: Path, what: str) -> Iterator[None]:
+    """A write error of the output folder (read-only, disk full) as one message, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise MaskCLIPError(f"Cannot {what} in {out_dir}: {exc.strerror or exc}. Images written so far are kept "
+                            "(recorded in the manifest); fix this and run again to resume.") from exc
+
+
 def _flat(settings: dict) -> dict:
     """A record's dict with ``inference`` spread out, so a difference names the setting."""
     return {**{k: v for k, v in settings.items() if k != "inference"}, **(settings.get("inference") or {})}
@@ -223,7 +233,9 @@ def label_folder(
     if not paths:
         raise MaskCLIPError(f"No images (jpg, jpeg, png, webp, bmp, tif) found under {input_dir}.")
     _check_writable(out_dir)
-    with FolderLock(out_dir, options.shard) as lock:
+    with _writing(out_dir, "take the folder's lock"):
+        lock = FolderLock(out_dir, options.shard)
+    with lock:
         for holder in lock.stale:
             hook.info(f"removed the stale lock of a run that ended without releasing it ({holder})")
         record = _record(segmenter, options)
@@ -248,11 +260,13 @@ def _label_locked(segmenter: Segmenter, input_dir: Path, folder: LabelFolder, pa
     elif siblings:  # --overwrite cannot change the settings under shards of the split that are running
         _check_same_settings(out_dir, record, f"while other shards of this split run in it ({', '.join(siblings)}); "
                                               "every shard of a split must use the same settings")
-    folder.write_classes(record)
+    with _writing(out_dir, "write classes.json"):
+        folder.write_classes(record)
     tag = record_hash(record)
     sharded = options.shard is not None
     # a shard never deletes the folder's manifests (other shards share them): its new lines win
-    manifest = Manifest(out_dir, options.shard, fresh=options.overwrite and not sharded, class_names=record.classes)
+    with _writing(out_dir, "open the manifest"):
+        manifest = Manifest(out_dir, options.shard, fresh=options.overwrite and not sharded, class_names=record.classes)
     if manifest.malformed:
         hook.warn(f"{manifest.malformed} malformed line(s) in {out_dir}'s manifest ignored; those images are labelled again.")
     stems = output_stems(paths)
@@ -294,7 +308,8 @@ def _label_locked(segmenter: Segmenter, input_dir: Path, folder: LabelFolder, pa
             writer.close()
         finally:
             summary.seconds = time.perf_counter() - start
-            manifest.close(compact=not sharded)
+            with _writing(out_dir, "write the manifest"):
+                manifest.close(compact=not sharded)
     if options.overlays and not sharded:  # images labelled by an earlier run without --overlays
         write_overlays(out_dir, input_dir, missing_only=True)
     return summary
