@@ -59,14 +59,15 @@ def _raw(line: bytes) -> object:
         raise InvalidEntry(f"not a JSON line ({exc.__class__.__name__})") from exc
 
 
-def _named_source(line: bytes) -> str | None:
-    """The ``source`` string of a line that is JSON but not a valid entry, if it has one."""
+def _named_source(line: bytes) -> tuple[str | None, str | None]:
+    """The ``source`` and ``settings`` strings of a line that is JSON but not a valid entry, if it has them."""
     try:
         raw = json.loads(line)
     except (ValueError, RecursionError):
-        return None
-    source = raw.get("source") if isinstance(raw, dict) else None
-    return source if isinstance(source, str) else None
+        return None, None
+    found = [raw.get(key) if isinstance(raw, dict) else None for key in ("source", "settings")]
+    source, settings = (v if isinstance(v, str) else None for v in found)
+    return source, settings
 
 
 class ManifestReader:
@@ -98,12 +99,14 @@ class ManifestReader:
             self.bad_count += 1
             if len(self.bad) < KEPT_BAD_LINES:
                 self.bad.append(BadLine(path, number, str(exc)))
-            source = _named_source(line)
+            source, settings = _named_source(line)
             if source is not None and source not in self._latest:
-                self._latest[source] = (i, offset, None)
+                self._latest[source] = (i, offset, self._tag(settings))
             return
-        tag = None if entry.settings is None else self._tags.setdefault(entry.settings, entry.settings)
-        self._latest[entry.source] = (i, offset, tag)
+        self._latest[entry.source] = (i, offset, self._tag(entry.settings))
+
+    def _tag(self, settings: str | None) -> str | None:
+        return None if settings is None else self._tags.setdefault(settings, settings)
 
     def __len__(self) -> int:
         return len(self._latest)
@@ -117,12 +120,12 @@ class ManifestReader:
         return sorted(p for p in self.files if p.name != MANIFEST_FILE)
 
     def settings_of(self, source: str) -> str | None:
-        """The settings tag of ``source``'s latest valid entry (None: none, or an invalid line)."""
+        """The settings tag of ``source``'s latest entry (None: none, or it names no settings)."""
         found = self._latest.get(source)
         return found[2] if found else None
 
     def settings_counts(self) -> Counter:
-        """Images per settings tag of their latest entry (None: no tag, or an invalid line)."""
+        """Images per settings tag of their latest entry (None: it names none)."""
         return Counter(tag for _, _, tag in self._latest.values())
 
     def __iter__(self) -> Iterator[ImageEntry]:

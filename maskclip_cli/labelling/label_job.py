@@ -268,7 +268,9 @@ def _label_locked(segmenter: Segmenter, input_dir: Path, folder: LabelFolder, pa
     with _writing(out_dir, "open the manifest"):
         manifest = Manifest(out_dir, options.shard, fresh=options.overwrite and not sharded, class_names=record.classes)
     if manifest.malformed:
-        hook.warn(f"{manifest.malformed} malformed line(s) in {out_dir}'s manifest ignored; those images are labelled again.")
+        hook.warn(f"{manifest.malformed} malformed line(s) in {out_dir}'s manifest ignored (a damaged line, or one of "
+                  "other settings naming classes these do not have); those images are labelled again"
+                  f"{' by their shard' if sharded else ''}.")
     stems = output_stems(paths)
     mine = shard_of(paths, input_dir, options.shard) if sharded else paths
     todo = [p for p in mine if options.overwrite or not _is_done(manifest.entries.get(str(p)), folder, tag)]
