@@ -27,11 +27,12 @@ _NEIGHBOURS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1,
 
 def _shifted(x: torch.Tensor, dilations: Sequence[int], centre: bool = False) -> Iterator[torch.Tensor]:
     """Each dilated 3x3 neighbour of every pixel (replicate padding), dilation by dilation."""
-    for d in dilations:
-        padded = F.pad(x, [d] * 4, mode="replicate")
-        h, w = x.shape[-2:]
+    h, w = x.shape[-2:]
+    for d in dilations:  # past the border replicate padding repeats it: a dilation over the side equals side - 1
+        a, b = min(d, h - 1), min(d, w - 1)
+        padded = F.pad(x, [b, b, a, a], mode="replicate")
         for dy, dx in ([(0, 0)] if centre else []) + _NEIGHBOURS:
-            yield padded[..., d + dy * d : d + dy * d + h, d + dx * d : d + dx * d + w]
+            yield padded[..., a + dy * a : a + dy * a + h, b + dx * b : b + dx * b + w]
 
 
 def pamr_affinity(image: torch.Tensor, dilations: Sequence[int] = PAMR_DILATIONS) -> torch.Tensor:
