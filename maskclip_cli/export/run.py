@@ -145,7 +145,7 @@ def export_folder(label_dir: Path, out: Path, options: ExportOptions, hook: Prog
                     raise MaskCLIPError(f"not labelled: {entry.error or entry.status}")
                 photo = None
                 if options.images is not None:
-                    photo = inside(options.images, entry.source, "source")
+                    photo = inside(options.images, entry.source, "source", confine=False)
                     if not photo.is_file():
                         raise MaskCLIPError(f"photo not found: {photo}")
                 maps = folder.read_maps(entry)

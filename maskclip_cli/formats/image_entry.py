@@ -9,7 +9,8 @@ A manifest line of a labelled image (keys as 0.1.0/0.2.0 wrote them)::
 
 and of a failed one ``{"source", "status": "error", "error", "settings"}``. Every path in it is
 untrusted: :func:`inside` is the one place that joins such a path to its root (the label folder, the
-images folder) and refuses an absolute one or one that climbs out with ``..``.
+images folder) and refuses an absolute one, one that climbs out with ``..``, and (in a label folder)
+one that a symlink leads out of it.
 
 Adding a per-image output: a :class:`MapKind` in :data:`MAP_KINDS` (its folder, file formats, writer
 and reader, in formats/label_files.py), the array in labelling/device_maps.py, and the readers that
@@ -50,9 +51,15 @@ def safe_relative(value: object, what: str) -> str:
     return value
 
 
-def inside(root: Path, value: object, what: str) -> Path:
-    """The one join of an untrusted relative path (manifest, record) onto its ``root``."""
-    return Path(root) / safe_relative(value, what)
+def inside(root: Path, value: object, what: str, confine: bool = True) -> Path:
+    """The one join of an untrusted relative path (manifest, record) onto its ``root``. With ``confine``
+    the path must also resolve inside ``root``: a symlink leading out (a label folder travels, and may
+    arrive with ``labels/ -> /elsewhere``) is refused like ``..``. Photo folders pass False: they are
+    the user's own, read only, and often symlink farms over a dataset store."""
+    path = Path(root) / safe_relative(value, what)
+    if confine and not path.resolve().is_relative_to(Path(root).resolve()):
+        raise InvalidEntry(f"{what} {value!r} leads outside {root} through a symlink")
+    return path
 
 
 @dataclass(frozen=True)

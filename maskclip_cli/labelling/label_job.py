@@ -170,7 +170,7 @@ class _Writer:
                 str(rel), maps=paths, sizes=sizes, width=size[0], height=size[1],
                 classes_present=tuple(self.class_names[i] for i in image.classes_present),
                 mean_confidence=round(image.mean_confidence, 4), settings=self.tag))
-        except OSError as exc:
+        except (OSError, MaskCLIPError) as exc:  # MaskCLIPError: a symlinked folder leading out of the label folder
             self.error = MaskCLIPError(f"Cannot write the outputs of {rel} in {self.out_dir}: {exc}. "
                                        "Images written so far are kept; fix this and run again to resume.")
 
@@ -229,6 +229,7 @@ def label_folder(
     options = options or LabelOptions()
     check_class_count(len(segmenter.class_names))
     folder = LabelFolder(out_dir)
+    folder.check_contained()
     paths = find_images(input_dir, folder.output_dirs())
     if not paths:
         raise MaskCLIPError(f"No images (jpg, jpeg, png, webp, bmp, tif) found under {input_dir}.")
