@@ -151,6 +151,10 @@ def _merge(out: Path, input_dir: Path | None) -> None:
         console.print(f"{result.parts} manifest part(s) merged into {out / 'manifest.jsonl'}")
     else:
         console.print(f"nothing to merge: {out} has no shard parts (its manifest.jsonl is as it was)")
+    for line in result.dropped:
+        console.print(f"warning: invalid manifest line, not merged as an entry: {line}", highlight=False)
+    if result.dropped_count > len(result.dropped):
+        console.print(f"warning: {result.dropped_count - len(result.dropped)} more invalid manifest line(s) not merged as entries")
     for missing in result.missing_shards:
         console.print(f"warning: no part from shard(s) {missing} (not run yet, or merged earlier)")
     if result.unfinished:

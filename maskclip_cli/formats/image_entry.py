@@ -31,6 +31,9 @@ from ..core.errors import MaskCLIPError
 from .label_files import read_confidence, read_label_png, write_confidence, write_label_png
 
 
+MAX_PATH = 4096  # Linux's PATH_MAX: a longer "path" is no file's, and would flood every message naming it
+
+
 class InvalidEntry(MaskCLIPError):
     """A manifest line, or a path in it, that is not valid: the reason, for a failed entry."""
 
@@ -41,6 +44,8 @@ def safe_relative(value: object, what: str) -> str:
     otherwise. String operations, not PurePath: the manifest reader checks every line (100k-image folders)."""
     if not isinstance(value, str) or not value or "\x00" in value:
         raise InvalidEntry(f"{what} must be a non-empty string, got {value!r}")
+    if len(value) > MAX_PATH:
+        raise InvalidEntry(f"{what} is {len(value)} characters long; a path has at most {MAX_PATH}")
     if value[0] in "/\\" or value[1:2] == ":":
         raise InvalidEntry(f"{what} {value!r} is an absolute path")
     parts = value.replace("\\", "/").split("/")

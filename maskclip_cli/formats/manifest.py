@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..core._io import atomic_write
-from .image_entry import ImageEntry, InvalidEntry
+from .image_entry import MAX_PATH, ImageEntry, InvalidEntry
 
 MANIFEST_FILE = "manifest.jsonl"
 MANIFEST_PARTS = "manifest.shard-*-of-*.jsonl"
@@ -66,7 +66,7 @@ def _named_source(line: bytes) -> tuple[str | None, str | None]:
     except (ValueError, RecursionError):
         return None, None
     found = [raw.get(key) if isinstance(raw, dict) else None for key in ("source", "settings")]
-    source, settings = (v if isinstance(v, str) else None for v in found)
+    source, settings = (v if isinstance(v, str) and len(v) <= MAX_PATH else None for v in found)
     return source, settings
 
 
@@ -151,15 +151,16 @@ def _lines(entries) -> str:
     return "".join(json.dumps(entry.to_json()) + "\n" for entry in entries)
 
 
-def merge_parts(root: Path, class_names: list[str] | None = None) -> int:
-    """Fold every part into ``manifest.jsonl`` (compacted) and remove the parts; the entry count."""
+def merge_parts(root: Path, class_names: list[str] | None = None) -> ManifestReader:
+    """Fold every part into ``manifest.jsonl`` (compacted) and remove the parts; the reader that read
+    them (its length, and the invalid lines left out)."""
     parts = sorted(Path(root).glob(MANIFEST_PARTS))
     reader = ManifestReader(root, class_names)
     text = _lines(reader)
     atomic_write(Path(root) / MANIFEST_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     for part in parts:
         part.unlink(missing_ok=True)
-    return len(reader)
+    return reader
 
 
 class Manifest:

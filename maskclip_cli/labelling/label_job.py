@@ -95,6 +95,8 @@ def _collate(items: list[dict]) -> dict:
 
 
 def _check_writable(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MaskCLIPError(f"--out {out_dir} is a file, not a folder.")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".write-test-{os.getpid()}"

@@ -34,6 +34,8 @@ class MergeResult:
     busy: list[str] = field(default_factory=list)  # live runs holding the folder (then nothing is merged)
     unfinished: int | None = None  # images of the input without an entry of the folder's settings (None: not checked)
     missing_shards: list[str] = field(default_factory=list)  # per split with some parts: the shards without one
+    dropped: list[str] = field(default_factory=list)  # invalid manifest lines left out by the merge (the first few)
+    dropped_count: int = 0
 
 
 def missing_shards(parts: list[Path]) -> list[str]:
@@ -92,7 +94,8 @@ def merge_folder(out_dir: Path, input_dir: Path | None = None) -> MergeResult:
         return result  # nothing to fold: no file is written
 
     def merge() -> bool:
-        merge_parts(out_dir)
+        merged = merge_parts(out_dir)
+        result.dropped, result.dropped_count = [str(b) for b in merged.bad[:SHOWN_SHARDS]], merged.bad_count
         return True
 
     try:
