@@ -97,3 +97,13 @@ def test_label_folder_that_is_a_file_says_so(tmp_path):
     (tmp_path / "labels").write_text("x")
     with pytest.raises(MaskCLIPError, match="a file, not a folder"):
         LabelFolder.open(tmp_path / "labels")
+
+
+def test_a_source_longer_than_a_path_is_invalid_and_not_echoed(folder, tmp_path):
+    """A 5-MB `source` became a failed entry whose name flooded the terminal and failed.jsonl."""
+    with open(tmp_path / "labels/manifest.jsonl", "a") as f:
+        f.write(json.dumps({"source": "a" * 100_000, "status": "error", "error": "x"}) + "\n")
+    result = runner.invoke(app, ["export", str(tmp_path / "labels"), "--format", "coco", "--out", str(tmp_path / "out"),
+                                 "--no-progress"])
+    assert result.exit_code == 0, result.output[:2000]
+    assert "100000 characters long" in " ".join(result.output.split()) and len(result.output) < 5000

@@ -156,3 +156,24 @@ def test_label_onto_a_full_disk_is_one_line(images, tmp_path):
         assert result.exit_code == 2 and "Traceback" not in result.output, result.output
         assert "No space left on device" in " ".join(result.output.split())
         assert not list((disk / "out").rglob("*.tmp"))
+
+
+def test_merge_names_the_invalid_lines_it_does_not_carry_over(images, tmp_path):
+    """A damaged part (a shard killed mid-line, a disk error) lost its bad lines in silence."""
+    out = tmp_path / "out"
+    done = label_folder(segmenter(["cat"]), images, out, LabelOptions(workers=0, shard=(0, 2)))
+    with open(out / "manifest.shard-0-of-2.jsonl", "ab") as part:
+        part.write(b'{"source": "x.png", "status": "ok"}\n\xff\xfe garbage\n')
+    result, text = merge(out)
+    assert result.exit_code == 0, text
+    assert "invalid manifest line, not merged as an entry: manifest.shard-0-of-2.jsonl line" in text
+    assert text.count("invalid manifest line,") == 2
+    entries = {e["source"]: e for e in manifest_lines(out)}
+    assert len(entries) == done.total + 1 and entries["x.png"]["status"] == "error"
+
+
+def test_label_out_that_is_a_file_says_so(images, tmp_path):
+    (tmp_path / "out").write_text("mine")
+    with pytest.raises(MaskCLIPError, match="is a file, not a folder"):
+        label_folder(segmenter(["cat"]), images, tmp_path / "out", LabelOptions(workers=0))
+    assert (tmp_path / "out").read_text() == "mine"

@@ -65,3 +65,18 @@ def test_overlay_onto_a_full_disk_is_one_line(folder, tmp_path):
         result = runner.invoke(app, ["overlay", str(labels), "--images", str(tmp_path / "photos"), "--no-progress"])
         assert len(errors(result)) == 1 and "No space left on device" in result.output
         assert not list(labels.rglob("*.tmp"))
+
+
+def test_report_and_overlay_say_shard_parts_are_unmerged(folder, tmp_path):
+    """Issue 22: report read only manifest.jsonl, ignoring unmerged shard parts without a hint."""
+    labels = tmp_path / "labels"
+    lines = (labels / "manifest.jsonl").read_text().splitlines(keepends=True)
+    (labels / "manifest.jsonl").write_text(lines[0])
+    (labels / "manifest.shard-1-of-3.jsonl").write_text("".join(lines[1:]))
+    for args in (["report", str(labels)], ["overlay", str(labels), "--images", str(tmp_path / "images")]):
+        result = runner.invoke(app, [*args, "--no-progress"])
+        text = " ".join(result.output.split())
+        assert result.exit_code == 0, text
+        assert "1 shard part(s) of the manifest are not merged (manifest.shard-1-of-3.jsonl)" in text
+    assert "3 images" in runner.invoke(app, ["report", str(labels), "--no-progress"]).output
+    assert len(list((labels / "overlays").glob("*.jpg"))) == 3
