@@ -21,6 +21,7 @@ integrity check and the export loop follow the table.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Mapping
@@ -62,9 +63,22 @@ def inside(root: Path, value: object, what: str, confine: bool = True) -> Path:
     arrive with ``labels/ -> /elsewhere``) is refused like ``..``. Photo folders pass False: they are
     the user's own, read only, and often symlink farms over a dataset store."""
     path = Path(root) / safe_relative(value, what)
-    if confine and not path.resolve().is_relative_to(Path(root).resolve()):
+    if confine and _linked_out(str(root), str(value)):
         raise InvalidEntry(f"{what} {value!r} leads outside {root} through a symlink")
     return path
+
+
+def _linked_out(root: str, relative: str) -> bool:
+    """Whether a symlink among ``relative``'s parts leads out of ``root``. One ``lstat`` per part below
+    the root (a few us); the paths are resolved only where a part is a link (``resolve()`` on every
+    path costs ~100 us, seconds over a 100k-image folder's resume check)."""
+    current = root
+    for part in relative.split("/"):
+        current = os.path.join(current, part)
+        if os.path.islink(current):
+            real_root, real = os.path.realpath(root), os.path.realpath(os.path.join(root, relative))
+            return not (real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep))
+    return False
 
 
 @dataclass(frozen=True)
