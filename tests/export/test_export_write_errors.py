@@ -139,3 +139,17 @@ def test_export_warns_about_entries_of_other_settings(folder, tmp_path):
         line["settings"] = "0123456789abcdef"  # one tag, not the current hash (an older version's folder)
     (labels / "manifest.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
     assert "other settings" not in export(tmp_path, "cvat-mask", tmp_path / "out").output
+
+
+def test_overwrite_removes_a_symlinked_output_folder_not_what_it_points_to(folder, tmp_path):
+    """`--overwrite` with out/labels -> /elsewhere: rmtree refused the link with a traceback (and a
+    recursive delete through it would have emptied /elsewhere). The link goes, its target stays."""
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("mine")
+    out.mkdir()
+    (out / "labels").symlink_to(elsewhere)
+    result = export(tmp_path, "yolo-seg", out, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert (elsewhere / "precious.txt").read_text() == "mine" and sorted(p.name for p in elsewhere.iterdir()) == ["precious.txt"]
+    assert not (out / "labels").is_symlink() and (out / "labels/train/a.txt").is_file()
