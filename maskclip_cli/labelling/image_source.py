@@ -15,9 +15,9 @@ from pathlib import Path, PurePosixPath
 
 from ..core.errors import MaskCLIPError
 from ..formats.image_entry import InvalidEntry, safe_relative
-from ..formats.image_files import IMAGE_EXTENSIONS
+from ..formats.image_files import IMAGE_EXTENSIONS, find_images
 from ..formats.label_folder import LabelFolder
-from .label_job import input_images, require_images
+from .label_job import require_images
 
 
 def is_url(source: str | Path) -> bool:
@@ -68,7 +68,7 @@ def list_images(source: ImageSource, folder: LabelFolder) -> tuple[list[PurePosi
     (``..``, a leading ``/``: a key is any string)."""
     unsafe: list[str] = []
     if source.local is not None:
-        paths = input_images(source.local, folder)
+        paths = find_images(source.local, folder.output_dirs())
     else:
         import pyarrow.fs as pafs
 

@@ -18,9 +18,9 @@ runs off one folder, except shards of one split (:mod:`.sharding`), which write 
 manifest parts; the last shard to finish merges them.
 
 The steps that do not depend on how images reach the model are public functions here, shared with
-the Ray engine (:mod:`.ray_engine`), so both list, resume, write and record images the same way:
-:func:`input_images`, :func:`locked`, :func:`start_run`, :func:`to_label`, :func:`decode_input`,
-:func:`label_group` and :class:`OutputWriter`.
+the Ray engine (:mod:`.ray_engine`), so both check, lock, resume, write and record images the same
+way: :func:`require_images`, :func:`write_probe`, :func:`locked`, :func:`start_run`, :func:`to_label`,
+:func:`decode_input`, :func:`label_group` and :class:`OutputWriter`.
 """
 
 from __future__ import annotations
@@ -45,13 +45,14 @@ from ..formats.image_files import find_images, output_stems
 from ..formats.images import read_rgb
 from ..formats.image_entry import CONFIDENCE, LABEL, ImageEntry
 from ..formats.label_folder import CLASSES_FILE, LabelFolder
-from ..formats.manifest import Manifest, ManifestReader, merge_parts
+from ..formats.manifest import Manifest
 from ..core.hooks import SILENT, ProgressHook
 from ..core.record import LabelRecord, record_hash
 from ..core.vocabulary import check_class_count
 from ..review.overlay import write_overlay, write_overlays
 from .device_maps import MapBatch, device_maps
-from .folder_lock import FolderLock, merge_when_idle
+from .folder_lock import FolderLock
+from .merge import merge_finished_shards
 from .options import LabelOptions
 from .sharding import shard_of
 
@@ -59,6 +60,7 @@ from .sharding import shard_of
 @dataclass
 class LabelSummary(JobSummary):
     merged: bool = False  # this run folded every shard's manifest part into manifest.jsonl
+    unfinished: int = 0  # a shard's run: images of the folder still without an entry of these settings
 
     @property
     def labelled(self) -> int:
@@ -103,24 +105,6 @@ def _collate(items: list[dict]) -> dict:
     }
 
 
-def _own_outputs(input_dir: Path, folder: LabelFolder) -> list[PurePosixPath]:
-    """The output's image folders as paths relative to ``input_dir``, where the output folder lies
-    inside it: their PNGs are this job's results, not images to label."""
-    inside = []
-    for sub in folder.output_dirs():
-        try:
-            inside.append(PurePosixPath(sub.resolve().relative_to(input_dir.resolve()).as_posix()))
-        except ValueError:
-            pass
-    return inside
-
-
-def input_images(input_dir: Path, folder: LabelFolder) -> list[PurePosixPath]:
-    """The images to label under ``input_dir``: all but the output folder's own (when it lies inside)."""
-    own = _own_outputs(input_dir, folder)
-    return [p for p in find_images(input_dir) if not any(p.is_relative_to(o) for o in own)]
-
-
 def require_images(paths: list[PurePosixPath], where: object) -> list[PurePosixPath]:
     if not paths:
         raise MaskCLIPError(f"No images (jpg, jpeg, png, webp, bmp, tif) found under {where}.")
@@ -130,7 +114,9 @@ def require_images(paths: list[PurePosixPath], where: object) -> list[PurePosixP
 @contextmanager
 def write_probe(out_dir: Path) -> Iterator[Path]:
     """Creates ``out_dir`` and an empty file in it, removed on exit: proof that the folder is writable
-    (and, for the Ray engine, a file other nodes must see)."""
+    (and, for the Ray engine, a file its nodes must see)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MaskCLIPError(f"--out {out_dir} is a file, not a folder.")
     probe = out_dir / f".write-test-{os.getpid()}"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -144,12 +130,25 @@ def write_probe(out_dir: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def locked(out_dir: Path, shard: tuple[int, int] | None, hook: ProgressHook, command: str = "maskclip label") -> Iterator[None]:
+def _writing(out_dir: Path, what: str) -> Iterator[None]:
+    """A write error of the output folder (read-only, disk full) as one message, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise MaskCLIPError(f"Cannot {what} in {out_dir}: {exc.strerror or exc}. Images written so far are kept "
+                            "(recorded in the manifest); fix this and run again to resume.") from exc
+
+
+@contextmanager
+def locked(out_dir: Path, shard: tuple[int, int] | None, hook: ProgressHook, command: str = "maskclip label"
+           ) -> Iterator[FolderLock]:
     """The output folder's lock (:mod:`.folder_lock`) for the run's life; stale locks removed with a notice."""
-    with FolderLock(out_dir, shard, command) as lock:
+    with _writing(out_dir, "take the folder's lock"):
+        lock = FolderLock(out_dir, shard, command)
+    with lock:
         for holder in lock.stale:
             hook.info(f"removed the stale lock of a run that ended without releasing it ({holder})")
-        yield
+        yield lock
 
 
 def _flat(settings: dict) -> dict:
@@ -157,8 +156,9 @@ def _flat(settings: dict) -> dict:
     return {**{k: v for k, v in settings.items() if k != "inference"}, **(settings.get("inference") or {})}
 
 
-def _check_same_settings(out_dir: Path, record: LabelRecord) -> None:
-    """Refuse to mix outputs of different settings in one folder (label ids would not agree)."""
+def _check_same_settings(out_dir: Path, record: LabelRecord, running: str | None = None) -> None:
+    """Refuse to mix outputs of different settings in one folder (label ids would not agree);
+    ``running``: why even --overwrite may not change them (shards of the split are running)."""
     if not (out_dir / CLASSES_FILE).is_file():
         return
     try:
@@ -169,10 +169,8 @@ def _check_same_settings(out_dir: Path, record: LabelRecord) -> None:
     if old != new:
         a, b = _flat(old), _flat(new)
         changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-        raise MaskCLIPError(
-            f"{out_dir} holds labels made with other settings (differ in: {', '.join(changed)}). "
-            "Pass --overwrite to relabel it, or choose another --out."
-        )
+        advice = f" {running}" if running else ". Pass --overwrite to relabel it, or choose another --out"
+        raise MaskCLIPError(f"{out_dir} holds labels made with other settings (differ in: {', '.join(changed)}){advice}.")
 
 
 class OutputWriter:
@@ -211,7 +209,7 @@ class OutputWriter:
                 str(rel), maps=paths, sizes=sizes, width=size[0], height=size[1],
                 classes_present=tuple(self.class_names[i] for i in image.classes_present),
                 mean_confidence=round(image.mean_confidence, 4), settings=self.tag))
-        except OSError as exc:
+        except (OSError, MaskCLIPError) as exc:  # MaskCLIPError: a symlinked folder leading out of the label folder
             self.error = MaskCLIPError(f"Cannot write the outputs of {rel} in {self.out_dir}: {exc}. "
                                        "Images written so far are kept; fix this and run again to resume.")
 
@@ -231,23 +229,32 @@ class OutputWriter:
 
 
 def label_record(segmenter: Segmenter, options: LabelOptions) -> LabelRecord:
-    """What a run records in classes.json and hashes into each manifest line's ``settings``."""
+    """What classes.json records of this run (its hash tags the run's manifest lines)."""
     return replace(segmenter.record(), min_confidence=options.min_confidence, confidence_format=options.confidence_format,
                    exif=options.exif)
 
 
-def start_run(segmenter: Segmenter, folder: LabelFolder, options: LabelOptions, hook: ProgressHook) -> tuple[str, Manifest]:
+def start_run(segmenter: Segmenter, folder: LabelFolder, options: LabelOptions, hook: ProgressHook,
+              siblings: list[str] | None = None) -> tuple[str, Manifest]:
     """What every run does, under the lock, before any image: refuse other settings, write
-    classes.json, open the manifest over earlier runs. The record hash and the manifest."""
-    record = label_record(segmenter, options)
+    classes.json, open the manifest over earlier runs. The record hash and the manifest.
+    ``siblings``: live shards of this run's split, under which even --overwrite keeps the settings."""
+    out_dir, record = folder.root, label_record(segmenter, options)
     if not options.overwrite:
-        _check_same_settings(folder.root, record)
-    folder.write_classes(record)
+        _check_same_settings(out_dir, record)
+    elif siblings:  # --overwrite cannot change the settings under shards of the split that are running
+        _check_same_settings(out_dir, record, f"while other shards of this split run in it ({', '.join(siblings)}); "
+                                              "every shard of a split must use the same settings")
+    with _writing(out_dir, "write classes.json"):
+        folder.write_classes(record)
+    sharded = options.shard is not None
     # a shard never deletes the folder's manifests (other shards share them): its new lines win
-    manifest = Manifest(folder.root, options.shard, fresh=options.overwrite and options.shard is None,
-                        class_names=record.classes)
+    with _writing(out_dir, "open the manifest"):
+        manifest = Manifest(out_dir, options.shard, fresh=options.overwrite and not sharded, class_names=record.classes)
     if manifest.malformed:
-        hook.warn(f"{manifest.malformed} malformed line(s) in {folder.root}'s manifest ignored; those images are labelled again.")
+        hook.warn(f"{manifest.malformed} malformed line(s) in {out_dir}'s manifest ignored (a damaged line, or one of "
+                  "other settings naming classes these do not have); those images are labelled again"
+                  f"{' by their shard' if sharded else ''}.")
     return record_hash(record), manifest
 
 
@@ -258,6 +265,12 @@ def to_label(paths: list[PurePosixPath], manifest: Manifest, folder: LabelFolder
         return list(paths)
     entries = manifest.entries
     return [p for p in paths if not ((e := entries.get(str(p))) is not None and e.settings == tag and folder.intact(e))]
+
+
+def close_manifest(manifest: Manifest, compact: bool) -> None:
+    """The run's last manifest write (compacted unless sharded); a write error as one message."""
+    with _writing(manifest.root, "write the manifest"):
+        manifest.close(compact=compact)
 
 
 @contextmanager
@@ -271,22 +284,6 @@ def _main_threads(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-def merge_manifests(input_dir: Path | None, out_dir: Path) -> bool:
-    """Fold the shards' manifest parts into ``out_dir/manifest.jsonl`` once no run is using the
-    folder and, when ``input_dir`` is given, every image under it has an entry. True when merged."""
-    folder = LabelFolder(out_dir)
-
-    def merge_if_complete() -> bool:
-        if input_dir is not None:
-            entries = ManifestReader(out_dir)
-            if any(str(p) not in entries for p in input_images(input_dir, folder)):
-                return False  # a shard has not run yet
-        merge_parts(out_dir)
-        return True
-
-    return merge_when_idle(out_dir, merge_if_complete)
 
 
 def _maps_each(segmenter: Segmenter, images: torch.Tensor, sizes: list[tuple[int, int]], options: LabelOptions
@@ -331,19 +328,21 @@ def label_folder(
     options = options or LabelOptions()
     check_class_count(len(segmenter.class_names))
     folder = LabelFolder(out_dir)
-    paths = require_images(input_images(input_dir, folder), input_dir)
+    folder.check_contained()
+    paths = require_images(find_images(input_dir, folder.output_dirs()), input_dir)
     with write_probe(out_dir):  # an unwritable folder is refused before the lock
         pass
-    with locked(out_dir, options.shard, hook):
-        summary = _label_locked(segmenter, input_dir, folder, paths, options, hook)
-    if options.shard is not None:
-        summary.merged = merge_manifests(input_dir, out_dir)  # the last shard to finish merges
+    with locked(out_dir, options.shard, hook) as lock:
+        tag, summary = _label_locked(segmenter, input_dir, folder, paths, options, lock.siblings, hook)
+    if options.shard is not None:  # the last shard to finish merges
+        merge = merge_finished_shards(input_dir, out_dir, tag)
+        summary.merged, summary.unfinished = merge.merged, merge.unfinished or 0
     return summary
 
 
 def _label_locked(segmenter: Segmenter, input_dir: Path, folder: LabelFolder, paths: list[PurePosixPath],
-                  options: LabelOptions, hook: ProgressHook) -> LabelSummary:
-    tag, manifest = start_run(segmenter, folder, options, hook)
+                  options: LabelOptions, siblings: list[str], hook: ProgressHook) -> tuple[str, LabelSummary]:
+    tag, manifest = start_run(segmenter, folder, options, hook, siblings)
     sharded = options.shard is not None
     stems = output_stems(paths)
     mine = shard_of(paths, input_dir, options.shard) if sharded else paths
@@ -378,7 +377,7 @@ def _label_locked(segmenter: Segmenter, input_dir: Path, folder: LabelFolder, pa
             writer.close()
         finally:
             summary.seconds = time.perf_counter() - start
-            manifest.close(compact=not sharded)
+            close_manifest(manifest, compact=not sharded)
     if options.overlays and not sharded:  # images labelled by an earlier run without --overlays
         write_overlays(folder.root, input_dir, missing_only=True)
-    return summary
+    return tag, summary

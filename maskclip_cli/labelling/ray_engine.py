@@ -61,7 +61,17 @@ from ..formats.image_files import output_stems
 from ..formats.label_folder import LabelFolder
 from ..review.overlay import write_overlays
 from .image_source import ImageSource, list_images, open_source, read_bytes
-from .label_job import LabelSummary, OutputWriter, decode_input, label_group, locked, start_run, to_label, write_probe
+from .label_job import (
+    LabelSummary,
+    OutputWriter,
+    close_manifest,
+    decode_input,
+    label_group,
+    locked,
+    start_run,
+    to_label,
+    write_probe,
+)
 from .options import LabelOptions
 from .ray_options import RayOptions, check_reachable
 
@@ -80,6 +90,7 @@ def label_with_ray(segmenter: Segmenter, source: str | os.PathLike, out_dir: str
         raise MaskCLIPError("--overlays needs a local input folder (they are drawn over the photo read from disk).")
     out_dir = Path(out_dir).resolve()  # the actors' working folder is not the driver's
     folder = LabelFolder(out_dir)
+    folder.check_contained()
     paths, unsafe = list_images(images, folder)
     if unsafe:
         hook.warn(f"{len(unsafe)} object(s) left out: their names climb out of the output folder (e.g. {unsafe[0]})")
@@ -168,7 +179,7 @@ def _label_locked(segmenter: Segmenter, images: ImageSource, folder: LabelFolder
     finally:
         hook.finish()
         summary.seconds = time.perf_counter() - start
-        manifest.close(compact=True)
+        close_manifest(manifest, compact=True)
     for lost in (str(p) for p in todo if str(p) not in recorded):  # in blocks skipped under --max-failures
         summary.fail(lost, "its batch failed after Ray's retries (not recorded; a rerun retries it)")
     if options.overlays:  # images labelled by an earlier run without --overlays
