@@ -20,7 +20,7 @@ manifest parts; the last shard to finish merges them.
 The steps that do not depend on how images reach the model are public functions here, shared with
 the Ray engine (:mod:`.ray_engine`), so both check, lock, resume, write and record images the same
 way: :func:`require_images`, :func:`write_probe`, :func:`locked`, :func:`start_run`, :func:`to_label`,
-:func:`decode_input`, :func:`label_group` and :class:`OutputWriter`.
+:func:`decode_input`, :func:`label_group`, :class:`OutputWriter` and :func:`close_manifest`.
 """
 
 from __future__ import annotations
