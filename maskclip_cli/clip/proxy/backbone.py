@@ -137,7 +137,11 @@ def load_sam(name: str = DEFAULT_SAM, pretrained: bool = True, checkpoint: str |
 
 def patch_tokens(proxy: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     """The proxy's last-layer patch tokens after its final norm, (B, C, H/p, W/p): class and
-    register tokens (``num_prefix_tokens``) dropped. ``images`` are normalised for the proxy."""
+    register tokens (``num_prefix_tokens``) dropped. ``images`` are normalised for the proxy, their
+    sides multiples of its patch size (the authors pad crops to multiples of 56)."""
+    p = proxy.patch_embed.patch_size
+    if images.shape[-2] % p[0] or images.shape[-1] % p[1]:
+        raise MaskCLIPError(f"Proxy input {tuple(images.shape[-2:])} is not a multiple of its patch size {p[0]}: pad it first.")
     tokens = proxy.forward_features(images)[:, proxy.num_prefix_tokens:]
     grid = proxy.patch_embed.dynamic_feat_size(images.shape[-2:])
     return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)

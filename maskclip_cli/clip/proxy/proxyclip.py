@@ -48,7 +48,7 @@ def clip_last_block_input(visual: VisionTransformer, images: torch.Tensor) -> tu
 
 def proxy_attention(tokens: torch.Tensor, beta: float = BETA, gamma: float = GAMMA) -> torch.Tensor:
     """ProxyCLIP's attention (B, N, N) from proxy patch tokens (B, C, h, w), N = hw (see the module docstring)."""
-    f = F.normalize(tokens.flatten(2).float(), dim=1)
+    f = F.normalize(tokens.flatten(2), dim=1)
     s = f.transpose(1, 2) @ f
     s = (s - beta * s.mean(dim=(1, 2), keepdim=True)) * gamma
     kept = s >= 0
