@@ -1,0 +1,160 @@
+"""Trident's dense features (Shi et al., 2024; YuHengsss/Trident, Apache-2.0: ``trident.py``
+``get_trident_seg``/``get_sam_feat``/``get_windowed_imgs``, ``open_clip/transformer.py``
+``custom_attn``/``guidance_attn``/``get_sam_sim``, ``seg_utils/utils.py`` ``preprocess_image``).
+
+1. The image is resized so both sides are multiples of the proxy's patch (16) and at least a crop
+   (``preprocess_image``); ProxyCLIP's last block (:mod:`.proxyclip`, with DINO ViT-B/16) runs on
+   sliding crops (336 px, stride 224 in the authors' base config), and each crop's
+   ``out_proj(A v)``, before ``ln_post``, is spliced into one full-image map, overlaps averaged.
+2. SAM ViT-B sees the image with its long side at 1024 (bilinear, antialiased), normalised and
+   padded bottom/right to 1024²; its last (global) block's attention over the valid cells is kept
+   only where SAM's value vectors are similar: per head ``cos(v_i, v_j) > t_i``, with
+   ``t_i = min(cos_fac · mean_{heads, j} cos(v_i, v_j), 0.9)`` (cos_fac = 1.2; with
+   ``refine_neg_cos=False`` a negative ``t_i`` becomes 0.6), averaged over heads and row-normalised.
+3. The spliced map is resized bilinearly to SAM's grid, re-aggregated by that attention, then goes
+   through ``ln_post`` and the projection. Output: SAM's valid grid (stride = long side / 64).
+
+SAM's 4096 x 4096 attention is computed in blocks of query rows: only the head-averaged result
+over the valid cells is kept whole (at most 64 MB in fp32). SAM's optional prompt refinement is
+not part of this module. Differences from the authors: SAM gets the pixels the pipeline gives
+(float, resized by torch) rather than the file re-read with OpenCV and resized by PIL; the
+ProxyCLIP mean is per crop rather than over the batch of crops; the proxy comes from timm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import VisionTransformer
+from timm.layers import resample_abs_pos_embed_nhwc
+from timm.models.vision_transformer_sam import get_rel_pos
+
+from ...core.errors import MaskCLIPError
+from ...engine.sliding_window import window_starts
+from .backbone import LoadedProxy
+from .proxyclip import BETA, GAMMA, project, proxyclip_tokens
+
+COS_FAC = 1.2
+MAX_THRESHOLD = 0.9  # get_sam_sim: "avoid too large sim_thresh"
+NEG_THRESHOLD = 0.6  # get_sam_sim with refine_neg_cos=False
+CROP = 336
+STRIDE = 224
+ROW_CHUNK = 256
+
+
+@dataclass
+class SamGuidance:
+    """Trident's re-aggregation weights (N, N) over SAM's valid cells ``grid`` (N = h·w); rows sum to 1."""
+
+    weights: torch.Tensor
+    grid: tuple[int, int]
+
+
+def sam_input(sam: LoadedProxy, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    """RGB pixels in [0, 1] (1, 3, H, W) -> SAM's padded square input and its valid grid (cells)."""
+    side, patch = sam.model.patch_embed.img_size[0], sam.patch_size
+    h, w = pixels.shape[-2:]
+    scale = side / max(h, w)
+    size = (int(h * scale + 0.5), int(w * scale + 0.5))  # SAM's ResizeLongestSide.get_preprocess_shape
+    x = sam.normalise(F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=True))
+    return F.pad(x, (0, side - size[1], 0, side - size[0])), (size[0] // patch, size[1] // patch)
+
+
+def _last_block_input(sam: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """Tokens (1, H, W, C) entering SAM's last block (timm ``forward_features`` up to it)."""
+    x = sam.patch_embed(image)
+    if sam.pos_embed is not None:
+        x = x + resample_abs_pos_embed_nhwc(sam.pos_embed, x.shape[1:3])
+    x = sam.norm_pre(sam.patch_drop(sam.pos_drop(x)))
+    for blk in sam.blocks[:-1]:
+        x = blk(x)
+    return x
+
+
+def sam_guidance(
+    sam: LoadedProxy, pixels: torch.Tensor, cos_fac: float = COS_FAC, refine_neg_cos: bool = True, row_chunk: int = ROW_CHUNK,
+) -> SamGuidance:
+    """Trident's SAM attention for one image (pixels in [0, 1], (1, 3, H, W)), see the module docstring."""
+    model = sam.model
+    last = model.blocks[-1]
+    if last.window_size or not last.attn.use_rel_pos:
+        raise MaskCLIPError("Trident needs a SAM ViT whose last block has global attention with relative positions (timm samvit_*).")
+    image, (vh, vw) = sam_input(sam, pixels)
+    x = _last_block_input(model, image)
+    _, gh, gw, width = x.shape
+    attn = last.attn
+    heads, d = attn.num_heads, width // attn.num_heads
+    q, k, v = attn.qkv(last.norm1(x).reshape(gh * gw, width)).view(gh * gw, 3, heads, d).permute(1, 2, 0, 3)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    cells = torch.arange(gh * gw, device=x.device).view(gh, gw)[:vh, :vw].flatten()
+    unit_v = F.normalize(v[:, cells], dim=-1)  # (heads, n, d)
+    rel_h, rel_w = get_rel_pos(gh, gh, attn.rel_pos_h), get_rel_pos(gw, gw, attn.rel_pos_w)  # (gh, gh, d), (gw, gw, d)
+    weights = x.new_empty(len(cells), len(cells))
+    for start in range(0, len(cells), row_chunk):
+        rows = cells[start : start + row_chunk]
+        qc = q[:, rows]
+        logits = (qc * attn.scale) @ k.transpose(-1, -2)  # (heads, n, gh*gw) over every cell, padding included
+        bias_h = torch.einsum("hnd,nkd->hnk", qc, rel_h[rows // gw])
+        bias_w = torch.einsum("hnd,nkd->hnk", qc, rel_w[rows % gw])
+        logits = (logits.view(heads, -1, gh, gw) + bias_h[..., :, None] + bias_w[..., None, :]).view(heads, -1, gh * gw)
+        probs = logits.softmax(dim=-1)[:, :, cells]
+        sim = unit_v[:, start : start + row_chunk] @ unit_v.transpose(-1, -2)
+        threshold = cos_fac * sim.mean(dim=0).mean(dim=-1, keepdim=True)
+        if not refine_neg_cos:
+            threshold = torch.where(threshold < 0, NEG_THRESHOLD, threshold)
+        kept = torch.where(sim > threshold.clamp(max=MAX_THRESHOLD), probs, 0).mean(dim=0)
+        weights[start : start + row_chunk] = kept / kept.sum(dim=-1, keepdim=True)
+    return SamGuidance(weights, (vh, vw))
+
+
+def trident_size(h: int, w: int, patch: int, crop: int = CROP) -> tuple[int, int]:
+    """The authors' ``preprocess_image``: long side up to a multiple of ``patch``, the short side
+    scaled with it and rounded up to one, both at least ``crop``; unchanged if both are multiples."""
+    if h % patch == 0 and w % patch == 0:
+        return h, w
+    up = lambda n: -(-n // patch) * patch  # noqa: E731
+    longer = max(h, w)
+    h2, w2 = int(h * up(longer) / longer), int(w * up(longer) / longer)
+    return max(up(h2), crop), max(up(w2), crop)
+
+
+def splice(crops: torch.Tensor, origins: list[tuple[int, int]], size: tuple[int, int]) -> torch.Tensor:
+    """Crop maps (n, C, h, w) placed at ``origins`` (cells) on a ``size`` grid, overlaps averaged: (1, C, H, W)."""
+    total = crops.new_zeros(1, crops.shape[1], *size)
+    count = crops.new_zeros(1, 1, *size)
+    h, w = crops.shape[-2:]
+    for crop, (top, left) in zip(crops, origins):
+        total[0, :, top : top + h, left : left + w] += crop
+        count[0, :, top : top + h, left : left + w] += 1
+    return total / count
+
+
+def trident_features(
+    visual: VisionTransformer, clip_mean: tuple[float, ...], clip_std: tuple[float, ...], proxy: LoadedProxy, sam: LoadedProxy,
+    pixels: torch.Tensor, crop: int = CROP, stride: int = STRIDE, beta: float = BETA, gamma: float = GAMMA,
+    cos_fac: float = COS_FAC, refine_neg_cos: bool = True, crop_batch: int = 4, row_chunk: int = ROW_CHUNK,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(features (1, D, h, w), keys (1, W, h, w))`` on SAM's valid grid for one image of RGB
+    pixels in [0, 1] (1, 3, H, W). ``clip_mean``/``clip_std`` normalise CLIP's input; the proxy
+    (DINO ViT-B/16 in the authors' code) and SAM normalise their own. Keys are CLIP's last-block
+    keys, spliced and resized like the features, for key smoothing."""
+    patch = proxy.patch_size
+    size = trident_size(*pixels.shape[-2:], patch, crop)
+    image = pixels if size == tuple(pixels.shape[-2:]) else F.interpolate(pixels, size=size, mode="bilinear", align_corners=False)
+    mean = torch.tensor(clip_mean, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+    std = torch.tensor(clip_std, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+    boxes = [(top, left) for top in window_starts(size[0], crop, stride) for left in window_starts(size[1], crop, stride)]
+    outs, keys = [], []
+    for i in range(0, len(boxes), crop_batch):
+        tiles = torch.cat([image[..., t : t + crop, l : l + crop] for t, l in boxes[i : i + crop_batch]])
+        out, key, grid = proxyclip_tokens(visual, proxy.model, (tiles - mean) / std, proxy.normalise(tiles), beta, gamma)
+        outs.append(out.transpose(1, 2).reshape(out.shape[0], -1, *grid))
+        keys.append(key)
+    origins = [(t // patch, l // patch) for t, l in boxes]
+    cells = (size[0] // patch, size[1] // patch)
+    guide = sam_guidance(sam, pixels, cos_fac, refine_neg_cos, row_chunk)
+    resize = lambda m: F.interpolate(splice(torch.cat(m), origins, cells), size=guide.grid, mode="bilinear", align_corners=False)  # noqa: E731
+    tokens = guide.weights.to(image.dtype) @ resize(outs).flatten(2)[0].T  # (N, W)
+    return project(visual, tokens[None], guide.grid), resize(keys)
