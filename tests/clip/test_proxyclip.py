@@ -49,8 +49,9 @@ def authors_pos_embed(visual, h: int, w: int) -> torch.Tensor:
     return torch.cat([pos[:1], patch.permute(0, 2, 3, 1).reshape(h * w, -1)])
 
 
-def reference(visual, proxy, clip_img: torch.Tensor, proxy_img: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
-    """One image at a time, one head at a time, in the authors' order."""
+def reference(visual, proxy, clip_img: torch.Tensor, proxy_img: torch.Tensor, beta: float, gamma: float, projected: bool = True) -> torch.Tensor:
+    """One image at a time, one head at a time, in the authors' order; ``projected=False`` stops
+    before ``ln_post`` (what Trident splices)."""
     outs = []
     for b in range(clip_img.shape[0]):
         x = visual.conv1(clip_img[b : b + 1])
@@ -80,7 +81,8 @@ def reference(visual, proxy, clip_img: torch.Tensor, proxy_img: torch.Tensor, be
             vi = F.interpolate(vi, size=(hh, ww), mode="bilinear", align_corners=False).reshape(d, hh * ww).T
             head_outs.append(a @ vi)
         y = F.linear(torch.cat(head_outs, dim=1), attn.out_proj.weight, attn.out_proj.bias)
-        y = visual.ln_post(y) @ visual.proj
+        if projected:
+            y = visual.ln_post(y) @ visual.proj
         outs.append(y.T.reshape(-1, hh, ww))
     return torch.stack(outs)
 
