@@ -118,14 +118,19 @@ def load_proxy(
         weights = WeightsSource("tag", tag=full.split(".", 1)[1] if "." in full else full)
     else:
         weights = WeightsSource("random")
+    state = None
+    if path is not None:
+        try:  # safetensors, or torch's weights_only reader (never runs pickled code); unwraps {"state_dict"|"model": ...}
+            state = timm.models.load_state_dict(path, use_ema=False)
+        except Exception as exc:
+            raise MaskCLIPError(f"Cannot read proxy weights {path}: {' '.join(str(exc).split())[:200]} Pass a timm state dict (.safetensors or .pth).") from exc
     extra = {"dynamic_img_size": True} if kind is VisionTransformer else {}
-    try:
-        model = timm.create_model(full, pretrained=path is not None, pretrained_cfg_overlay={"file": path} if path else None, **extra)
+    try:  # timm's checkpoint filter maps the original DINO/SAM layouts; loading is strict
+        model = timm.create_model(full, pretrained=state is not None, pretrained_cfg_overlay={"state_dict": state} if state else None, **extra)
     except (RuntimeError, KeyError, ValueError) as exc:
-        raise CheckpointMismatchError(f"Weights {path} do not fit {full}: {' '.join(str(exc).split())[:300]} Check --proxy-model.") from exc
-    except Exception as exc:  # unreadable file: pickle, zip or safetensors errors
-        raise MaskCLIPError(f"Cannot read proxy weights {path}: {exc} Pass a timm state dict (.safetensors or .pth).") from exc
+        raise CheckpointMismatchError(f"Weights {path} do not fit {full}: {' '.join(str(exc).split())[:300]}... Check --proxy-model.") from exc
     cfg = model.pretrained_cfg
+    cfg.pop("state_dict", None)  # the config would otherwise keep a second copy of the weights alive
     return LoadedProxy(model.eval().requires_grad_(False).to(device), full, weights, tuple(cfg["mean"]), tuple(cfg["std"]))
 
 
