@@ -13,8 +13,10 @@ import torch.nn.functional as F
 from test_proxyclip import TEXT, reference as proxyclip_reference, rel_err
 from timm.models.vision_transformer_sam import get_decomposed_rel_pos_bias
 
+from maskclip_cli.clip.dense_vit import vit_dense
 from maskclip_cli.clip.proxy.backbone import LoadedProxy
 from maskclip_cli.clip.proxy.trident import sam_guidance, trident_features, trident_size
+from maskclip_cli.core.errors import ParameterError
 from maskclip_cli.core.record import WeightsSource
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -117,14 +119,17 @@ def test_features_match_the_authors_formula(models):
     corners = authors_windows(*size, crop, stride)
     assert len(corners) == 3 * 4
     dst_v = torch.zeros(1, 128, 13, 18, dtype=torch.float64)
+    dst_k = torch.zeros(1, 128, 13, 18, dtype=torch.float64)
     count = torch.zeros(1, 1, 13, 18, dtype=torch.float64)
     for y1, x1 in corners:
         tile = resized[..., y1 : y1 + crop, x1 : x1 + crop]
         raw_v = proxyclip_reference(visual, dino.model, normalise(tile, CLIP_NORM), normalise(tile, IMAGENET), 1.2, 3.0, projected=False)[0]
         dst_v[0, :, y1 // 16 : y1 // 16 + 7, x1 // 16 : x1 // 16 + 7] += raw_v
+        dst_k[0, :, y1 // 16 : y1 // 16 + 7, x1 // 16 : x1 // 16 + 7] += vit_dense(visual, normalise(tile, CLIP_NORM), method="sclip")[1][0]
         count[0, :, y1 // 16 : y1 // 16 + 7, x1 // 16 : x1 // 16 + 7] += 1
     dst_v = dst_v / count
     weights, (vh, vw), _ = reference_sam(sam.model, image, 1.2, True)
+    ref_keys = F.interpolate(dst_k / count, size=(vh, vw), mode="bilinear", align_corners=False)
     dst_v = F.interpolate(dst_v, size=(vh, vw), mode="bilinear", align_corners=False)
     heads = 4
     dst_v = dst_v.view(1, heads, 32, -1).permute(0, 1, 3, 2)  # per head, as the authors
@@ -132,6 +137,7 @@ def test_features_match_the_authors_formula(models):
     ref = (visual.ln_post(out) @ visual.proj).T.reshape(1, 64, vh, vw)
     assert feats.shape == ref.shape == (1, 64, 11, 16) and keys.shape == (1, 128, 11, 16)
     assert ref.abs().mean() > 1e-3 and rel_err(feats, ref) < 1e-5
+    assert rel_err(keys, ref_keys) < 1e-10  # CLIP's last-block keys, spliced and resized like the features
 
 
 def authors_preprocess_size(h: int, w: int, stride: int = 16, slide_crop: int = 336) -> tuple[int, int]:
@@ -151,3 +157,10 @@ def authors_preprocess_size(h: int, w: int, stride: int = 16, slide_crop: int = 
 @pytest.mark.parametrize("h,w", [(448, 597), (597, 448), (448, 448), (200, 280), (336, 500), (1000, 335), (64, 64)])
 def test_trident_size_is_the_authors_preprocess(h, w):
     assert trident_size(h, w, 16, 336) == authors_preprocess_size(h, w)
+
+
+def test_windows_off_the_patch_grid_are_refused(models):
+    visual, dino, sam = models
+    with pytest.raises(ParameterError) as info:
+        trident_features(visual, *CLIP_NORM, dino, sam, pixels(2), crop=120, stride=64)
+    assert info.value.as_flags() == "--crop and --stride must be multiples of the proxy's patch size 16 (got 120, 64)."

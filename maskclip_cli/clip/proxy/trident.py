@@ -31,7 +31,7 @@ from open_clip.transformer import VisionTransformer
 from timm.layers import resample_abs_pos_embed_nhwc
 from timm.models.vision_transformer_sam import get_rel_pos
 
-from ...core.errors import MaskCLIPError
+from ...core.errors import MaskCLIPError, ParameterError
 from ...engine.sliding_window import window_starts
 from .backbone import LoadedProxy
 from .proxyclip import BETA, GAMMA, project, proxyclip_tokens
@@ -141,6 +141,8 @@ def trident_features(
     (DINO ViT-B/16 in the authors' code) and SAM normalise their own. Keys are CLIP's last-block
     keys, spliced and resized like the features, for key smoothing."""
     patch = proxy.patch_size
+    if crop % patch or stride % patch:
+        raise ParameterError(f"{{}} and {{}} must be multiples of the proxy's patch size {patch} (got {crop}, {stride}).", "crop", "stride")
     size = trident_size(*pixels.shape[-2:], patch, crop)
     image = pixels if size == tuple(pixels.shape[-2:]) else F.interpolate(pixels, size=size, mode="bilinear", align_corners=False)
     mean = torch.tensor(clip_mean, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
