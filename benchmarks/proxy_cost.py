@@ -74,12 +74,12 @@ def speed(args: argparse.Namespace) -> None:
         dino16, sam = load_proxy(TRIDENT_PROXY, pretrained=False), load_sam(DEFAULT_SAM, pretrained=False)
         runs["trident dino-b/16 + sam-b (sclip windows)"] = lambda: trident_features(
             visual, *CLIP_NORM, dino16, sam, pixels, crop=224, stride=112, crop_batch=6)
-    base = None
+    base: tuple[float, float] | None = None
     for name, fn in runs.items():
         wall, cpu = timed(fn, 1 if "trident" in name else args.repeat)
-        base = base if base is not None and "naclip (sclip" not in name else wall
-        print(f"{name:45s} wall {wall * 1000:9.1f} ms/image   cpu {cpu * 1000:9.1f} ms/image   x{wall / base:5.2f} naclip (sclip windows)"
-              if "336/112" not in name else f"{name:45s} wall {wall * 1000:9.1f} ms/image   cpu {cpu * 1000:9.1f} ms/image")
+        base = base or (wall, cpu)  # the first run: naclip at the sclip windows
+        print(f"{name:42s} wall {wall * 1000:8.0f} ms/image (x{wall / base[0]:5.2f})   cpu {cpu * 1000:8.0f} ms/image (x{cpu / base[1]:5.2f})")
+    print("(x: ratio to naclip at the sclip windows)")
 
 
 @torch.no_grad()

@@ -49,9 +49,16 @@ def authors_pos_embed(visual, h: int, w: int) -> torch.Tensor:
     return torch.cat([pos[:1], patch.permute(0, 2, 3, 1).reshape(h * w, -1)])
 
 
-def reference(visual, proxy, clip_img: torch.Tensor, proxy_img: torch.Tensor, beta: float, gamma: float, projected: bool = True) -> torch.Tensor:
+def reference(visual, proxy, clip_img: torch.Tensor, proxy_img: torch.Tensor, beta: float, gamma: float,
+              projected: bool = True, batch_mean: bool = False) -> torch.Tensor:
     """One image at a time, one head at a time, in the authors' order; ``projected=False`` stops
-    before ``ln_post`` (what Trident splices)."""
+    before ``ln_post`` (what Trident splices); ``batch_mean``: mean(S) over the batch, as the
+    authors' ``torch.mean(similarity)`` (Trident batches the crops of one image)."""
+    sims = []
+    for b in range(clip_img.shape[0]):
+        q_k = proxy.forward_intermediates(proxy_img[b : b + 1], indices=1, norm=True, intermediates_only=True)[-1][0].flatten(1)
+        q_k = q_k / q_k.norm(dim=0, keepdim=True)
+        sims.append(torch.einsum("cm,cn->mn", q_k, q_k))
     outs = []
     for b in range(clip_img.shape[0]):
         x = visual.conv1(clip_img[b : b + 1])
@@ -67,12 +74,9 @@ def reference(visual, proxy, clip_img: torch.Tensor, proxy_img: torch.Tensor, be
         d = width // heads
         v = F.linear(blk.ln_1(x), attn.in_proj_weight[2 * width :], attn.in_proj_bias[2 * width :])[0, 1:]  # (hw, W)
         # proxy: last layer's patch tokens after the final norm, through timm's other path
-        feats = proxy.forward_intermediates(proxy_img[b : b + 1], indices=1, norm=True, intermediates_only=True)[-1][0]
-        hh, ww = feats.shape[-2:]
-        q_k = feats.reshape(feats.shape[0], -1)
-        q_k = q_k / q_k.norm(dim=0, keepdim=True)
-        sim = torch.einsum("cm,cn->mn", q_k, q_k)
-        sim = (sim - sim.mean() * beta) * gamma
+        hh, ww = proxy_img.shape[-2] // proxy.patch_embed.patch_size[0], proxy_img.shape[-1] // proxy.patch_embed.patch_size[1]
+        sim = sims[b]
+        sim = (sim - (torch.stack(sims).mean() if batch_mean else sim.mean()) * beta) * gamma
         sim[sim < 0] = float("-inf")
         a = sim.softmax(dim=-1)
         head_outs = []

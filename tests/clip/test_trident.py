@@ -121,11 +121,12 @@ def test_features_match_the_authors_formula(models):
     dst_v = torch.zeros(1, 128, 13, 18, dtype=torch.float64)
     dst_k = torch.zeros(1, 128, 13, 18, dtype=torch.float64)
     count = torch.zeros(1, 1, 13, 18, dtype=torch.float64)
-    for y1, x1 in corners:
-        tile = resized[..., y1 : y1 + crop, x1 : x1 + crop]
-        raw_v = proxyclip_reference(visual, dino.model, normalise(tile, CLIP_NORM), normalise(tile, IMAGENET), 1.2, 3.0, projected=False)[0]
+    tiles = torch.cat([resized[..., y1 : y1 + crop, x1 : x1 + crop] for y1, x1 in corners])
+    # the authors' encode_image runs all crops as one batch: mean(S) over all of them
+    raw_vs = proxyclip_reference(visual, dino.model, normalise(tiles, CLIP_NORM), normalise(tiles, IMAGENET), 1.2, 3.0, projected=False, batch_mean=True)
+    for (y1, x1), raw_v, tile in zip(corners, raw_vs, tiles):
         dst_v[0, :, y1 // 16 : y1 // 16 + 7, x1 // 16 : x1 // 16 + 7] += raw_v
-        dst_k[0, :, y1 // 16 : y1 // 16 + 7, x1 // 16 : x1 // 16 + 7] += vit_dense(visual, normalise(tile, CLIP_NORM), method="sclip")[1][0]
+        dst_k[0, :, y1 // 16 : y1 // 16 + 7, x1 // 16 : x1 // 16 + 7] += vit_dense(visual, normalise(tile[None], CLIP_NORM), method="sclip")[1][0]
         count[0, :, y1 // 16 : y1 // 16 + 7, x1 // 16 : x1 // 16 + 7] += 1
     dst_v = dst_v / count
     weights, (vh, vw), _ = reference_sam(sam.model, image, 1.2, True)

@@ -12,7 +12,9 @@ stride = the proxy's patch size.
 
 Deliberate differences from the authors' code:
 - ``mean(S)`` is taken per image; theirs (``torch.mean(similarity)``) is over the whole batch,
-  which makes an image's features depend on the images batched with it.
+  which makes an image's features depend on the images batched with it. Their evaluation feeds
+  one crop at a time (``forward_slide``), so per crop is what their published numbers used.
+  (Trident batches an image's crops; :mod:`.trident` passes that mean via ``mean``.)
 - A row whose entries are all below 0 (possible only when the image's tokens are nearly all alike,
   ``mean(S) > 1/β``, or the token is zero) keeps its own token (weight 1 on the diagonal); the
   authors' softmax gives NaN there.
@@ -46,11 +48,17 @@ def clip_last_block_input(visual: VisionTransformer, images: torch.Tensor) -> tu
     return x, grid
 
 
-def proxy_attention(tokens: torch.Tensor, beta: float = BETA, gamma: float = GAMMA) -> torch.Tensor:
-    """ProxyCLIP's attention (B, N, N) from proxy patch tokens (B, C, h, w), N = hw (see the module docstring)."""
+def proxy_similarity(tokens: torch.Tensor) -> torch.Tensor:
+    """Cosine similarities S (B, N, N) of proxy patch tokens (B, C, h, w), N = hw."""
     f = F.normalize(tokens.flatten(2), dim=1)
-    s = f.transpose(1, 2) @ f
-    s = (s - beta * s.mean(dim=(1, 2), keepdim=True)) * gamma
+    return f.transpose(1, 2) @ f
+
+
+def proxy_attention(tokens: torch.Tensor, beta: float = BETA, gamma: float = GAMMA, mean: torch.Tensor | None = None) -> torch.Tensor:
+    """ProxyCLIP's attention (B, N, N) from proxy patch tokens (B, C, h, w) (see the module
+    docstring); ``mean`` replaces each image's mean(S) (Trident: the mean over an image's crops)."""
+    s = proxy_similarity(tokens)
+    s = (s - beta * (s.mean(dim=(1, 2), keepdim=True) if mean is None else mean)) * gamma
     kept = s >= 0
     # a row with nothing kept keeps its own token instead of softmaxing to NaN
     kept |= torch.eye(s.shape[-1], dtype=torch.bool, device=s.device) & ~kept.any(dim=-1, keepdim=True)
@@ -74,22 +82,21 @@ def project(visual: VisionTransformer, tokens: torch.Tensor, size: tuple[int, in
 
 
 def proxyclip_tokens(
-    visual: VisionTransformer, proxy: torch.nn.Module, clip_images: torch.Tensor, proxy_images: torch.Tensor,
-    beta: float = BETA, gamma: float = GAMMA,
-) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
-    """``(out_proj(A v) (B, HW, W), keys (B, W, H, W'), proxy grid (H, W'))``: the last block's
-    output before ``ln_post`` (Trident splices these) and its keys (through ``out_proj``, as
-    :mod:`maskclip_cli.clip.dense_vit` returns them) resized like the values to the proxy grid."""
+    visual: VisionTransformer, tokens: torch.Tensor, clip_images: torch.Tensor,
+    beta: float = BETA, gamma: float = GAMMA, mean: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(out_proj(A v) (B, HW, W), keys (B, W, H, W'))`` on the grid of the proxy ``tokens``
+    (B, C, H, W'): the last block's output before ``ln_post`` (Trident splices these) and its keys
+    (through ``out_proj``, as :mod:`maskclip_cli.clip.dense_vit` returns them) resized like the values."""
     x, grid = clip_last_block_input(visual, clip_images)
-    tokens = patch_tokens(proxy, proxy_images)
     size = (tokens.shape[-2], tokens.shape[-1])
     block = visual.transformer.resblocks[-1]
     _, k, v, _ = heads_qkv(block, x)
     v = resize_heads(v[:, :, 1:], grid, size)
-    out = attend(block, proxy_attention(tokens, beta, gamma).to(v.dtype).unsqueeze(1), v)
+    out = attend(block, proxy_attention(tokens, beta, gamma, mean).to(v.dtype).unsqueeze(1), v)
     keys = block.attn.out_proj(k[:, :, 1:].transpose(1, 2).flatten(2))  # (B, hw, W)
     keys = F.interpolate(keys.transpose(1, 2).reshape(keys.shape[0], -1, *grid), size=size, mode="bilinear", align_corners=False)
-    return out, keys, size
+    return out, keys
 
 
 def proxyclip_features(
@@ -102,5 +109,6 @@ def proxyclip_features(
     ``clip_images`` are normalised for CLIP, ``proxy_images`` are the same pixels normalised for
     the proxy (:meth:`~maskclip_cli.clip.proxy.backbone.LoadedProxy.normalise`); ``proxy`` is the
     timm ViT (``LoadedProxy.model``)."""
-    out, keys, size = proxyclip_tokens(visual, proxy, clip_images, proxy_images, beta, gamma)
-    return project(visual, out, size), keys
+    tokens = patch_tokens(proxy, proxy_images)
+    out, keys = proxyclip_tokens(visual, tokens, clip_images, beta, gamma)
+    return project(visual, out, tuple(tokens.shape[-2:])), keys

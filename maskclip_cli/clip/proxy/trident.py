@@ -18,7 +18,7 @@ SAM's 4096 x 4096 attention is computed in blocks of query rows: only the head-a
 over the valid cells is kept whole (at most 64 MB in fp32). SAM's optional prompt refinement is
 not part of this module. Differences from the authors: SAM gets the pixels the pipeline gives
 (float, resized by torch) rather than the file re-read with OpenCV and resized by PIL; the
-ProxyCLIP mean is per crop rather than over the batch of crops; the proxy comes from timm.
+proxy comes from timm; mean(S) is, as theirs, over all crops of the image (they batch them).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from timm.models.vision_transformer_sam import get_rel_pos
 
 from ...core.errors import MaskCLIPError, ParameterError
 from ...engine.sliding_window import window_starts
-from .backbone import LoadedProxy
-from .proxyclip import BETA, GAMMA, project, proxyclip_tokens
+from .backbone import LoadedProxy, patch_tokens
+from .proxyclip import BETA, GAMMA, project, proxy_similarity, proxyclip_tokens
 
 COS_FAC = 1.2
 MAX_THRESHOLD = 0.9  # get_sam_sim: "avoid too large sim_thresh"
@@ -145,14 +145,17 @@ def trident_features(
         raise ParameterError(f"{{}} and {{}} must be multiples of the proxy's patch size {patch} (got {crop}, {stride}).", "crop", "stride")
     size = trident_size(*pixels.shape[-2:], patch, crop)
     image = pixels if size == tuple(pixels.shape[-2:]) else F.interpolate(pixels, size=size, mode="bilinear", align_corners=False)
-    mean = torch.tensor(clip_mean, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
-    std = torch.tensor(clip_std, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+    clip_mean_t = torch.tensor(clip_mean, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+    clip_std_t = torch.tensor(clip_std, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
     boxes = [(top, left) for top in window_starts(size[0], crop, stride) for left in window_starts(size[1], crop, stride)]
+    batches = [torch.cat([image[..., y : y + crop, x : x + crop] for y, x in boxes[i : i + crop_batch]]) for i in range(0, len(boxes), crop_batch)]
+    tokens = [patch_tokens(proxy.model, proxy.normalise(tiles)) for tiles in batches]
+    # the authors run all crops of an image as one batch, so mean(S) is over the image's crops
+    mean = torch.cat([proxy_similarity(t).mean(dim=(1, 2)) for t in tokens]).mean()
     outs, keys = [], []
-    for i in range(0, len(boxes), crop_batch):
-        tiles = torch.cat([image[..., t : t + crop, l : l + crop] for t, l in boxes[i : i + crop_batch]])
-        out, key, grid = proxyclip_tokens(visual, proxy.model, (tiles - mean) / std, proxy.normalise(tiles), beta, gamma)
-        outs.append(out.transpose(1, 2).reshape(out.shape[0], -1, *grid))
+    for tiles, tok in zip(batches, tokens):
+        out, key = proxyclip_tokens(visual, tok, (tiles - clip_mean_t) / clip_std_t, beta, gamma, mean)
+        outs.append(out.transpose(1, 2).reshape(out.shape[0], -1, *tok.shape[-2:]))
         keys.append(key)
     origins = [(t // patch, l // patch) for t, l in boxes]
     cells = (size[0] // patch, size[1] // patch)
