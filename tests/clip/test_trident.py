@@ -32,10 +32,12 @@ def models() -> tuple[torch.nn.Module, LoadedProxy, LoadedProxy]:
     torch.manual_seed(0)
     clip = open_clip.CLIP(embed_dim=64, vision_cfg={"image_size": 224, "patch_size": 16, "width": 128, "layers": 3, "head_width": 32}, text_cfg=TEXT)
     dino = timm.create_model("vit_base_patch16_224.dino", pretrained=False, dynamic_img_size=True, depth=3)
-    sam = timm.create_model("samvit_base_patch16", pretrained=False, img_size=256, depth=3, global_attn_indexes=[2])
+    # block 1 global too: our row-blocked global blocks against timm's own forward
+    sam = timm.create_model("samvit_base_patch16", pretrained=False, img_size=256, depth=3, global_attn_indexes=[1, 2])
     with torch.no_grad():  # SAM's relative positions start at zero: give them values so they count
-        for p in (sam.blocks[-1].attn.rel_pos_h, sam.blocks[-1].attn.rel_pos_w):
-            p.normal_(std=0.5)
+        for blk in sam.blocks:
+            for p in (blk.attn.rel_pos_h, blk.attn.rel_pos_w):
+                p.normal_(std=0.5)
     return clip.visual.eval().double(), loaded(dino, "vit_base_patch16_224.dino"), loaded(sam, "samvit_base_patch16")
 
 

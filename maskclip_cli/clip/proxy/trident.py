@@ -14,8 +14,8 @@
 3. The spliced map is resized bilinearly to SAM's grid, re-aggregated by that attention, then goes
    through ``ln_post`` and the projection. Output: SAM's valid grid (stride = long side / 64).
 
-SAM's 4096 x 4096 attention is computed in blocks of query rows: only the head-averaged result
-over the valid cells is kept whole (at most 64 MB in fp32). SAM's optional prompt refinement is
+SAM's 4096 x 4096 attentions (its four global blocks) are computed in blocks of query rows; of the
+last one only the head-averaged result over the valid cells is kept whole (at most 64 MB in fp32). SAM's optional prompt refinement is
 not part of this module. Differences from the authors: SAM gets the pixels the pipeline gives
 (float, resized by torch) rather than the file re-read with OpenCV and resized by PIL; the
 proxy comes from timm; mean(S) is, as theirs, over all crops of the image (they batch them).
@@ -62,14 +62,43 @@ def sam_input(sam: LoadedProxy, pixels: torch.Tensor) -> tuple[torch.Tensor, tup
     return F.pad(x, (0, side - size[1], 0, side - size[0])), (size[0] // patch, size[1] // patch)
 
 
-def _last_block_input(sam: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
+def _qkv(block: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-head q, k, v (heads, HW, d) of a SAM block for tokens (1, H, W, C)."""
+    attn, n, width = block.attn, x.shape[1] * x.shape[2], x.shape[-1]
+    q, k, v = attn.qkv(block.norm1(x).reshape(n, width)).view(n, 3, attn.num_heads, -1).permute(1, 2, 0, 3)
+    return attn.q_norm(q), attn.k_norm(k), v
+
+
+def _attention_rows(attn: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Softmax attention (heads, len(rows), HW) of the query cells ``rows`` over every cell, with SAM's
+    decomposed relative positions (timm ``get_decomposed_rel_pos_bias``, one block of rows at a time)."""
+    gh, gw = grid
+    qc = q[:, rows]
+    bias_h = torch.einsum("hnd,nkd->hnk", qc, get_rel_pos(gh, gh, attn.rel_pos_h)[rows // gw])
+    bias_w = torch.einsum("hnd,nkd->hnk", qc, get_rel_pos(gw, gw, attn.rel_pos_w)[rows % gw])
+    logits = ((qc * attn.scale) @ k.transpose(-1, -2)).view(qc.shape[0], -1, gh, gw) + bias_h[..., :, None] + bias_w[..., None, :]
+    return logits.view(qc.shape[0], -1, gh * gw).softmax(dim=-1)
+
+
+def _global_block(block: torch.nn.Module, x: torch.Tensor, row_chunk: int) -> torch.Tensor:
+    """A SAM block with global attention, as timm's ``Block.forward`` but in blocks of query rows
+    (timm materialises the (heads, HW, HW) position bias: 800 MB at 1024 px)."""
+    _, gh, gw, width = x.shape
+    q, k, v = _qkv(block, x)
+    cells = torch.arange(gh * gw, device=x.device)
+    out = torch.cat([_attention_rows(block.attn, q, k, cells[i : i + row_chunk], (gh, gw)) @ v for i in range(0, gh * gw, row_chunk)], dim=1)
+    x = x + block.ls1(block.attn.proj(out.transpose(0, 1).reshape(1, gh, gw, width)))
+    return x + block.ls2(block.mlp(block.norm2(x)))
+
+
+def _last_block_input(sam: torch.nn.Module, image: torch.Tensor, row_chunk: int) -> torch.Tensor:
     """Tokens (1, H, W, C) entering SAM's last block (timm ``forward_features`` up to it)."""
     x = sam.patch_embed(image)
     if sam.pos_embed is not None:
         x = x + resample_abs_pos_embed_nhwc(sam.pos_embed, x.shape[1:3])
     x = sam.norm_pre(sam.patch_drop(sam.pos_drop(x)))
     for blk in sam.blocks[:-1]:
-        x = blk(x)
+        x = blk(x) if blk.window_size else _global_block(blk, x, row_chunk)
     return x
 
 
@@ -82,24 +111,14 @@ def sam_guidance(
     if last.window_size or not last.attn.use_rel_pos:
         raise MaskCLIPError("Trident needs a SAM ViT whose last block has global attention with relative positions (timm samvit_*).")
     image, (vh, vw) = sam_input(sam, pixels)
-    x = _last_block_input(model, image)
-    _, gh, gw, width = x.shape
-    attn = last.attn
-    heads, d = attn.num_heads, width // attn.num_heads
-    q, k, v = attn.qkv(last.norm1(x).reshape(gh * gw, width)).view(gh * gw, 3, heads, d).permute(1, 2, 0, 3)
-    q, k = attn.q_norm(q), attn.k_norm(k)
-    cells = torch.arange(gh * gw, device=x.device).view(gh, gw)[:vh, :vw].flatten()
+    x = _last_block_input(model, image, row_chunk)
+    grid = (x.shape[1], x.shape[2])
+    q, k, v = _qkv(last, x)
+    cells = torch.arange(grid[0] * grid[1], device=x.device).view(grid)[:vh, :vw].flatten()
     unit_v = F.normalize(v[:, cells], dim=-1)  # (heads, n, d)
-    rel_h, rel_w = get_rel_pos(gh, gh, attn.rel_pos_h), get_rel_pos(gw, gw, attn.rel_pos_w)  # (gh, gh, d), (gw, gw, d)
     weights = x.new_empty(len(cells), len(cells))
     for start in range(0, len(cells), row_chunk):
-        rows = cells[start : start + row_chunk]
-        qc = q[:, rows]
-        logits = (qc * attn.scale) @ k.transpose(-1, -2)  # (heads, n, gh*gw) over every cell, padding included
-        bias_h = torch.einsum("hnd,nkd->hnk", qc, rel_h[rows // gw])
-        bias_w = torch.einsum("hnd,nkd->hnk", qc, rel_w[rows % gw])
-        logits = (logits.view(heads, -1, gh, gw) + bias_h[..., :, None] + bias_w[..., None, :]).view(heads, -1, gh * gw)
-        probs = logits.softmax(dim=-1)[:, :, cells]
+        probs = _attention_rows(last.attn, q, k, cells[start : start + row_chunk], grid)[:, :, cells]  # padding cells dropped after the softmax
         sim = unit_v[:, start : start + row_chunk] @ unit_v.transpose(-1, -2)
         threshold = cos_fac * sim.mean(dim=0).mean(dim=-1, keepdim=True)
         if not refine_neg_cos:
