@@ -15,9 +15,11 @@ from timm.models.vision_transformer_sam import get_decomposed_rel_pos_bias
 
 from maskclip_cli.clip.dense_vit import vit_dense
 from maskclip_cli.clip.proxy.backbone import LoadedProxy
-from maskclip_cli.clip.proxy.trident import sam_guidance, trident_features, trident_size
+from maskclip_cli.clip.proxy.sam_guidance import sam_guidance
+from maskclip_cli.clip.proxy.trident import crop_origins, trident_features, trident_size
 from maskclip_cli.core.errors import ParameterError
 from maskclip_cli.core.record import WeightsSource
+from maskclip_cli.engine.sliding_window import window_starts
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CLIP_NORM = (open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD)
@@ -167,3 +169,9 @@ def test_windows_off_the_patch_grid_are_refused(models):
     with pytest.raises(ParameterError) as info:
         trident_features(visual, *CLIP_NORM, dino, sam, pixels(2), crop=120, stride=64)
     assert info.value.as_flags() == "--crop and --stride must be multiples of the proxy's patch size 16 (got 120, 64)."
+
+
+@pytest.mark.parametrize("length", [100, 336, 337, 448, 560, 597, 1000])
+def test_crop_origins_are_the_pipelines_sliding_windows(length):
+    assert crop_origins(length, 336, 224) == window_starts(length, 336, 224)
+    assert crop_origins(length, 336, 112) == window_starts(length, 336, 112)
