@@ -1,0 +1,146 @@
+"""ProxyCLIP's features against the authors' formula written out here (mc-lan/ProxyCLIP
+``open_clip/transformer.py`` ``custom_attn``), on random weights, at sizes where CLIP's grid
+(patch 16) and the proxy's (DINO patch 8, DINOv2-with-registers patch 14) differ."""
+
+from __future__ import annotations
+
+import math
+
+import open_clip
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+
+from maskclip_cli.clip.dense_vit import vit_dense
+from maskclip_cli.clip.proxy.proxyclip import proxy_attention, proxyclip_features
+
+TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
+PROXIES = {"dino": "vit_small_patch8_224.dino", "dinov2_reg": "vit_small_patch14_reg4_dinov2.lvd142m"}
+SIZE = (112, 224)  # CLIP 7x14; DINO/8 14x28; DINOv2/14 8x16
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.fixture(scope="module")
+def clip_visual() -> torch.nn.Module:
+    """A small open_clip ViT/16 (3 blocks, 4 heads), float64 so the comparison is exact to 1e-12."""
+    torch.manual_seed(0)
+    model = open_clip.CLIP(embed_dim=64, vision_cfg={"image_size": 224, "patch_size": 16, "width": 128, "layers": 3, "head_width": 32}, text_cfg=TEXT)
+    return model.visual.eval().double()
+
+
+@pytest.fixture(scope="module", params=list(PROXIES))
+def proxy(request) -> torch.nn.Module:
+    """The named timm ViT (its patch size, class/register tokens, final norm) cut to 3 blocks for speed."""
+    torch.manual_seed(1)
+    return timm.create_model(PROXIES[request.param], pretrained=False, dynamic_img_size=True, depth=3).eval().double()
+
+
+def authors_pos_embed(visual, h: int, w: int) -> torch.Tensor:
+    """The authors' ``interpolate_pos_encoding``: bicubic by the scale factor (grid + 0.1) / grid0."""
+    pos = visual.positional_embedding
+    n = pos.shape[0] - 1
+    side = int(math.sqrt(n))
+    patch = F.interpolate(pos[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2),
+                          scale_factor=((h + 0.1) / side, (w + 0.1) / side), mode="bicubic")
+    return torch.cat([pos[:1], patch.permute(0, 2, 3, 1).reshape(h * w, -1)])
+
+
+def reference(visual, proxy, clip_img: torch.Tensor, proxy_img: torch.Tensor, beta: float, gamma: float,
+              projected: bool = True, batch_mean: bool = False) -> torch.Tensor:
+    """One image at a time, one head at a time, in the authors' order; ``projected=False`` stops
+    before ``ln_post`` (what Trident splices); ``batch_mean``: mean(S) over the batch, as the
+    authors' ``torch.mean(similarity)`` (Trident batches the crops of one image)."""
+    sims = []
+    for b in range(clip_img.shape[0]):
+        q_k = proxy.forward_intermediates(proxy_img[b : b + 1], indices=1, norm=True, intermediates_only=True)[-1][0].flatten(1)
+        q_k = q_k / q_k.norm(dim=0, keepdim=True)
+        sims.append(torch.einsum("cm,cn->mn", q_k, q_k))
+    outs = []
+    for b in range(clip_img.shape[0]):
+        x = visual.conv1(clip_img[b : b + 1])
+        h, w = x.shape[-2:]
+        x = x.reshape(1, x.shape[1], -1).permute(0, 2, 1)
+        x = torch.cat([visual.class_embedding.reshape(1, 1, -1), x], dim=1) + authors_pos_embed(visual, h, w)
+        x = visual.ln_pre(x)
+        for blk in visual.transformer.resblocks[:-1]:
+            x = blk(x)
+        blk = visual.transformer.resblocks[-1]
+        attn = blk.attn
+        width, heads = x.shape[-1], attn.num_heads
+        d = width // heads
+        v = F.linear(blk.ln_1(x), attn.in_proj_weight[2 * width :], attn.in_proj_bias[2 * width :])[0, 1:]  # (hw, W)
+        # proxy: last layer's patch tokens after the final norm, through timm's other path
+        hh, ww = proxy_img.shape[-2] // proxy.patch_embed.patch_size[0], proxy_img.shape[-1] // proxy.patch_embed.patch_size[1]
+        sim = sims[b]
+        sim = (sim - (torch.stack(sims).mean() if batch_mean else sim.mean()) * beta) * gamma
+        sim[sim < 0] = float("-inf")
+        a = sim.softmax(dim=-1)
+        head_outs = []
+        for i in range(heads):
+            vi = v[:, i * d : (i + 1) * d].T.reshape(1, d, h, w)
+            vi = F.interpolate(vi, size=(hh, ww), mode="bilinear", align_corners=False).reshape(d, hh * ww).T
+            head_outs.append(a @ vi)
+        y = F.linear(torch.cat(head_outs, dim=1), attn.out_proj.weight, attn.out_proj.bias)
+        if projected:
+            y = visual.ln_post(y) @ visual.proj
+        outs.append(y.T.reshape(-1, hh, ww))
+    return torch.stack(outs)
+
+
+def images(seed: int, n: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.rand(n, 3, *SIZE, generator=g, dtype=torch.float64)
+    clip_mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    clip_std = torch.tensor(open_clip.OPENAI_DATASET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    im_mean = torch.tensor((0.485, 0.456, 0.406), dtype=torch.float64).view(1, 3, 1, 1)
+    im_std = torch.tensor((0.229, 0.224, 0.225), dtype=torch.float64).view(1, 3, 1, 1)
+    return (pixels - clip_mean) / clip_std, (pixels - im_mean) / im_std
+
+
+@pytest.mark.parametrize("beta,gamma", [(1.2, 3.0), (0.9, 5.0)])
+@torch.no_grad()
+def test_features_match_the_authors_formula(clip_visual, proxy, beta, gamma):
+    clip_img, proxy_img = images(0)
+    feats, keys = proxyclip_features(clip_visual, proxy, clip_img, proxy_img, beta, gamma)
+    ref = reference(clip_visual, proxy, clip_img, proxy_img, beta, gamma)
+    p = proxy.patch_embed.patch_size[0]
+    assert feats.shape == (2, 64, SIZE[0] // p, SIZE[1] // p) == ref.shape
+    assert ref.abs().mean() > 1e-3 and rel_err(feats, ref) < 1e-5
+    # the attention is neither full nor one-hot: some pairs masked, rows with several kept
+    a = proxy_attention(proxy.forward_features(proxy_img)[:, proxy.num_prefix_tokens :].transpose(1, 2).reshape(2, -1, *feats.shape[-2:]), beta, gamma)
+    assert (a == 0).any() and ((a > 0).sum(-1) > 1).float().mean() > 0.5
+    # keys: the last block's keys (through out_proj, as the CLIP-only methods return them) resized to the proxy grid
+    clip_keys = vit_dense(clip_visual, clip_img, method="sclip")[1]
+    ref_keys = F.interpolate(clip_keys, size=feats.shape[-2:], mode="bilinear", align_corners=False)
+    assert keys.shape == (2, 128, *feats.shape[-2:]) and rel_err(keys, ref_keys) < 1e-10
+
+
+@torch.no_grad()
+def test_an_image_does_not_depend_on_its_batch(clip_visual, proxy):
+    """The mean of S is per image (the authors' is per batch)."""
+    clip_img, proxy_img = images(1, 3)
+    together = proxyclip_features(clip_visual, proxy, clip_img, proxy_img)[0]
+    alone = proxyclip_features(clip_visual, proxy, clip_img[1:2], proxy_img[1:2])[0]
+    assert rel_err(together[1:2], alone) < 1e-12
+
+
+def test_a_row_with_everything_masked_keeps_its_own_token():
+    """Identical tokens (mean(S) = 1 > 1/β) mask every entry; a zero token has S = 0 in its row.
+    Such rows attend to themselves alone; others are untouched; nothing is NaN."""
+    g = torch.Generator().manual_seed(2)
+    tokens = torch.randn(1, 8, 3, 4, generator=g, dtype=torch.float64)
+    same = tokens[:, :, :1, :1].expand(1, 8, 3, 4).clone()
+    a = proxy_attention(same)
+    assert torch.equal(a[0], torch.eye(12, dtype=torch.float64))
+    tokens[0, :, 1, 2] = 0  # cell 6
+    a = proxy_attention(tokens)[0]
+    assert torch.isfinite(a).all() and torch.equal(a[6], torch.eye(12, dtype=torch.float64)[6])
+    f = F.normalize(tokens.flatten(2), dim=1)[0]
+    s = (f.T @ f - 1.2 * (f.T @ f).mean()) * 3.0
+    ref = s.masked_fill(s < 0, float("-inf")).softmax(-1)
+    rows = [i for i in range(12) if i != 6]
+    assert (s[rows] >= 0).any(-1).all() and rel_err(a[rows], ref[rows]) < 1e-12
