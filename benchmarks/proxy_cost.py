@@ -26,10 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from maskclip_cli.clip.dense import dense_features
-from maskclip_cli.clip.proxy.backbone import DEFAULT_PROXY, DEFAULT_SAM, TRIDENT_PROXY, load_proxy, load_sam
+from maskclip_cli.clip.methods import DEFAULT_PROXY, DEFAULT_SAM, TRIDENT_PROXY
+from maskclip_cli.clip.proxy.backbone import load_proxy, load_sam
 from maskclip_cli.clip.proxy.proxyclip import proxyclip_features
 from maskclip_cli.clip.proxy.trident import trident_features
-from maskclip_cli.engine.sliding_window import window_starts
+from maskclip_cli.clip.preprocess import window_starts
 
 CLIP_NORM = (open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD)
 

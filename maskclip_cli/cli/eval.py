@@ -12,6 +12,7 @@ from rich.table import Table
 
 from .. import __version__
 from ..core._io import write_json
+from ..clip.methods import METHODS
 from ..core.constants import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from ..engine.config import MaskCLIPConfig as _M  # option defaults are the library's
 from ..core.errors import MaskCLIPError
@@ -35,7 +36,16 @@ from .common import (
     Checkpoint,
     DenoiseThreshold,
     Device,
-    Method,
+    ProxyBeta,
+    ProxyCheckpoint,
+    ProxyGamma,
+    ProxyModel,
+    ProxyPretrained,
+    SamCheckpoint,
+    SamModel,
+    SamPretrained,
+    SamRefineNegCos,
+    proxy_options,
     Model,
     Pamr,
     PamrDilations,
@@ -89,7 +99,16 @@ def eval_command(
     checkpoint: Checkpoint = None,
     quick_gelu: QuickGelu = None,
     device: Device = "auto",
-    method: Method = _M.method,
+    method: Annotated[Optional[str], typer.Option(help=f"Dense-feature method: {', '.join(METHODS)} (see `maskclip label --help`); default: the protocol's (maskclip; proxyclip and trident for their protocols).", show_default=False)] = None,
+    proxy_model: ProxyModel = None,
+    proxy_pretrained: ProxyPretrained = None,
+    proxy_checkpoint: ProxyCheckpoint = None,
+    proxy_beta: ProxyBeta = None,
+    proxy_gamma: ProxyGamma = None,
+    sam_model: SamModel = None,
+    sam_pretrained: SamPretrained = None,
+    sam_checkpoint: SamCheckpoint = None,
+    sam_refine_neg_cos: SamRefineNegCos = None,
     templates: Annotated[Optional[str], typer.Option(help=f"Prompt template set: vild (85), imagenet (80) or simple (1); {PROTOCOL_DEFAULT}.")] = None,
     background: Annotated[Optional[str], typer.Option(help=f"Comma-separated words merged into the background class (voc-bg, pascal-context-60 only); {PROTOCOL_DEFAULT}.")] = None,
     key_smoothing: Annotated[Optional[bool], typer.Option("--key-smoothing/--no-key-smoothing", help=f"Key smoothing (paper eq. 5); {PROTOCOL_DEFAULT} (paper: on, sclip: off).")] = None,
@@ -112,7 +131,7 @@ def eval_command(
 ) -> None:
     """Measure mIoU, per-class IoU/accuracy, aAcc and fwIoU.
 
-    Either run MaskCLIP on a benchmark (--dataset, --data-root; --protocol paper, paper-exact or sclip; the other model options override the protocol's), or score a folder of label maps against ground truth (--pred-dir, --gt-dir) without loading a model.
+    Either run MaskCLIP on a benchmark (--dataset, --data-root; --protocol paper, paper-exact, sclip, proxyclip or trident; the other model options override the protocol's), or score a folder of label maps against ground truth (--pred-dir, --gt-dir) without loading a model.
 
     Exit code 2 on bad input.
     """
@@ -150,6 +169,7 @@ def eval_command(
                     key_smoothing, prompt_denoising, logit_scale, area_threshold,
                     method=method, denoise_threshold=denoise_threshold, baseline=baseline,
                     pamr=pamr, pamr_iterations=pamr_iterations, pamr_dilations=parse_dilations(pamr_dilations),
+                    **proxy_options(proxy_model, proxy_pretrained, proxy_checkpoint, proxy_beta, proxy_gamma, sam_model, sam_pretrained, sam_checkpoint, sam_refine_neg_cos),
                 )
                 vocab = protocol_vocabulary(ps, spec, config)
                 from ..engine.build import build_segmenter  # here: `maskclip --help` does not load torch

@@ -25,11 +25,21 @@ from .common import (
     Device,
     KeySmoothing,
     PromptDenoising,
+    ProxyBeta,
+    ProxyCheckpoint,
+    ProxyGamma,
+    ProxyModel,
+    ProxyPretrained,
     QuickGelu,
     RichHook,
+    SamCheckpoint,
+    SamModel,
+    SamPretrained,
+    SamRefineNegCos,
     Templates,
     comma_list,
     console,
+    proxy_options,
     read_classes,
     resolve_device,
     user_errors,
@@ -53,18 +63,21 @@ def _typed(ctx: typer.Context) -> set[str]:
 _LABELLING_OPTIONS = {
     "classes": "--classes", "classes_file": "--classes-file", "background": "--background", "templates": "--templates",
     "key_smoothing": "--key-smoothing", "prompt_denoising": "--prompt-denoising", "denoise_threshold": "--denoise-threshold",
+    **{name: f"--{name.replace('_', '-')}" for name in ("proxy_model", "proxy_pretrained", "proxy_checkpoint", "proxy_beta",
+                                                        "proxy_gamma", "sam_model", "sam_pretrained", "sam_checkpoint", "sam_refine_neg_cos")},
 }
 
 
 def _labelling_record(names: list[str], background: str | None, templates: str, key_smoothing: bool,
-                      prompt_denoising: bool, denoise_threshold: float, method: str | None) -> dict:
-    """The labelling record of an online run without a label folder, from the label command's options."""
+                      prompt_denoising: bool, denoise_threshold: float, method: str | None, proxy: dict) -> dict:
+    """The labelling record of an online run without a label folder, from the label command's options
+    (``proxy``: the --proxy-*/--sam-* options as config fields)."""
     from ..engine.config import MaskCLIPConfig
     from ..training.online_labeller import labelling_record
 
     config = MaskCLIPConfig(templates=templates, background=comma_list(background, as_typed=True),
                             key_smoothing=key_smoothing, prompt_denoising=prompt_denoising,
-                            denoise_threshold=denoise_threshold, **({"method": method} if method else {}))
+                            denoise_threshold=denoise_threshold, **({"method": method} if method else {}), **proxy)
     return labelling_record(names, config).to_dict()
 
 
@@ -116,6 +129,15 @@ def train(
     checkpoint: Checkpoint = None,
     quick_gelu: QuickGelu = None,
     method: Annotated[Optional[str], typer.Option(help=f"Dense-feature method the pseudo labels were made with ({', '.join(METHODS)}); checked against classes.json and kept in the checkpoint. Default: the one recorded. Online without --labels: the labeller's method (default maskclip).")] = None,
+    proxy_model: ProxyModel = None,
+    proxy_pretrained: ProxyPretrained = None,
+    proxy_checkpoint: ProxyCheckpoint = None,
+    proxy_beta: ProxyBeta = None,
+    proxy_gamma: ProxyGamma = None,
+    sam_model: SamModel = None,
+    sam_pretrained: SamPretrained = None,
+    sam_checkpoint: SamCheckpoint = None,
+    sam_refine_neg_cos: SamRefineNegCos = None,
     device: Device = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -136,7 +158,7 @@ def train(
             if not online:
                 raise MaskCLIPError("Pass --labels (a folder made by `maskclip label`), or --online with --classes to label as it trains.")
             record = _labelling_record(read_classes(classes, classes_file), background, templates, key_smoothing,
-                                       prompt_denoising, denoise_threshold, method)
+                                       prompt_denoising, denoise_threshold, method, proxy_options(proxy_model, proxy_pretrained, proxy_checkpoint, proxy_beta, proxy_gamma, sam_model, sam_pretrained, sam_checkpoint, sam_refine_neg_cos))
             model = model or DEFAULT_MODEL
             pretrained = pretrained or (None if checkpoint else DEFAULT_PRETRAINED)
         elif labelling:

@@ -4,24 +4,20 @@
 
 from __future__ import annotations
 
-import math
 
 import open_clip
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from proxy_reference import reference, rel_err
 
-from maskclip_cli.clip.dense_vit import vit_dense
+from maskclip_cli.clip.dense import dense_features
 from maskclip_cli.clip.proxy.proxyclip import proxy_attention, proxyclip_features
 
 TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
 PROXIES = {"dino": "vit_small_patch8_224.dino", "dinov2_reg": "vit_small_patch14_reg4_dinov2.lvd142m"}
 SIZE = (112, 224)  # CLIP 7x14; DINO/8 14x28; DINOv2/14 8x16
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).norm() / b.norm()).item()
 
 
 @pytest.fixture(scope="module")
@@ -37,58 +33,6 @@ def proxy(request) -> torch.nn.Module:
     """The named timm ViT (its patch size, class/register tokens, final norm) cut to 3 blocks for speed."""
     torch.manual_seed(1)
     return timm.create_model(PROXIES[request.param], pretrained=False, dynamic_img_size=True, depth=3).eval().double()
-
-
-def authors_pos_embed(visual, h: int, w: int) -> torch.Tensor:
-    """The authors' ``interpolate_pos_encoding``: bicubic by the scale factor (grid + 0.1) / grid0."""
-    pos = visual.positional_embedding
-    n = pos.shape[0] - 1
-    side = int(math.sqrt(n))
-    patch = F.interpolate(pos[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2),
-                          scale_factor=((h + 0.1) / side, (w + 0.1) / side), mode="bicubic")
-    return torch.cat([pos[:1], patch.permute(0, 2, 3, 1).reshape(h * w, -1)])
-
-
-def reference(visual, proxy, clip_img: torch.Tensor, proxy_img: torch.Tensor, beta: float, gamma: float,
-              projected: bool = True, batch_mean: bool = False) -> torch.Tensor:
-    """One image at a time, one head at a time, in the authors' order; ``projected=False`` stops
-    before ``ln_post`` (what Trident splices); ``batch_mean``: mean(S) over the batch, as the
-    authors' ``torch.mean(similarity)`` (Trident batches the crops of one image)."""
-    sims = []
-    for b in range(clip_img.shape[0]):
-        q_k = proxy.forward_intermediates(proxy_img[b : b + 1], indices=1, norm=True, intermediates_only=True)[-1][0].flatten(1)
-        q_k = q_k / q_k.norm(dim=0, keepdim=True)
-        sims.append(torch.einsum("cm,cn->mn", q_k, q_k))
-    outs = []
-    for b in range(clip_img.shape[0]):
-        x = visual.conv1(clip_img[b : b + 1])
-        h, w = x.shape[-2:]
-        x = x.reshape(1, x.shape[1], -1).permute(0, 2, 1)
-        x = torch.cat([visual.class_embedding.reshape(1, 1, -1), x], dim=1) + authors_pos_embed(visual, h, w)
-        x = visual.ln_pre(x)
-        for blk in visual.transformer.resblocks[:-1]:
-            x = blk(x)
-        blk = visual.transformer.resblocks[-1]
-        attn = blk.attn
-        width, heads = x.shape[-1], attn.num_heads
-        d = width // heads
-        v = F.linear(blk.ln_1(x), attn.in_proj_weight[2 * width :], attn.in_proj_bias[2 * width :])[0, 1:]  # (hw, W)
-        # proxy: last layer's patch tokens after the final norm, through timm's other path
-        hh, ww = proxy_img.shape[-2] // proxy.patch_embed.patch_size[0], proxy_img.shape[-1] // proxy.patch_embed.patch_size[1]
-        sim = sims[b]
-        sim = (sim - (torch.stack(sims).mean() if batch_mean else sim.mean()) * beta) * gamma
-        sim[sim < 0] = float("-inf")
-        a = sim.softmax(dim=-1)
-        head_outs = []
-        for i in range(heads):
-            vi = v[:, i * d : (i + 1) * d].T.reshape(1, d, h, w)
-            vi = F.interpolate(vi, size=(hh, ww), mode="bilinear", align_corners=False).reshape(d, hh * ww).T
-            head_outs.append(a @ vi)
-        y = F.linear(torch.cat(head_outs, dim=1), attn.out_proj.weight, attn.out_proj.bias)
-        if projected:
-            y = visual.ln_post(y) @ visual.proj
-        outs.append(y.T.reshape(-1, hh, ww))
-    return torch.stack(outs)
 
 
 def images(seed: int, n: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,7 +58,7 @@ def test_features_match_the_authors_formula(clip_visual, proxy, beta, gamma):
     a = proxy_attention(proxy.forward_features(proxy_img)[:, proxy.num_prefix_tokens :].transpose(1, 2).reshape(2, -1, *feats.shape[-2:]), beta, gamma)
     assert (a == 0).any() and ((a > 0).sum(-1) > 1).float().mean() > 0.5
     # keys: the last block's keys (through out_proj, as the CLIP-only methods return them) resized to the proxy grid
-    clip_keys = vit_dense(clip_visual, clip_img, method="sclip")[1]
+    clip_keys = dense_features(clip_visual, clip_img, method="sclip")[1]
     ref_keys = F.interpolate(clip_keys, size=feats.shape[-2:], mode="bilinear", align_corners=False)
     assert keys.shape == (2, 128, *feats.shape[-2:]) and rel_err(keys, ref_keys) < 1e-10
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
 from maskclip_cli.core.errors import MaskCLIPError
 from maskclip_cli.core.constants import IMAGENET_MEAN, IMAGENET_STD
+from maskclip_cli.core.record import LabelRecord
 from maskclip_cli.training.online_labeller import OnlineLabeller, labeller_config
 from maskclip_cli.training.zero_shot import mask_unseen, merge_targets
 
@@ -110,7 +111,7 @@ def test_background_words_and_config_from_settings():
     settings = {"segmenter": "maskclip", "model": "tiny-vit", "templates": "simple", "background": ["sky", "wall"],
                 "key_smoothing": False, "prompt_denoising": True, "denoise_threshold": 0.3, "short_side": 96,
                 "window": 48, "stride": 24, "baseline": False, "classes": ["background", "cat", "dog"]}
-    cfg = labeller_config(settings)
+    cfg = labeller_config(LabelRecord.from_dict(settings))
     assert (cfg.window, cfg.stride, cfg.denoise_threshold, cfg.background) == (None, None, 0.3, ["sky", "wall"])
     names = ["background", "cat", "dog"]
     labeller = OnlineLabeller(clip, names, cfg, IMAGENET_MEAN, IMAGENET_STD)

@@ -30,10 +30,7 @@ from ...core._io import file_sha256
 from ...core._network import reachable
 from ...core.errors import CheckpointMismatchError, MaskCLIPError, WeightsUnavailableError
 from ...core.record import WeightsSource
-
-DEFAULT_PROXY = "vit_base_patch8_224.dino"
-TRIDENT_PROXY = "vit_base_patch16_224.dino"
-DEFAULT_SAM = "samvit_base_patch16.sa1b"
+from ..methods import DEFAULT_PROXY, DEFAULT_SAM
 _HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -60,7 +57,7 @@ class LoadedProxy:
 
 def resolve_proxy_name(name: str, kind: type[torch.nn.Module] = VisionTransformer) -> str:
     """``name`` with its default tag added; refuses names timm does not know or that are not ``kind``."""
-    flag = "--proxy-model" if kind is VisionTransformer else "--sam-model"
+    flag = f"{_flag(kind)}-model"
     what = "a timm ViT (e.g. vit_base_patch8_224.dino, vit_base_patch14_reg4_dinov2.lvd142m)" if kind is VisionTransformer \
         else "a timm SAM ViT (e.g. samvit_base_patch16.sa1b)"
     if not timm.is_model(name):
@@ -72,14 +69,19 @@ def resolve_proxy_name(name: str, kind: type[torch.nn.Module] = VisionTransforme
     return f"{cls}.{cfg.tag}" if cfg is not None and cfg.tag else cls
 
 
-def _hub_weights(name: str, cache_dir: str | None) -> str:
+def _flag(kind: type[torch.nn.Module]) -> str:
+    """The CLI options' prefix for this kind of backbone."""
+    return "--proxy" if kind is VisionTransformer else "--sam"
+
+
+def _hub_weights(name: str, cache_dir: str | None, flag: str) -> str:
     """Path of the tag's weights from the Hugging Face cache, else downloaded when the hub is reachable."""
     from huggingface_hub import hf_hub_download
 
     cfg = timm.models.get_pretrained_cfg(name)
     repo = (cfg.hf_hub_id or "") if cfg is not None else ""
     if not repo:
-        raise MaskCLIPError(f"timm has no Hugging Face weights for '{name}'; pass --proxy-checkpoint PATH to a local state dict.")
+        raise MaskCLIPError(f"timm has no Hugging Face weights for '{name}'; pass {flag}-checkpoint PATH to a local state dict.")
     files = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else _HUB_FILES
     for filename in files:
         try:
@@ -90,7 +92,7 @@ def _hub_weights(name: str, cache_dir: str | None) -> str:
         raise WeightsUnavailableError(
             f"Weights for {name} are not in the local cache and the hub cannot be reached. Download them once on a "
             f"connected machine (https://huggingface.co/{repo}) into the Hugging Face cache (HF_HOME), or pass "
-            "--proxy-checkpoint PATH to a local timm state dict."
+            f"{flag}-checkpoint PATH to a local timm state dict."
         )
     try:
         return hf_hub_download(repo, files[0], cache_dir=cache_dir)
@@ -110,11 +112,11 @@ def load_proxy(
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
         if not checkpoint.is_file():
-            raise MaskCLIPError(f"Proxy checkpoint file not found: {checkpoint}")
+            raise MaskCLIPError(f"{_flag(kind)}-checkpoint file not found: {checkpoint}")
         path = str(checkpoint)
         weights = WeightsSource("checkpoint", path=str(checkpoint.resolve()), sha256=file_sha256(checkpoint))
     elif pretrained:
-        path = _hub_weights(full, cache_dir)
+        path = _hub_weights(full, cache_dir, _flag(kind))
         weights = WeightsSource("tag", tag=full.split(".", 1)[1] if "." in full else full)
     else:
         weights = WeightsSource("random")
@@ -123,12 +125,12 @@ def load_proxy(
         try:  # safetensors, or torch's weights_only reader (never runs pickled code); unwraps {"state_dict"|"model": ...}
             state = timm.models.load_state_dict(path, use_ema=False)
         except Exception as exc:
-            raise MaskCLIPError(f"Cannot read proxy weights {path}: {' '.join(str(exc).split())[:200]} Pass a timm state dict (.safetensors or .pth).") from exc
+            raise MaskCLIPError(f"Cannot read {_flag(kind)[2:]} weights {path}: {' '.join(str(exc).split())[:200]} Pass a timm state dict (.safetensors or .pth).") from exc
     extra = {"dynamic_img_size": True} if kind is VisionTransformer else {}
     try:  # timm's checkpoint filter maps the original DINO/SAM layouts; loading is strict
         model = timm.create_model(full, pretrained=state is not None, pretrained_cfg_overlay={"state_dict": state} if state else None, **extra)
     except (RuntimeError, KeyError, ValueError) as exc:
-        raise CheckpointMismatchError(f"Weights {path} do not fit {full}: {' '.join(str(exc).split())[:300]}... Check --proxy-model.") from exc
+        raise CheckpointMismatchError(f"Weights {path} do not fit {full}: {' '.join(str(exc).split())[:300]}... Check {_flag(kind)}-model.") from exc
     cfg = model.pretrained_cfg
     cfg.pop("state_dict", None)  # the config would otherwise keep a second copy of the weights alive
     return LoadedProxy(model.eval().requires_grad_(False).to(device), full, weights, tuple(cfg["mean"]), tuple(cfg["std"]))

@@ -27,11 +27,10 @@ import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 
 from ..last_block._heads import attend, heads_qkv
+from ..methods import PROXY_BETA as BETA, PROXY_GAMMA as GAMMA
 from ..pos_embed import interpolate_pos_embed
 from .backbone import patch_tokens
 
-BETA = 1.2
-GAMMA = 3.0
 POS_EMBED_SCALE_OFFSET = 0.1  # the authors' interpolate_pos_encoding: (grid + 0.1) / grid0
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 
 from ...core.errors import ParameterError
+from ..preprocess import window_starts
 from .backbone import LoadedProxy, patch_tokens
 from .proxyclip import BETA, GAMMA, project, proxy_similarity, proxyclip_tokens
 from .sam_guidance import COS_FAC, ROW_CHUNK, sam_guidance
@@ -38,13 +39,6 @@ def trident_size(h: int, w: int, patch: int, crop: int = CROP) -> tuple[int, int
     longer = max(h, w)
     h2, w2 = int(h * up(longer) / longer), int(w * up(longer) / longer)
     return max(up(h2), crop), max(up(w2), crop)
-
-
-def crop_origins(length: int, crop: int, stride: int) -> list[int]:
-    """Where the authors' sliding crops start along one axis (``get_windowed_imgs``, MMSegmentation's
-    slide rule; written here because clip/ does not import engine/)."""
-    count = max(length - crop + stride - 1, 0) // stride + 1
-    return [max(min(i * stride + crop, length) - crop, 0) for i in range(count)]
 
 
 def splice(crops: torch.Tensor, origins: list[tuple[int, int]], size: tuple[int, int]) -> torch.Tensor:
@@ -74,7 +68,7 @@ def trident_features(
     image = pixels if size == tuple(pixels.shape[-2:]) else F.interpolate(pixels, size=size, mode="bilinear", align_corners=False)
     clip_mean_t = torch.tensor(clip_mean, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
     clip_std_t = torch.tensor(clip_std, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
-    boxes = [(top, left) for top in crop_origins(size[0], crop, stride) for left in crop_origins(size[1], crop, stride)]
+    boxes = [(top, left) for top in window_starts(size[0], crop, stride) for left in window_starts(size[1], crop, stride)]
     batches = [torch.cat([image[..., y : y + crop, x : x + crop] for y, x in boxes[i : i + crop_batch]]) for i in range(0, len(boxes), crop_batch)]
     tokens = [patch_tokens(proxy.model, proxy.normalise(tiles)) for tiles in batches]
     # the authors run all crops of an image as one batch, so mean(S) is over the image's crops
