@@ -3,41 +3,20 @@ a local state dict, or nothing; every failure one line that names the flag, befo
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
-import huggingface_hub
 import pytest
 import safetensors.torch
 import timm
 import torch
+from conftest import hub_cache
 
 from maskclip_cli.clip.proxy.backbone import load_proxy, load_sam, patch_tokens
 from maskclip_cli.core.errors import CheckpointMismatchError, MaskCLIPError, WeightsUnavailableError
 
 DINO_S8 = "vit_small_patch8_224.dino"
 DINOV2_S14 = "vit_small_patch14_reg4_dinov2.lvd142m"
-
-
-@pytest.fixture
-def hf_home(monkeypatch) -> Path:
-    """The conftest's HF_HOME (offline), also for huggingface_hub, which reads it once at import."""
-    home = Path(os.environ["HF_HOME"])
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(home / "hub"))
-    assert os.environ["HF_HUB_OFFLINE"] == "1"
-    return home
-
-
-def hub_cache(hf_home: Path, name: str, weights: Path) -> None:
-    """Put ``weights`` where huggingface_hub keeps timm's repo for ``name`` (its ``hf_hub_id``)."""
-    repo_id = timm.models.get_pretrained_cfg(name).hf_hub_id
-    revision = "0123456789abcdef0123456789abcdef01234567"
-    repo = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
-    (repo / "snapshots" / revision).mkdir(parents=True)
-    os.link(weights, repo / "snapshots" / revision / weights.name)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(revision)
 
 
 def saved_state(name: str, path: Path) -> dict[str, torch.Tensor]:
