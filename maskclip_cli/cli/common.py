@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -129,15 +131,6 @@ ClassesFile = Annotated[Optional[Path], typer.Option(help="Text file with one cl
 Templates = Annotated[str, typer.Option(help="Prompt template set: vild (85, the paper's), imagenet (80) or simple (1).")]
 Background = Annotated[Optional[str], typer.Option(help="Comma-separated words merged into one background class with id 0, e.g. 'sky,wall,floor,ground'. Off when not given.")]
 Method = Annotated[str, typer.Option(help=f"Dense-feature method (the last ViT block's recipe): {methods_help()}. See README 'Which method'.")]
-ProxyModel = Annotated[Optional[str], typer.Option(help="--method proxyclip/trident: the proxy, any timm ViT with its tag (default vit_base_patch8_224.dino for proxyclip, vit_base_patch16_224.dino for trident; e.g. vit_base_patch14_reg4_dinov2.lvd142m).", show_default=False)]
-ProxyPretrained = Annotated[Optional[str], typer.Option(help="timm tag of the proxy's weights, replacing the one in --proxy-model, loaded from the Hugging Face cache or downloaded; 'none' = random weights.", show_default=False)]
-ProxyCheckpoint = Annotated[Optional[Path], typer.Option(help="Local timm state dict (.safetensors or .pth) for the proxy; overrides --proxy-pretrained.", show_default=False)]
-ProxyBeta = Annotated[Optional[float], typer.Option(help="ProxyCLIP's beta in S' = (S - beta * mean(S)) * gamma (default 1.2).", show_default=False)]
-ProxyGamma = Annotated[Optional[float], typer.Option(help="ProxyCLIP's gamma (default 3.0).", show_default=False)]
-SamModel = Annotated[Optional[str], typer.Option(help="--method trident: SAM's image encoder, a timm samvit_* name (default samvit_base_patch16.sa1b).", show_default=False)]
-SamPretrained = Annotated[Optional[str], typer.Option(help="timm tag of SAM's weights; 'none' = random weights.", show_default=False)]
-SamCheckpoint = Annotated[Optional[Path], typer.Option(help="Local timm state dict for SAM; overrides --sam-pretrained.", show_default=False)]
-SamRefineNegCos = Annotated[Optional[bool], typer.Option("--sam-refine-neg-cos/--no-sam-refine-neg-cos", help="--method trident: keep a negative SAM similarity threshold as it is (the authors' default; off for ADE20K: 0.6 instead).", show_default=False)]
 Pamr = Annotated[bool, typer.Option("--pamr/--no-pamr", help="PAMR post-processing (as SCLIP/NACLIP): scores refined at the original size by pixel-adaptive neighbour averaging guided by the image. Slower; skipped with a warning if a photo does not fit in memory.")]
 PamrIterations = Annotated[int, typer.Option(min=1, help="PAMR iterations.")]
 PamrDilations = Annotated[str, typer.Option(help="PAMR neighbourhood dilations in pixels, comma-separated.")]
@@ -171,11 +164,34 @@ def load_trained(path: Path, classes: list[str], device: str) -> "Segmenter":
     return load_segmenter(path, resolve_device(device))
 
 
-def proxy_options(proxy_model: str | None, proxy_pretrained: str | None, proxy_checkpoint: Path | None,
-                  proxy_beta: float | None, proxy_gamma: float | None, sam_model: str | None, sam_pretrained: str | None,
-                  sam_checkpoint: Path | None, sam_refine_neg_cos: bool | None) -> dict:
-    """The --proxy-*/--sam-* options as MaskCLIPConfig fields (None: not given)."""
-    return dict(proxy_model=proxy_model, proxy_pretrained=proxy_pretrained,
-                proxy_checkpoint=None if proxy_checkpoint is None else str(proxy_checkpoint), proxy_beta=proxy_beta,
-                proxy_gamma=proxy_gamma, sam_model=sam_model, sam_pretrained=sam_pretrained,
-                sam_checkpoint=None if sam_checkpoint is None else str(sam_checkpoint), sam_refine_neg_cos=sam_refine_neg_cos)
+
+# The --proxy-*/--sam-* options of the methods with a second backbone (MaskCLIPConfig's proxy_*/sam_* fields).
+_PROXY_OPTIONS = {
+    "proxy_model": Annotated[Optional[str], typer.Option(help="--method proxyclip/trident: the proxy, any timm ViT with its tag (default vit_base_patch8_224.dino for proxyclip, vit_base_patch16_224.dino for trident; e.g. vit_base_patch14_reg4_dinov2.lvd142m).", show_default=False)],
+    "proxy_pretrained": Annotated[Optional[str], typer.Option(help="timm tag of the proxy's weights, replacing the one in --proxy-model, loaded from the Hugging Face cache or downloaded; 'none' = random weights.", show_default=False)],
+    "proxy_checkpoint": Annotated[Optional[Path], typer.Option(help="Local timm state dict (.safetensors or .pth) for the proxy; overrides --proxy-pretrained.", show_default=False)],
+    "proxy_beta": Annotated[Optional[float], typer.Option(help="ProxyCLIP's beta in S' = (S - beta * mean(S)) * gamma (default 1.2).", show_default=False)],
+    "proxy_gamma": Annotated[Optional[float], typer.Option(help="ProxyCLIP's gamma (default 3.0).", show_default=False)],
+    "sam_model": Annotated[Optional[str], typer.Option(help="--method trident: SAM's image encoder, a timm samvit_* name (default samvit_base_patch16.sa1b).", show_default=False)],
+    "sam_pretrained": Annotated[Optional[str], typer.Option(help="timm tag of SAM's weights; 'none' = random weights.", show_default=False)],
+    "sam_checkpoint": Annotated[Optional[Path], typer.Option(help="Local timm state dict for SAM; overrides --sam-pretrained.", show_default=False)],
+    "sam_refine_neg_cos": Annotated[Optional[bool], typer.Option("--sam-refine-neg-cos/--no-sam-refine-neg-cos", help="--method trident: keep a negative SAM similarity threshold as it is (the authors' default; off for ADE20K: 0.6 instead).", show_default=False)],
+}
+PROXY_FLAGS = {name: f"--{name.replace('_', '-')}" for name in _PROXY_OPTIONS}
+
+
+def with_proxy_options(command: Callable) -> Callable:
+    """Give a Typer command the --proxy-*/--sam-* options; it receives them as one keyword ``proxy``:
+    MaskCLIPConfig fields, None where not given (paths as str)."""
+    signature = inspect.signature(command, eval_str=True)
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=kind) for name, kind in _PROXY_OPTIONS.items()]
+
+    @functools.wraps(command)
+    def run(*args: object, **kwargs: object) -> object:
+        given = {name: kwargs.pop(name) for name in _PROXY_OPTIONS}
+        proxy = {name: str(value) if isinstance(value, Path) else value for name, value in given.items()}
+        return command(*args, proxy=proxy, **kwargs)
+
+    run.__signature__ = signature.replace(parameters=[p for p in signature.parameters.values() if p.name != "proxy"] + added)
+    run.__annotations__ = {**{p.name: p.annotation for p in run.__signature__.parameters.values()}, "return": signature.return_annotation}
+    return run

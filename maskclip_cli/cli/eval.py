@@ -36,16 +36,6 @@ from .common import (
     Checkpoint,
     DenoiseThreshold,
     Device,
-    ProxyBeta,
-    ProxyCheckpoint,
-    ProxyGamma,
-    ProxyModel,
-    ProxyPretrained,
-    SamCheckpoint,
-    SamModel,
-    SamPretrained,
-    SamRefineNegCos,
-    proxy_options,
     Model,
     Pamr,
     PamrDilations,
@@ -58,6 +48,7 @@ from .common import (
     parse_dilations,
     resolve_device,
     user_errors,
+    with_proxy_options,
 )
 
 PROTOCOL_DEFAULT = "default: the protocol's"
@@ -84,6 +75,7 @@ def _print_result(result: EvalResult, title: str) -> None:
 
 
 @app.command("eval")
+@with_proxy_options
 def eval_command(
     dataset: Annotated[Optional[str], typer.Option(help=f"Benchmark to run MaskCLIP on: {', '.join(DATASETS)}.")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="The dataset's root in MMSegmentation's layout, e.g. data/VOCdevkit/VOC2010 for pascal-context.")] = None,
@@ -100,15 +92,7 @@ def eval_command(
     quick_gelu: QuickGelu = None,
     device: Device = "auto",
     method: Annotated[Optional[str], typer.Option(help=f"Dense-feature method: {', '.join(METHODS)} (see `maskclip label --help`); default: the protocol's (maskclip; proxyclip and trident for their protocols).", show_default=False)] = None,
-    proxy_model: ProxyModel = None,
-    proxy_pretrained: ProxyPretrained = None,
-    proxy_checkpoint: ProxyCheckpoint = None,
-    proxy_beta: ProxyBeta = None,
-    proxy_gamma: ProxyGamma = None,
-    sam_model: SamModel = None,
-    sam_pretrained: SamPretrained = None,
-    sam_checkpoint: SamCheckpoint = None,
-    sam_refine_neg_cos: SamRefineNegCos = None,
+    proxy: Optional[dict] = None,  # the --proxy-*/--sam-* options, filled in by with_proxy_options
     templates: Annotated[Optional[str], typer.Option(help=f"Prompt template set: vild (85), imagenet (80) or simple (1); {PROTOCOL_DEFAULT}.")] = None,
     background: Annotated[Optional[str], typer.Option(help=f"Comma-separated words merged into the background class (voc-bg, pascal-context-60 only); {PROTOCOL_DEFAULT}.")] = None,
     key_smoothing: Annotated[Optional[bool], typer.Option("--key-smoothing/--no-key-smoothing", help=f"Key smoothing (paper eq. 5); {PROTOCOL_DEFAULT} (paper: on, sclip: off).")] = None,
@@ -169,7 +153,7 @@ def eval_command(
                     key_smoothing, prompt_denoising, logit_scale, area_threshold,
                     method=method, denoise_threshold=denoise_threshold, baseline=baseline,
                     pamr=pamr, pamr_iterations=pamr_iterations, pamr_dilations=parse_dilations(pamr_dilations),
-                    **proxy_options(proxy_model, proxy_pretrained, proxy_checkpoint, proxy_beta, proxy_gamma, sam_model, sam_pretrained, sam_checkpoint, sam_refine_neg_cos),
+                    **proxy,
                 )
                 vocab = protocol_vocabulary(ps, spec, config)
                 from ..engine.build import build_segmenter  # here: `maskclip --help` does not load torch

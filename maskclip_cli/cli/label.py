@@ -32,16 +32,6 @@ from .common import (
     PamrDilations,
     PamrIterations,
     Pretrained,
-    ProxyBeta,
-    ProxyCheckpoint,
-    ProxyGamma,
-    ProxyModel,
-    ProxyPretrained,
-    SamCheckpoint,
-    SamModel,
-    SamPretrained,
-    SamRefineNegCos,
-    proxy_options,
     PromptDenoising,
     QuickGelu,
     RichHook,
@@ -57,12 +47,14 @@ from .common import (
     read_classes,
     resolve_device,
     user_errors,
+    with_proxy_options,
 )
 
 _M, _L = MaskCLIPConfig, LabelOptions  # option defaults are the library's
 
 
 @app.command("label", context_settings={"allow_extra_args": True})
+@with_proxy_options
 def label(
     ctx: typer.Context,
     input_dir: Annotated[Optional[Path], typer.Argument(help="Folder of images, searched recursively (jpg, jpeg, png, webp, bmp, tif).", show_default=False)] = None,
@@ -75,15 +67,7 @@ def label(
     checkpoint: Checkpoint = None,
     quick_gelu: QuickGelu = None,
     method: Method = _M.method,
-    proxy_model: ProxyModel = None,
-    proxy_pretrained: ProxyPretrained = None,
-    proxy_checkpoint: ProxyCheckpoint = None,
-    proxy_beta: ProxyBeta = None,
-    proxy_gamma: ProxyGamma = None,
-    sam_model: SamModel = None,
-    sam_pretrained: SamPretrained = None,
-    sam_checkpoint: SamCheckpoint = None,
-    sam_refine_neg_cos: SamRefineNegCos = None,
+    proxy: Optional[dict] = None,  # the --proxy-*/--sam-* options, filled in by with_proxy_options
     templates: Templates = _M.templates,
     key_smoothing: KeySmoothing = _M.key_smoothing,
     prompt_denoising: PromptDenoising = _M.prompt_denoising,
@@ -132,7 +116,7 @@ def label(
             key_smoothing=key_smoothing, prompt_denoising=prompt_denoising, denoise_threshold=denoise_threshold,
             short_side=short_side, window=window, stride=stride, logit_scale=logit_scale,
             pamr=pamr, pamr_iterations=pamr_iterations, pamr_dilations=parse_dilations(pamr_dilations),
-            **proxy_options(proxy_model, proxy_pretrained, proxy_checkpoint, proxy_beta, proxy_gamma, sam_model, sam_pretrained, sam_checkpoint, sam_refine_neg_cos),
+            **proxy,
         )
         if not input_dir.is_dir():  # checked before the (slow) model load
             raise MaskCLIPError(f"Input folder not found: {input_dir}")

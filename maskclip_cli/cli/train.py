@@ -24,25 +24,17 @@ from .common import (
     DenoiseThreshold,
     Device,
     KeySmoothing,
+    PROXY_FLAGS,
     PromptDenoising,
-    ProxyBeta,
-    ProxyCheckpoint,
-    ProxyGamma,
-    ProxyModel,
-    ProxyPretrained,
     QuickGelu,
     RichHook,
-    SamCheckpoint,
-    SamModel,
-    SamPretrained,
-    SamRefineNegCos,
     Templates,
     comma_list,
     console,
-    proxy_options,
     read_classes,
     resolve_device,
     user_errors,
+    with_proxy_options,
 )
 
 OptPath = Optional[Path]
@@ -63,8 +55,7 @@ def _typed(ctx: typer.Context) -> set[str]:
 _LABELLING_OPTIONS = {
     "classes": "--classes", "classes_file": "--classes-file", "background": "--background", "templates": "--templates",
     "key_smoothing": "--key-smoothing", "prompt_denoising": "--prompt-denoising", "denoise_threshold": "--denoise-threshold",
-    **{name: f"--{name.replace('_', '-')}" for name in ("proxy_model", "proxy_pretrained", "proxy_checkpoint", "proxy_beta",
-                                                        "proxy_gamma", "sam_model", "sam_pretrained", "sam_checkpoint", "sam_refine_neg_cos")},
+    **PROXY_FLAGS,
 }
 
 
@@ -82,6 +73,7 @@ def _labelling_record(names: list[str], background: str | None, templates: str, 
 
 
 @app.command("train")
+@with_proxy_options
 def train(
     ctx: typer.Context,
     images: Annotated[Path, typer.Option(help="Folder of training images (the one given to `maskclip label`).")],
@@ -129,15 +121,7 @@ def train(
     checkpoint: Checkpoint = None,
     quick_gelu: QuickGelu = None,
     method: Annotated[Optional[str], typer.Option(help=f"Dense-feature method the pseudo labels were made with ({', '.join(METHODS)}); checked against classes.json and kept in the checkpoint. Default: the one recorded. Online without --labels: the labeller's method (default maskclip).")] = None,
-    proxy_model: ProxyModel = None,
-    proxy_pretrained: ProxyPretrained = None,
-    proxy_checkpoint: ProxyCheckpoint = None,
-    proxy_beta: ProxyBeta = None,
-    proxy_gamma: ProxyGamma = None,
-    sam_model: SamModel = None,
-    sam_pretrained: SamPretrained = None,
-    sam_checkpoint: SamCheckpoint = None,
-    sam_refine_neg_cos: SamRefineNegCos = None,
+    proxy: Optional[dict] = None,  # the --proxy-*/--sam-* options, filled in by with_proxy_options
     device: Device = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -158,7 +142,7 @@ def train(
             if not online:
                 raise MaskCLIPError("Pass --labels (a folder made by `maskclip label`), or --online with --classes to label as it trains.")
             record = _labelling_record(read_classes(classes, classes_file), background, templates, key_smoothing,
-                                       prompt_denoising, denoise_threshold, method, proxy_options(proxy_model, proxy_pretrained, proxy_checkpoint, proxy_beta, proxy_gamma, sam_model, sam_pretrained, sam_checkpoint, sam_refine_neg_cos))
+                                       prompt_denoising, denoise_threshold, method, proxy)
             model = model or DEFAULT_MODEL
             pretrained = pretrained or (None if checkpoint else DEFAULT_PRETRAINED)
         elif labelling:
