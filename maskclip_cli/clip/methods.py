@@ -83,6 +83,7 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
            pos_embed_scale_offset=0.1, needs=("proxy", "sam"), default_proxy=TRIDENT_PROXY, whole_image=True),
 )}
 METHODS: tuple[str, ...] = tuple(REGISTRY)
+CLIP_ONLY_METHODS: tuple[str, ...] = tuple(m.name for m in REGISTRY.values() if not m.needs)  # no second backbone
 DEFAULT_METHOD = "maskclip"
 
 
