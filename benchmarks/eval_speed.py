@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from maskclip_cli.clip.methods import METHODS
+from maskclip_cli.clip.methods import CLIP_ONLY_METHODS
 from maskclip_cli.clip.loading import load_clip
 from maskclip_cli.engine.maskclip import MaskCLIP
 from maskclip_cli.evaluation.datasets import class_names, get_spec, list_samples
@@ -36,7 +36,7 @@ from maskclip_cli.evaluation.protocols import (
 # (protocol, dataset, method, PAMR)
 RUNS = [("paper", "pascal-context", "maskclip", False), ("paper", "coco-stuff", "maskclip", False),
         ("sclip", "pascal-context", "maskclip", False), ("sclip", "coco-stuff", "maskclip", False)]
-METHOD_RUNS = [("sclip", "pascal-context", m, pamr) for pamr in (False, True) for m in METHODS]
+METHOD_RUNS = [("sclip", "pascal-context", m, pamr) for pamr in (False, True) for m in CLIP_ONLY_METHODS]
 
 
 def make_tree(dataset: str, root: Path, n: int, size: tuple[int, int]) -> Path:

@@ -2,6 +2,7 @@
 
     python benchmarks/label_throughput.py cpu [--images 48] [--workers 1] [--sizes 640x480,1920x1080]
     python benchmarks/label_throughput.py gpu [--images 256] [--model ViT-B-16] [--short-side 512] [--batch-size 32] [--max-batch]
+                                              [--method proxyclip|trident|...]
 
 ``cpu`` (the ceiling): the real ``label_folder`` (JPEG decode and resize in DataLoader workers,
 upsampling, arg-max, PNG writing) driving a near-free segmenter whose scores are shaped like
@@ -17,6 +18,8 @@ memory (the compute the pipeline cannot avoid); "pipeline" = ``label_folder`` on
 Reports images/s, the ratio (goal >= 0.9x at 512 px on one H100 with 16 cores) and the peak GPU
 memory; ``--max-batch`` also finds the largest batch of 640x480 inputs whose forward fits in GPU
 memory (doubling until out of memory). Random weights (``--pretrained none``): speed only.
+``--method proxyclip`` / ``trident`` add their second backbone (DINO ViT-B/8 or B/16, and SAM
+ViT-B; random weights), run in fp16 under the same autocast as CLIP, with the same batches.
 """
 
 from __future__ import annotations
@@ -125,12 +128,17 @@ def cpu_ceiling(args: argparse.Namespace) -> None:
 
 
 def gpu_pipeline(args: argparse.Namespace) -> None:
-    from maskclip_cli import MaskCLIP, MaskCLIPConfig, load_clip
+    from maskclip_cli import MaskCLIPConfig, load_clip
+    from maskclip_cli.clip.methods import get_method
+    from maskclip_cli.engine.build import build_segmenter
 
     torch.manual_seed(0)
     clip = load_clip(args.model, "none", device=args.device)
     classes = ["cat", "dog", "car", "person", "tree", "sky", "road", "building"]
-    seg = MaskCLIP(clip, classes, MaskCLIPConfig(templates="simple", short_side=args.short_side))
+    needs = get_method(args.method).needs
+    random_backbones = {f"{need}_pretrained": "none" for need in needs}  # speed only
+    seg = build_segmenter(classes, MaskCLIPConfig(templates="simple", short_side=args.short_side, method=args.method,
+                                                  **random_backbones), clip=clip)
     cuda = seg.device.type == "cuda"
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "images"
@@ -154,7 +162,7 @@ def gpu_pipeline(args: argparse.Namespace) -> None:
         summary = label_folder(seg, root, Path(tmp) / "out", options)
         assert summary.labelled == args.images
         pipeline = summary.images_per_second
-    print(f"model={args.model} device={seg.device} images={args.images} 640x480 -> short side {args.short_side} "
+    print(f"model={args.model} method={args.method} device={seg.device} images={args.images} 640x480 -> short side {args.short_side} "
           f"batch={args.batch_size} workers={args.workers} threads={torch.get_num_threads()}")
     if cuda:
         print(f"GPU: {torch.cuda.get_device_name()}  peak memory of the bare forward: {bare_mem:.2f} GiB")
@@ -192,6 +200,7 @@ def main() -> None:
     ap.add_argument("--writers", type=int, default=2)
     ap.add_argument("--png-compression", type=int, default=1)
     ap.add_argument("--max-batch", action="store_true", help="gpu: also find the largest batch that fits")
+    ap.add_argument("--method", default="maskclip", help="gpu: dense-feature method (proxyclip, trident: with their second backbone)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     gpu = args.mode == "gpu"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskclip_cli.clip.methods import METHODS
+from maskclip_cli.clip.methods import CLIP_ONLY_METHODS
 from maskclip_cli.engine.maskclip import MaskCLIP
 from maskclip_cli.synthetic.assets import load_synthetic_clip
 from maskclip_cli.synthetic.demo import DemoSettings, maskclip_config, run_demo, score
@@ -31,7 +31,7 @@ from maskclip_cli.synthetic.world import CLASSES
 def method_rows(clip, val_root: Path, spec) -> dict[str, float]:
     """mIoU (0-1) of each method without KS/PD, and with PAMR, on the held-out split at ``val_root``."""
     rows = {}
-    for method in METHODS:
+    for method in CLIP_ONLY_METHODS:
         for pamr in (False, True):
             cfg = maskclip_config(spec, method=method, key_smoothing=False, prompt_denoising=False, pamr=pamr)
             rows[f"--method {method}" + (" +PAMR" if pamr else "")] = score(MaskCLIP(clip, list(CLASSES), cfg), val_root)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import huggingface_hub
 import open_clip
 import pytest
+import timm
 import torch
 
 from maskclip_cli.clip.loading import LoadedCLIP, from_model
@@ -46,3 +51,23 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MASKCLIP_CACHE", str(tmp_path / "maskclip-cache"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def hf_home(monkeypatch) -> Path:
+    """The conftest's HF_HOME (offline), also for huggingface_hub, which reads it once at import."""
+    home = Path(os.environ["HF_HOME"])
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(home / "hub"))
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    return home
+
+
+def hub_cache(hf_home: Path, name: str, weights: Path) -> None:
+    """Put ``weights`` where huggingface_hub keeps timm's repo for ``name`` (its ``hf_hub_id``)."""
+    repo_id = timm.models.get_pretrained_cfg(name).hf_hub_id
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    (repo / "snapshots" / revision).mkdir(parents=True)
+    os.link(weights, repo / "snapshots" / revision / weights.name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)

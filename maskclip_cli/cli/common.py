@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -161,3 +163,36 @@ def load_trained(path: Path, classes: list[str], device: str) -> "Segmenter":
     if not path.is_file():
         raise MaskCLIPError(f"Segmenter checkpoint not found: {path}")
     return load_segmenter(path, resolve_device(device))
+
+
+
+# The --proxy-*/--sam-* options of the methods with a second backbone (MaskCLIPConfig's proxy_*/sam_* fields).
+_PROXY_OPTIONS = {
+    "proxy_model": Annotated[Optional[str], typer.Option(help="--method proxyclip/trident: the proxy, any timm ViT with its tag (default vit_base_patch8_224.dino for proxyclip, vit_base_patch16_224.dino for trident; e.g. vit_base_patch14_reg4_dinov2.lvd142m).", show_default=False)],
+    "proxy_pretrained": Annotated[Optional[str], typer.Option(help="timm tag of the proxy's weights, replacing the one in --proxy-model, loaded from the Hugging Face cache or downloaded; 'none' = random weights.", show_default=False)],
+    "proxy_checkpoint": Annotated[Optional[Path], typer.Option(help="Local timm state dict (.safetensors or .pth) for the proxy; overrides --proxy-pretrained.", show_default=False)],
+    "proxy_beta": Annotated[Optional[float], typer.Option(help="ProxyCLIP's beta in S' = (S - beta * mean(S)) * gamma (default 1.2).", show_default=False)],
+    "proxy_gamma": Annotated[Optional[float], typer.Option(help="ProxyCLIP's gamma (default 3.0).", show_default=False)],
+    "sam_model": Annotated[Optional[str], typer.Option(help="--method trident: SAM's image encoder, a timm samvit_* name (default samvit_base_patch16.sa1b).", show_default=False)],
+    "sam_pretrained": Annotated[Optional[str], typer.Option(help="timm tag of SAM's weights; 'none' = random weights.", show_default=False)],
+    "sam_checkpoint": Annotated[Optional[Path], typer.Option(help="Local timm state dict for SAM; overrides --sam-pretrained.", show_default=False)],
+    "sam_refine_neg_cos": Annotated[Optional[bool], typer.Option("--sam-refine-neg-cos/--no-sam-refine-neg-cos", help="--method trident: keep a negative SAM similarity threshold as it is (the authors' default; off for ADE20K: 0.6 instead).", show_default=False)],
+}
+PROXY_FLAGS = {name: f"--{name.replace('_', '-')}" for name in _PROXY_OPTIONS}
+
+
+def with_proxy_options(command: Callable) -> Callable:
+    """Give a Typer command the --proxy-*/--sam-* options; it receives them as one keyword ``proxy``:
+    MaskCLIPConfig fields, None where not given (paths as str)."""
+    signature = inspect.signature(command, eval_str=True)
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=kind) for name, kind in _PROXY_OPTIONS.items()]
+
+    @functools.wraps(command)
+    def run(*args: object, **kwargs: object) -> object:
+        given = {name: kwargs.pop(name) for name in _PROXY_OPTIONS}
+        proxy = {name: str(value) if isinstance(value, Path) else value for name, value in given.items()}
+        return command(*args, proxy=proxy, **kwargs)
+
+    run.__signature__ = signature.replace(parameters=[p for p in signature.parameters.values() if p.name != "proxy"] + added)
+    run.__annotations__ = {**{p.name: p.annotation for p in run.__signature__.parameters.values()}, "return": signature.return_annotation}
+    return run

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from .. import __version__
 from ..core._io import write_json
+from ..clip.methods import METHODS
 from ..core.constants import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from ..engine.config import MaskCLIPConfig as _M  # option defaults are the library's
 from ..core.errors import MaskCLIPError
@@ -35,7 +36,6 @@ from .common import (
     Checkpoint,
     DenoiseThreshold,
     Device,
-    Method,
     Model,
     Pamr,
     PamrDilations,
@@ -48,6 +48,7 @@ from .common import (
     parse_dilations,
     resolve_device,
     user_errors,
+    with_proxy_options,
 )
 
 PROTOCOL_DEFAULT = "default: the protocol's"
@@ -74,6 +75,7 @@ def _print_result(result: EvalResult, title: str) -> None:
 
 
 @app.command("eval")
+@with_proxy_options
 def eval_command(
     dataset: Annotated[Optional[str], typer.Option(help=f"Benchmark to run MaskCLIP on: {', '.join(DATASETS)}.")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="The dataset's root in MMSegmentation's layout, e.g. data/VOCdevkit/VOC2010 for pascal-context.")] = None,
@@ -89,7 +91,8 @@ def eval_command(
     checkpoint: Checkpoint = None,
     quick_gelu: QuickGelu = None,
     device: Device = "auto",
-    method: Method = _M.method,
+    method: Annotated[Optional[str], typer.Option(help=f"Dense-feature method: {', '.join(METHODS)} (see `maskclip label --help`); default: the protocol's (maskclip; proxyclip and trident for their protocols).", show_default=False)] = None,
+    proxy: Optional[dict] = None,  # the --proxy-*/--sam-* options, filled in by with_proxy_options
     templates: Annotated[Optional[str], typer.Option(help=f"Prompt template set: vild (85), imagenet (80) or simple (1); {PROTOCOL_DEFAULT}.")] = None,
     background: Annotated[Optional[str], typer.Option(help=f"Comma-separated words merged into the background class (voc-bg, pascal-context-60 only); {PROTOCOL_DEFAULT}.")] = None,
     key_smoothing: Annotated[Optional[bool], typer.Option("--key-smoothing/--no-key-smoothing", help=f"Key smoothing (paper eq. 5); {PROTOCOL_DEFAULT} (paper: on, sclip: off).")] = None,
@@ -112,7 +115,7 @@ def eval_command(
 ) -> None:
     """Measure mIoU, per-class IoU/accuracy, aAcc and fwIoU.
 
-    Either run MaskCLIP on a benchmark (--dataset, --data-root; --protocol paper, paper-exact or sclip; the other model options override the protocol's), or score a folder of label maps against ground truth (--pred-dir, --gt-dir) without loading a model.
+    Either run MaskCLIP on a benchmark (--dataset, --data-root; --protocol paper, paper-exact, sclip, proxyclip or trident; the other model options override the protocol's), or score a folder of label maps against ground truth (--pred-dir, --gt-dir) without loading a model.
 
     Exit code 2 on bad input.
     """
@@ -150,6 +153,7 @@ def eval_command(
                     key_smoothing, prompt_denoising, logit_scale, area_threshold,
                     method=method, denoise_threshold=denoise_threshold, baseline=baseline,
                     pamr=pamr, pamr_iterations=pamr_iterations, pamr_dilations=parse_dilations(pamr_dilations),
+                    **proxy,
                 )
                 vocab = protocol_vocabulary(ps, spec, config)
                 from ..engine.build import build_segmenter  # here: `maskclip --help` does not load torch

@@ -49,12 +49,14 @@ from .common import (
     read_classes,
     resolve_device,
     user_errors,
+    with_proxy_options,
 )
 
 _M, _L, _R = MaskCLIPConfig, LabelOptions, RayOptions  # option defaults are the library's
 
 
 @app.command("label", context_settings={"allow_extra_args": True})
+@with_proxy_options
 def label(
     ctx: typer.Context,
     input_dir: Annotated[Optional[str], typer.Argument(help="Folder of images, searched recursively (jpg, jpeg, png, webp, bmp, tif); with --engine ray also an object-store URL (s3://bucket/prefix, gs://...).", show_default=False)] = None,
@@ -67,6 +69,7 @@ def label(
     checkpoint: Checkpoint = None,
     quick_gelu: QuickGelu = None,
     method: Method = _M.method,
+    proxy: Optional[dict] = None,  # the --proxy-*/--sam-* options, filled in by with_proxy_options
     templates: Templates = _M.templates,
     key_smoothing: KeySmoothing = _M.key_smoothing,
     prompt_denoising: PromptDenoising = _M.prompt_denoising,
@@ -123,6 +126,7 @@ def label(
             key_smoothing=key_smoothing, prompt_denoising=prompt_denoising, denoise_threshold=denoise_threshold,
             short_side=short_side, window=window, stride=stride, logit_scale=logit_scale,
             pamr=pamr, pamr_iterations=pamr_iterations, pamr_dilations=parse_dilations(pamr_dilations),
+            **proxy,
         )
         if engine not in ("local", "ray"):
             raise MaskCLIPError(f"--engine must be local or ray (got {engine!r}).")

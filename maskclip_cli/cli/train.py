@@ -24,6 +24,7 @@ from .common import (
     DenoiseThreshold,
     Device,
     KeySmoothing,
+    PROXY_FLAGS,
     PromptDenoising,
     QuickGelu,
     RichHook,
@@ -33,6 +34,7 @@ from .common import (
     read_classes,
     resolve_device,
     user_errors,
+    with_proxy_options,
 )
 
 OptPath = Optional[Path]
@@ -53,22 +55,25 @@ def _typed(ctx: typer.Context) -> set[str]:
 _LABELLING_OPTIONS = {
     "classes": "--classes", "classes_file": "--classes-file", "background": "--background", "templates": "--templates",
     "key_smoothing": "--key-smoothing", "prompt_denoising": "--prompt-denoising", "denoise_threshold": "--denoise-threshold",
+    **PROXY_FLAGS,
 }
 
 
 def _labelling_record(names: list[str], background: str | None, templates: str, key_smoothing: bool,
-                      prompt_denoising: bool, denoise_threshold: float, method: str | None) -> dict:
-    """The labelling record of an online run without a label folder, from the label command's options."""
+                      prompt_denoising: bool, denoise_threshold: float, method: str | None, proxy: dict) -> dict:
+    """The labelling record of an online run without a label folder, from the label command's options
+    (``proxy``: the --proxy-*/--sam-* options as config fields)."""
     from ..engine.config import MaskCLIPConfig
     from ..training.online_labeller import labelling_record
 
     config = MaskCLIPConfig(templates=templates, background=comma_list(background, as_typed=True),
                             key_smoothing=key_smoothing, prompt_denoising=prompt_denoising,
-                            denoise_threshold=denoise_threshold, **({"method": method} if method else {}))
+                            denoise_threshold=denoise_threshold, **({"method": method} if method else {}), **proxy)
     return labelling_record(names, config).to_dict()
 
 
 @app.command("train")
+@with_proxy_options
 def train(
     ctx: typer.Context,
     images: Annotated[Path, typer.Option(help="Folder of training images (the one given to `maskclip label`).")],
@@ -116,6 +121,7 @@ def train(
     checkpoint: Checkpoint = None,
     quick_gelu: QuickGelu = None,
     method: Annotated[Optional[str], typer.Option(help=f"Dense-feature method the pseudo labels were made with ({', '.join(METHODS)}); checked against classes.json and kept in the checkpoint. Default: the one recorded. Online without --labels: the labeller's method (default maskclip).")] = None,
+    proxy: Optional[dict] = None,  # the --proxy-*/--sam-* options, filled in by with_proxy_options
     device: Device = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -136,7 +142,7 @@ def train(
             if not online:
                 raise MaskCLIPError("Pass --labels (a folder made by `maskclip label`), or --online with --classes to label as it trains.")
             record = _labelling_record(read_classes(classes, classes_file), background, templates, key_smoothing,
-                                       prompt_denoising, denoise_threshold, method)
+                                       prompt_denoising, denoise_threshold, method, proxy)
             model = model or DEFAULT_MODEL
             pretrained = pretrained or (None if checkpoint else DEFAULT_PRETRAINED)
         elif labelling:

@@ -17,11 +17,24 @@ from .methods import DEFAULT_METHOD, REGISTRY, Method, get_method
 DenseEncoder = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def dense_encoder(visual: torch.nn.Module, method: str | Method = DEFAULT_METHOD, baseline: bool = False) -> DenseEncoder:
+def dense_encoder(
+    visual: torch.nn.Module, method: str | Method = DEFAULT_METHOD, baseline: bool = False,
+    backbones: dict | None = None, mean: tuple[float, ...] = (), std: tuple[float, ...] = (), **options: object,
+) -> DenseEncoder:
     """``images -> (features, keys)`` for this tower and method, checked once here (not per batch):
-    the method resolved from the registry, refused with one clear line if the tower cannot run it."""
+    the method resolved from the registry, refused with one clear line if the tower cannot run it.
+
+    A method that ``needs`` other backbones (ProxyCLIP, Trident) takes them loaded in ``backbones``
+    (``{"proxy": LoadedProxy, "sam": LoadedProxy}``), CLIP's input ``mean``/``std`` (it recovers the
+    pixels) and its ``options`` (beta, gamma, window, stride, refine_neg_cos)."""
     method = get_method(method)
     check_method_for(visual, method, baseline)
+    if method.needs:
+        missing = [n for n in method.needs if n not in (backbones or {})]
+        if missing:
+            raise MaskCLIPError(f"--method {method.name} needs these backbones loaded beside CLIP: {', '.join(missing)} "
+                                "(engine.build.build_segmenter loads them).")
+        return method.encoder(visual, mean, std, backbones, **options)
     if isinstance(visual, VisionTransformer):
         return partial(vit_dense, visual, baseline=baseline, method=method)  # a partial pickles (Ray ships segmenters)
     return partial(resnet_dense, visual, baseline=baseline)

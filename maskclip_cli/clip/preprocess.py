@@ -19,6 +19,17 @@ from torchvision.transforms.v2 import functional as TF
 MAX_ASPECT = 4  # the long side of a model input is at most this many times its short side
 
 
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Starts of windows of ``window`` px every ``stride`` px covering ``length``; the last one is
+    pushed back to end exactly at ``length``. A short axis gets one window starting at 0."""
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] + window < length:
+        starts.append(length - window)
+    return starts
+
+
 def snapped_size(width: int, height: int, short_side: int, stride: int, max_long_side: int | None = None) -> tuple[int, int]:
     """(width, height) scaled so the short side is ``short_side`` -- or less, where the long side would
     then exceed ``max_long_side`` (default ``MAX_ASPECT * short_side``) -- each rounded to a multiple

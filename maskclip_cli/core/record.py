@@ -86,6 +86,22 @@ class ClipSource:
 
 
 @dataclass(frozen=True)
+class BackboneSource:
+    """A frozen backbone run beside CLIP (ProxyCLIP's proxy, Trident's SAM): its timm name with tag
+    and where its weights came from."""
+
+    model: str
+    weights: WeightsSource
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "weights": asdict(self.weights)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BackboneSource:
+        return cls(str(data.get("model") or ""), WeightsSource.from_dict(data.get("weights") or {"kind": "in-memory"}))
+
+
+@dataclass(frozen=True)
 class TrainedNetwork:
     """The MaskCLIP+ network that made labels (``label --segmenter``)."""
 
@@ -113,6 +129,7 @@ class LabelRecord:
     min_confidence: float | None = None  # pixels below it were written as the ignore index
     confidence_format: str = "png"  # png | npy: how confidence/ maps are stored
     exif: bool = True  # images were decoded with their EXIF orientation applied (formats.images)
+    backbones: dict[str, BackboneSource] = field(default_factory=dict)  # "proxy", "sam": only for methods that use them
     version: int = RECORD_VERSION
 
     @property
@@ -124,6 +141,9 @@ class LabelRecord:
         return str(self.inference.get("templates", "vild"))
 
     def to_dict(self) -> dict:
+        """JSON values; ``backbones`` only when a method used some (records of other methods, and their
+        hashes, are as before)."""
+        backbones = {"backbones": {k: v.to_dict() for k, v in self.backbones.items()}} if self.backbones else {}
         return {
             "record_version": self.version,
             "segmenter": self.segmenter,
@@ -135,6 +155,7 @@ class LabelRecord:
             "min_confidence": self.min_confidence,
             "confidence_format": self.confidence_format,
             "exif": self.exif,
+            **backbones,
         }
 
     @classmethod
@@ -157,6 +178,7 @@ class LabelRecord:
             min_confidence=data.get("min_confidence"),
             confidence_format=str(data.get("confidence_format", "png")),
             exif=bool(data.get("exif", False)),  # records without the key were made ignoring EXIF
+            backbones={str(k): BackboneSource.from_dict(v) for k, v in (data.get("backbones") or {}).items()},
         )
 
 

@@ -12,6 +12,7 @@ tokens, and key smoothing works through its similarity in bounded row blocks.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -24,12 +25,13 @@ from PIL import Image
 from .class_groups import reduce_groups
 from ..clip.dense import dense_encoder, output_stride
 from ..clip.loading import LoadedCLIP
+from ..clip.methods import get_method
 from ..clip.preprocess import box_short_side, resize_uint8
 from ..clip.templates import get_templates
 from ..clip.text_embeddings import class_embeddings
 from ..core.errors import MaskCLIPError, ParameterError
 from ..core.hooks import SILENT, ProgressHook
-from ..core.record import LabelRecord
+from ..core.record import BackboneSource, LabelRecord
 from ..core.vocabulary import ClassSpec, ClassVocabulary, background_words
 from .authors_code import AUTHORS_MEAN, AUTHORS_STD, authors_key_smooth, authors_port
 from .config import MaskCLIPConfig
@@ -45,12 +47,14 @@ class MaskCLIP(Segmenter):
     """MaskCLIP over ``classes``: a :class:`~maskclip_cli.core.vocabulary.ClassVocabulary`, or class
     specs (a name, or a list of synonyms named by the first, scoring the max over them) plus
     ``config.background``, the words of an optional merged background class with id 0.
-    ``hook`` receives warnings (PAMR skipped on a photo too large for memory).
+    ``hook`` receives warnings (PAMR skipped on a photo too large for memory). ``backbones``: the
+    frozen backbones the method needs beside CLIP (``{"proxy": LoadedProxy, "sam": LoadedProxy}``
+    for ProxyCLIP and Trident; :func:`~maskclip_cli.engine.build.build_segmenter` loads them).
     """
 
     def __init__(
         self, clip: LoadedCLIP, classes: ClassVocabulary | Sequence[ClassSpec], config: MaskCLIPConfig | None = None,
-        cache_dir: str | os.PathLike | None = None, hook: ProgressHook = SILENT,
+        cache_dir: str | os.PathLike | None = None, hook: ProgressHook = SILENT, backbones: dict | None = None,
     ):
         self.clip, self.hook = clip, hook
         self.config = cfg = replace(config) if config else MaskCLIPConfig()  # a copy: defaults are filled in
@@ -61,11 +65,17 @@ class MaskCLIP(Segmenter):
             raise MaskCLIPError("The area threshold needs a background class (--background): small classes fall back to it.")
         self.vocabulary, self.class_names, self.synonyms = vocab, vocab.names, vocab.synonyms
         self.groups = torch.tensor(vocab.groups)
-        self.patch = output_stride(clip.model.visual)
+        self.backbones = dict(backbones or {})
+        method = get_method(cfg.method)
+        # inputs and windows are multiples of ``patch``; features come out every ``cell`` pixels (a proxy's patch)
+        self.patch = self.cell = output_stride(clip.model.visual)
+        if "proxy" in self.backbones:
+            self.cell = self.backbones["proxy"].patch_size
+            self.patch = math.lcm(self.patch, self.cell)
+        self._slides = cfg.window is not None and not method.whole_image  # Trident crops the image itself
         # ``authors_code``: the authors' port of the tower and ImageNet statistics (engine/authors_code.py)
         self.visual = authors_port(clip.model.visual) if cfg.authors_code else clip.model.visual
         self.mean, self.std = (AUTHORS_MEAN, AUTHORS_STD) if cfg.authors_code else (clip.mean, clip.std)
-        self._dense = dense_encoder(self.visual, cfg.method, cfg.baseline)  # the method resolved and checked once
         self.device = clip.device
         if cfg.short_side < self.patch:
             raise ParameterError(f"{{}} must be at least the model's patch size {self.patch} (got {cfg.short_side}).", "short_side")
@@ -75,6 +85,9 @@ class MaskCLIP(Segmenter):
                 raise ParameterError("{} must be at most {} (larger strides leave pixels uncovered).", "stride", "window")
             if cfg.window % self.patch or cfg.stride % self.patch:
                 raise ParameterError(f"{{}} and {{}} must be multiples of the model's stride {self.patch}.", "window", "stride")
+        # the method resolved and checked once
+        self._dense = dense_encoder(self.visual, method, cfg.baseline, self.backbones, self.mean, self.std, beta=cfg.proxy_beta,
+                                    gamma=cfg.proxy_gamma, window=cfg.window, stride=cfg.stride, refine_neg_cos=cfg.sam_refine_neg_cos)
         cache = None if cache_dir is None else Path(cache_dir)
         self.text = class_embeddings(clip, vocab.prompts, get_templates(cfg.templates), cache, hook).to(clip.device)
 
@@ -100,7 +113,7 @@ class MaskCLIP(Segmenter):
 
     def record(self) -> LabelRecord:
         return LabelRecord(classes=list(self.class_names), clip=self.clip.source, inference=self.config.inference_record(),
-                           synonyms=self.synonyms)
+                           synonyms=self.synonyms, backbones={k: BackboneSource(b.name, b.weights) for k, b in self.backbones.items()})
 
     # -- MaskCLIP steps --------------------------------------------------------------------
     @torch.no_grad()
@@ -111,7 +124,7 @@ class MaskCLIP(Segmenter):
         unit features then taking cosines equals averaging the windows' logits.
         """
         cfg = self.config
-        if cfg.window is None:
+        if not self._slides:
             feats, keys = self._dense(images)
             return F.normalize(feats.float(), dim=1), keys.float()
 
@@ -119,7 +132,7 @@ class MaskCLIP(Segmenter):
             feats, keys = self._dense(crops)
             return torch.cat([F.normalize(feats.float(), dim=1), keys.float()], dim=1)
 
-        both = slide(images, cfg.window, cfg.stride, features_and_keys, self.patch)
+        both = slide(images, cfg.window, cfg.stride, features_and_keys, self.cell)
         dim = self.text.shape[1]
         return both[:, :dim], both[:, dim:]
 
@@ -152,7 +165,7 @@ class MaskCLIP(Segmenter):
         cfg = self.config
         # on a GPU the encoder and the cosine einsum run in fp16 (the successors' protocol, which this path follows)
         with torch.autocast(images.device.type, dtype=torch.float16, enabled=images.device.type == "cuda"):
-            if cfg.window is None:
+            if not self._slides:
                 logits = self._cosines(images)
             else:
                 logits = slide(images, cfg.window, cfg.stride, self._upsampled_cosines)

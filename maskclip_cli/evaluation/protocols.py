@@ -23,6 +23,17 @@ With ``paper`` the background datasets use the same merged background class with
 published (ImageNet mean/std, their ViT port's GELU and LayerNorm eps 1e-6, the ResNet pool without
 its positional embedding, key smoothing over location-normalised keys, logits upsampled when key
 smoothing is off; see :mod:`maskclip_cli.engine.authors_code`), to reproduce their Table 1.
+
+``proxyclip``: ProxyCLIP's evaluation (mc-lan/ProxyCLIP configs): ``--method proxyclip`` with DINO
+ViT-B/8, sliding window 336 with stride 112 (224 / 112 on Cityscapes), short side 336 (448 on ADE20K
+and Cityscapes), the sclip protocol's templates, synonym lists and logit path, logit scale 40, background
+threshold 0.2 on voc-bg and 0.15 on pascal-context-60. Their crops are padded to multiples of 56;
+ours are resized to multiples of 16 (CLIP's patch and the proxy's), as for every method.
+
+``trident``: Trident's (YuHengsss/Trident configs): ``--method trident`` (DINO ViT-B/16 on 336 crops,
+stride 224, SAM ViT-B), logit scale 40, short side 448 on VOC and COCO-Stuff, 576 on PASCAL Context
+and ADE20K (where SAM's negative thresholds are not refined), 688 on Cityscapes; background
+thresholds as ProxyCLIP's.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ from ..core.vocabulary import ClassVocabulary
 from ..engine.config import MaskCLIPConfig
 from .datasets import DatasetSpec, class_names, synonym_classes
 
-PROTOCOLS = ("paper", "paper-exact", "sclip")
+PROTOCOLS = ("paper", "paper-exact", "sclip", "proxyclip", "trident")
 SCLIP_LOGIT_SCALE = 40.0
 
 # Words merged into the background class (SCLIP's class files).
@@ -45,6 +56,7 @@ VOC_BACKGROUND = (
     "floor", "hill", "rail", "fence",
 )
 BACKGROUND_WORDS = {"voc-bg": VOC_BACKGROUND, "pascal-context-60": ("background",)}
+PROXY_BG_THRESHOLD = {"voc-bg": 0.2, "pascal-context-60": 0.15}  # ProxyCLIP's prob_thd (COCO-Object's 0.25: not a dataset here)
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,8 @@ class ProtocolSettings:
     prompt_denoising: bool = True
     upsample_logits: bool = False
     authors_code: bool = False
+    method: str = "maskclip"
+    sam_refine_neg_cos: bool | None = None  # trident only
 
 
 def protocol_settings(protocol: str, dataset: str) -> ProtocolSettings:
@@ -75,12 +89,20 @@ def protocol_settings(protocol: str, dataset: str) -> ProtocolSettings:
         box = (520, 520) if dataset.startswith("pascal-context") else (2048, 512)
         exact = protocol == "paper-exact"
         return ProtocolSettings(*box, "vild", None, None, background, 0.0, upsample_logits=exact, authors_code=exact)
+    successors = dict(synonyms=True, key_smoothing=False, prompt_denoising=False, upsample_logits=True)
+    if protocol == "proxyclip":
+        short = {"ade20k": 448, "cityscapes": 448}.get(dataset, 336)
+        window = 224 if dataset == "cityscapes" else 336
+        return ProtocolSettings(2048, short, "imagenet", window, 112, background, PROXY_BG_THRESHOLD.get(dataset, 0.0),
+                                SCLIP_LOGIT_SCALE, method="proxyclip", **successors)
+    if protocol == "trident":
+        short = {"pascal-context": 576, "pascal-context-60": 576, "ade20k": 576, "cityscapes": 688}.get(dataset, 448)
+        return ProtocolSettings(2048, short, "imagenet", 336, 224, background, PROXY_BG_THRESHOLD.get(dataset, 0.0),
+                                SCLIP_LOGIT_SCALE, method="trident", sam_refine_neg_cos=dataset != "ade20k", **successors)
     short = {"coco-stuff": 448, "cityscapes": 560}.get(dataset, 336)
     scale = {"voc-bg": 65.0, "pascal-context-60": 50.0}.get(dataset, SCLIP_LOGIT_SCALE)
-    return ProtocolSettings(
-        2048, short, "imagenet", 224, 112, background, 0.1 if background else 0.0, scale,
-        0.1 if dataset == "voc-bg" else None, synonyms=True, key_smoothing=False, prompt_denoising=False, upsample_logits=True,
-    )
+    return ProtocolSettings(2048, short, "imagenet", 224, 112, background, 0.1 if background else 0.0, scale,
+                            0.1 if dataset == "voc-bg" else None, **successors)
 
 
 def eval_config(
@@ -94,14 +116,18 @@ def eval_config(
     prompt_denoising: bool | None = None,
     logit_scale: float | None = None,
     area_threshold: float | None = None,
+    method: str | None = None,
     **refinement: object,
 ) -> MaskCLIPConfig:
     """The protocol's MaskCLIP settings with the user's overrides (None = the protocol's value;
     ``window=0`` = whole image; ``area_threshold=0`` = off). ``refinement`` holds method,
-    denoise_threshold, pamr, etc. Without a ``short_side`` the input follows the protocol's
+    denoise_threshold, pamr, the proxy options, etc. Without a ``short_side`` the input follows the protocol's
     (long, short) rescale box (``max_long_side``)."""
     if background and not settings.background:
         raise MaskCLIPError("--background applies only to datasets with a background class (voc-bg, pascal-context-60).")
+    method = method or settings.method
+    if method == "trident" and refinement.get("sam_refine_neg_cos") is None:
+        refinement["sam_refine_neg_cos"] = settings.sam_refine_neg_cos
     if window == 0:
         window, stride = None, None
     elif window is None:
@@ -119,6 +145,7 @@ def eval_config(
         area_threshold=settings.area_threshold if area_threshold is None else (area_threshold or None),
         upsample_logits=settings.upsample_logits,
         authors_code=settings.authors_code,
+        method=method,
         **refinement,
     )
 

@@ -16,6 +16,8 @@ import torch
 from ..core._io import file_sha256
 from ..clip.methods import DEFAULT_METHOD
 from ..clip.loading import LoadedCLIP, load_clip
+from ..clip.templates import get_templates
+from ..clip.text_embeddings import class_embeddings
 from ..core.constants import DEFAULT_PRETRAINED
 from ..engine.maskclip import MaskCLIP, MaskCLIPConfig
 from ..core.errors import MaskCLIPError
@@ -91,7 +93,11 @@ def class_text_from_clip(clip: LoadedCLIP, record: LabelRecord, method: str | No
     recorded = _checked_method(record, method)
     vocab = ClassVocabulary.from_record(record)  # the recorded class ids, background words and synonyms
     config = MaskCLIPConfig(method=recorded, templates=record.templates, background=record.background)
-    return from_maskclip(MaskCLIP(clip, vocab, config, hook=hook))
+    # only the text is needed: no dense encoder, so a method's extra backbones (a proxy, SAM) are not loaded
+    text = class_embeddings(clip, vocab.prompts, get_templates(config.templates), None, hook)
+    kept = LabelRecord(classes=vocab.names, clip=clip.source, inference=config.inference_record(), synonyms=vocab.synonyms,
+                       backbones=record.backbones)
+    return ClassText(vocab.names, text.cpu(), torch.tensor(vocab.groups), kept)
 
 
 def class_text_for_labels(

@@ -271,7 +271,7 @@ def setup(cfg: TrainConfig, text: ClassText | None = None, device: str | torch.d
             raise MaskCLIPError(f"Text classes {text.class_names} differ from {cfg.labels}/classes.json {names}.")
     if cfg.online and labeller is None:
         how = labeller_record or record
-        labeller = OnlineLabeller(clip, names, labeller_config(how.inference), IMAGENET_MEAN, IMAGENET_STD,
+        labeller = OnlineLabeller(clip, names, labeller_config(how), IMAGENET_MEAN, IMAGENET_STD,
                                   synonyms=how.synonyms)
     if labeller is not None and labeller.class_names != names:
         raise MaskCLIPError(f"The online labeller's classes {labeller.class_names} differ from the training classes {names}.")

@@ -33,17 +33,18 @@ import torch.nn.functional as F
 from ..clip.loading import LoadedCLIP
 from ..core.constants import IGNORE_INDEX
 from ..engine.build import build_segmenter
-from ..engine.config import MaskCLIPConfig
+from ..engine.config import MaskCLIPConfig, backbone_fields, backbone_sources
 from ..core.record import LabelRecord
 from ..core.vocabulary import ClassSpec, ClassVocabulary
 
 
-def labeller_config(inference: dict) -> MaskCLIPConfig:
-    """The :class:`MaskCLIPConfig` a record's inference settings describe, for whole-crop use
-    (window and stride dropped: the crop is the unit online). Keys MaskCLIPConfig does not know
-    are left out; every one it has (``method`` included) is taken over."""
+def labeller_config(record: LabelRecord) -> MaskCLIPConfig:
+    """The :class:`MaskCLIPConfig` a record's inference settings and backbones (ProxyCLIP's proxy,
+    Trident's SAM) describe, for whole-crop use (window and stride dropped: the crop is the unit
+    online). Keys MaskCLIPConfig does not know are left out; every one it has (``method`` included)
+    is taken over."""
     known = {f.name for f in fields(MaskCLIPConfig)}
-    cfg = MaskCLIPConfig(**{k: v for k, v in inference.items() if k in known})
+    cfg = MaskCLIPConfig(**{k: v for k, v in record.inference.items() if k in known}, **backbone_fields(record.backbones))
     return replace(cfg, window=None, stride=None)
 
 
@@ -51,7 +52,8 @@ def labelling_record(classes: ClassVocabulary | Sequence[ClassSpec], config: Mas
     """How to label ``classes`` online when there is no label folder: the class ids MaskCLIP gives
     them (a merged background first), their synonyms and ``config``; the CLIP is named when it is loaded."""
     vocab = classes if isinstance(classes, ClassVocabulary) else ClassVocabulary.build(classes, config.background)
-    return LabelRecord(classes=vocab.names, clip=None, inference=config.inference_record(), synonyms=vocab.synonyms)
+    return LabelRecord(classes=vocab.names, clip=None, inference=config.inference_record(), synonyms=vocab.synonyms,
+                       backbones=backbone_sources(config))
 
 
 class OnlineLabeller:
@@ -90,7 +92,8 @@ class OnlineLabeller:
         """How this labeller labels (CLIP, settings, all training classes): saved in checkpoints, so a
         resumed run rebuilds the same labeller."""
         clip, vocab, config = self._args[:3]
-        return LabelRecord(classes=vocab.names, clip=clip.source, inference=config.inference_record(), synonyms=vocab.synonyms)
+        return LabelRecord(classes=vocab.names, clip=clip.source, inference=config.inference_record(), synonyms=vocab.synonyms,
+                           backbones=self.segmenter.record().backbones)
 
     def restricted(self, candidates: list[str]) -> OnlineLabeller:
         """The same labeller (same CLIP, settings and classes) that can assign only ``candidates``."""

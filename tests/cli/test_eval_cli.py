@@ -347,3 +347,23 @@ def test_paper_exact_protocol(tmp_path, tiny_config, voc_root):
     inf = doc["settings"]["segmenter"]["inference"]
     assert doc["settings"]["protocol"] == "paper-exact" and inf["authors_code"] and inf["upsample_logits"]
     assert inf["max_short_side"] == 512 and inf["window"] is None and inf["logit_scale"] == 100
+
+
+@pytest.mark.parametrize("protocol", ["proxyclip", "trident"])
+def test_proxy_protocols_pick_their_method_and_settings(tmp_path, tiny_config, voc_root, monkeypatch, protocol):
+    """`eval --protocol proxyclip|trident` runs its method (random proxy and SAM, cut small) with the
+    authors' background threshold and scale; the report names the backbones."""
+    import timm
+
+    create = timm.create_model
+    small = {"samvit_base_patch16.sa1b": {"img_size": 256, "depth": 2, "global_attn_indexes": [1]}}
+    monkeypatch.setattr(timm, "create_model", lambda name, *a, **k: create(name, *a, **{"depth": 1, **small.get(name, {}), **k}))
+    extra = ("--sam-pretrained", "none") if protocol == "trident" else ()
+    _, doc = run_eval(tmp_path, tiny_config, "--dataset", "voc-bg", "--data-root", str(voc_root), "--protocol", protocol,
+                      "--templates", "simple", "--short-side", "64", "--window", "32", "--stride", "16", "--limit", "1",
+                      "--proxy-model", "vit_small_patch16_224.dino", "--proxy-pretrained", "none", *extra)
+    s = doc["settings"]
+    inf = s["segmenter"]["inference"]
+    assert s["bg_threshold"] == 0.2 and (inf["method"], inf["logit_scale"], inf["proxy_beta"]) == (protocol, 40.0, 1.2)
+    assert s["segmenter"]["backbones"]["proxy"]["model"] == "vit_small_patch16_224.dino"
+    assert ("sam" in s["segmenter"]["backbones"]) == (protocol == "trident")

@@ -17,12 +17,16 @@ from maskclip_cli.engine.maskclip import MaskCLIP
 
 
 def test_every_entry_resolves_to_its_recipe_and_rule():
-    assert METHODS == tuple(REGISTRY) == ("maskclip", "sclip", "clearclip", "naclip")
+    assert METHODS == tuple(REGISTRY) == ("maskclip", "sclip", "clearclip", "naclip", "proxyclip", "trident")
     for method in REGISTRY.values():
         module, function = method.recipe.split(":")
-        assert method.last_block.__name__ == function and method.last_block.__module__.endswith(f"last_block.{module}")
+        recipe = method.encoder if method.needs else method.last_block  # a second backbone: a whole dense encoder
+        assert recipe.__name__ == function and recipe.__module__.endswith(f"{'proxy' if method.needs else 'last_block'}.{module}")
     assert [m.name for m in REGISTRY.values() if not m.vit_only] == ["maskclip"]
-    assert {m.name: m.pos_embed_scale_offset for m in REGISTRY.values()} == {"maskclip": 0.0, "sclip": 0.1, "clearclip": 0.1, "naclip": 0.1}
+    assert {m.name: m.needs for m in REGISTRY.values() if m.needs} == {"proxyclip": ("proxy",), "trident": ("proxy", "sam")}
+    assert [m.name for m in REGISTRY.values() if m.whole_image] == ["trident"]
+    assert {m.name: m.pos_embed_scale_offset for m in REGISTRY.values()} == {
+        "maskclip": 0.0, "sclip": 0.1, "clearclip": 0.1, "naclip": 0.1, "proxyclip": 0.1, "trident": 0.1}
     assert get_method("naclip") is REGISTRY["naclip"] and get_method(REGISTRY["sclip"]) is REGISTRY["sclip"]
     with pytest.raises(MaskCLIPError, match="Unknown method 'nope'; choose one of maskclip, sclip"):
         get_method("nope")

@@ -226,3 +226,32 @@ def test_sliding_window_averages_overlaps_per_cell(cell, window, stride):
     out = slide(images, window, stride, run, cell, windows_per_pass=4)
     torch.testing.assert_close(out, F.avg_pool2d(images, cell))
     assert max(calls) <= 4 and sum(calls) % 2 == 0  # windows stacked per pass, both images each time
+
+
+def test_proxyclip_windows_average_the_proxy_grid_per_cell():
+    """With a sliding window, ProxyCLIP's features (on the proxy's finer grid) are averaged per
+    proxy cell, as for the CLIP-only methods; the image is snapped to lcm(CLIP's, the proxy's patch)."""
+    import timm
+
+    from maskclip_cli.clip.proxy.backbone import LoadedProxy
+    from maskclip_cli.clip.proxy.proxyclip import proxyclip_features
+    from maskclip_cli.core.record import WeightsSource
+
+    torch.manual_seed(0)
+    dino = timm.create_model("vit_small_patch16_224.dino", pretrained=False, depth=1, dynamic_img_size=True).eval()
+    proxy = LoadedProxy(dino, "vit_small_patch16_224.dino", WeightsSource("random"), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    clip = make_tiny_clip("vit")  # patch 8: CLIP's grid is finer than the proxy's here
+    mc = MaskCLIP(clip, CLASSES, MaskCLIPConfig(method="proxyclip", templates="simple", window=32, stride=16), backbones={"proxy": proxy})
+    assert (mc.patch, mc.cell) == (16, 16)
+    x = torch.randn(1, 3, 32, 64)
+
+    def by_hand(crops):
+        pixels = crops * torch.tensor(clip.std).view(1, 3, 1, 1) + torch.tensor(clip.mean).view(1, 3, 1, 1)
+        feats, keys = proxyclip_features(clip.model.visual, dino, crops, proxy.normalise(pixels))
+        return torch.cat([F.normalize(feats, dim=1), keys], dim=1)
+
+    want = slide(x, 32, 16, by_hand, 16)
+    got_f, got_k = mc.encode(x)
+    assert rel_err(got_f, want[:, : got_f.shape[1]]) < 1e-5 and rel_err(got_k, want[:, got_f.shape[1] :]) < 1e-5
+    with pytest.raises(MaskCLIPError, match="backbones"):
+        MaskCLIP(clip, CLASSES, MaskCLIPConfig(method="proxyclip", templates="simple"))

@@ -63,3 +63,20 @@ def test_rescaled_maskclip_input_size(tiny_vit):
     assert eval_config(ps, short_side=64).max_long_side is None
     pred = seg.label_image(Image.new("RGB", (40, 30)))
     assert pred.labels.shape == (30, 40)
+
+
+def test_proxyclip_and_trident_protocols_are_the_authors_settings():
+    """ProxyCLIP's configs: 336 crops stride 112 (224 on Cityscapes), short side 336 (448 ADE20K and
+    Cityscapes), scale 40, prob_thd 0.2 VOC21 / 0.15 Context60; Trident's: 336/224 crops, short side
+    448 VOC and COCO-Stuff, 576 Context and ADE20K (refine_neg_cos off on ADE20K), 688 Cityscapes."""
+    proxy = {d: protocol_settings("proxyclip", d) for d in ("voc-bg", "pascal-context-60", "pascal-context", "ade20k", "cityscapes")}
+    assert [(p.window, p.stride, p.max_short) for p in proxy.values()] == [(336, 112, 336)] * 3 + [(336, 112, 448), (224, 112, 448)]
+    assert [p.bg_threshold for p in proxy.values()] == [0.2, 0.15, 0.0, 0.0, 0.0]
+    assert {(p.method, p.logit_scale, p.key_smoothing, p.upsample_logits) for p in proxy.values()} == {("proxyclip", 40.0, False, True)}
+    trident = {d: protocol_settings("trident", d) for d in ("voc-bg", "pascal-context", "coco-stuff", "ade20k", "cityscapes")}
+    assert [p.max_short for p in trident.values()] == [448, 576, 448, 576, 688]
+    assert [p.sam_refine_neg_cos for p in trident.values()] == [True, True, True, False, True]
+    cfg = eval_config(trident["ade20k"])
+    assert (cfg.method, cfg.window, cfg.stride, cfg.sam_refine_neg_cos, cfg.proxy_beta) == ("trident", 336, 224, False, 1.2)
+    assert eval_config(trident["ade20k"], sam_refine_neg_cos=True).sam_refine_neg_cos is True
+    assert eval_config(proxy["voc-bg"], method="naclip").method == "naclip"

@@ -14,6 +14,7 @@ from maskclip_cli.core.errors import MaskCLIPError
 from maskclip_cli.formats.label_folder import LabelFolder
 from maskclip_cli.labelling.label_job import LabelOptions, label_folder
 from maskclip_cli.core.record import (
+    BackboneSource,
     ClipSource,
     LabelRecord,
     TrainedNetwork,
@@ -37,6 +38,16 @@ def test_record_round_trips_through_json():
     assert back == record
     assert record_hash(back) == record_hash(record)
     assert record_hash(LabelRecord(["cat"], None)) != record_hash(LabelRecord(["dog"], None))
+
+
+def test_backbones_round_trip_and_appear_only_when_used():
+    """ProxyCLIP's proxy and Trident's SAM are named beside CLIP; records without them keep their keys."""
+    proxy = BackboneSource("vit_base_patch8_224.dino", WeightsSource("tag", tag="dino"))
+    sam = BackboneSource("samvit_base_patch16.sa1b", WeightsSource("checkpoint", path="/sam.pth", sha256="cd" * 32))
+    record = LabelRecord(["cat"], None, inference={"method": "trident"}, backbones={"proxy": proxy, "sam": sam})
+    data = json.loads(json.dumps(record.to_dict()))
+    assert data["backbones"]["sam"]["weights"]["path"] == "/sam.pth" and LabelRecord.from_dict(data) == record
+    assert "backbones" not in LabelRecord(["cat"], None).to_dict()
 
 
 def test_weights_labels_keep_the_0_1_0_identities():

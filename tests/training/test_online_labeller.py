@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from maskclip_cli.engine.maskclip import MaskCLIP, MaskCLIPConfig
 from maskclip_cli.core.errors import MaskCLIPError
 from maskclip_cli.core.constants import IMAGENET_MEAN, IMAGENET_STD
+from maskclip_cli.core.record import BackboneSource, LabelRecord, WeightsSource
 from maskclip_cli.training.online_labeller import OnlineLabeller, labeller_config
 from maskclip_cli.training.zero_shot import mask_unseen, merge_targets
 
@@ -110,7 +111,7 @@ def test_background_words_and_config_from_settings():
     settings = {"segmenter": "maskclip", "model": "tiny-vit", "templates": "simple", "background": ["sky", "wall"],
                 "key_smoothing": False, "prompt_denoising": True, "denoise_threshold": 0.3, "short_side": 96,
                 "window": 48, "stride": 24, "baseline": False, "classes": ["background", "cat", "dog"]}
-    cfg = labeller_config(settings)
+    cfg = labeller_config(LabelRecord.from_dict(settings))
     assert (cfg.window, cfg.stride, cfg.denoise_threshold, cfg.background) == (None, None, 0.3, ["sky", "wall"])
     names = ["background", "cat", "dog"]
     labeller = OnlineLabeller(clip, names, cfg, IMAGENET_MEAN, IMAGENET_STD)
@@ -161,3 +162,22 @@ def test_labeller_stays_on_the_device_path(monkeypatch):
     monkeypatch.setattr(labeller.segmenter, "predict", lambda *a: pytest.fail("predict copies every crop to the host"))
     labels, conf = labeller(x, valid)
     assert torch.equal(labels, want[0]) and torch.equal(conf, want[1])
+
+
+def test_online_labeller_with_a_proxy_from_the_record(monkeypatch):
+    """train --online with --method proxyclip: the record's proxy (model, weights) is loaded again and
+    named in the labeller's record; the crops are labelled on the proxy's grid, upsampled."""
+    import timm
+
+    create = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda name, *a, **k: create(name, *a, **{"depth": 1, **k}))
+    record = LabelRecord(classes=NAMES, clip=None, inference=MaskCLIPConfig(method="proxyclip", templates="simple").inference_record())
+    record.backbones = {"proxy": BackboneSource("vit_small_patch16_224.dino", WeightsSource("random"))}
+    cfg = labeller_config(record)
+    assert (cfg.method, cfg.proxy_model, cfg.proxy_pretrained, cfg.proxy_beta) == ("proxyclip", "vit_small_patch16_224.dino", "none", 1.2)
+    labeller = OnlineLabeller(make_tiny_clip("vit"), NAMES, cfg, IMAGENET_MEAN, IMAGENET_STD)
+    assert labeller.segmenter.cell == 16 and labeller.segmenter.patch == 16  # lcm of CLIP's 8 and the proxy's 16
+    assert labeller.record().backbones == record.backbones
+    x, valid = _crops((64, 48), pad=8)
+    labels, conf = labeller(x, valid)
+    assert labels.shape == (2, 64, 48) and (labels[valid == IGN] == IGN).all() and len(labels.unique()) > 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -159,13 +160,8 @@ def test_resume_extension_keeps_the_guided_phase(tmp_path, maskclip):
     assert phases == ["guided"] + ["self"] * 13  # iters // 10 = 1 guided iteration, as the run started
 
 
-def test_cli_online_from_an_image_folder_and_resume(tmp_path):
-    """`train --online --classes` with no label folder; the resumed run rebuilds the labeller from its checkpoint."""
-    from typer.testing import CliRunner
-
-    from maskclip_cli.cli import app
-    from maskclip_cli.training.checkpointing import load_checkpoint
-
+def _online_cli(tmp_path) -> tuple[list[str], list[str], Path, Path]:
+    """(train's common options on two synthetic images, a tiny CLIP's --model/--checkpoint, run folder, weights)."""
     from conftest import TINY_CONFIGS
 
     images, _ = make_dataset(tmp_path, n=2)
@@ -175,8 +171,19 @@ def test_cli_online_from_an_image_folder_and_resume(tmp_path):
     out = tmp_path / "run"
     common = ["train", "--images", str(images), "--out", str(out), "--backbone", "resnet18", "--backbone-weights", "none",
               "--batch-size", "1", "--crop-size", "48", "--workers", "0", "--device", "cpu", "--no-progress"]
+    return common, ["--model", str(model_cfg), "--checkpoint", str(weights)], out, weights
+
+
+def test_cli_online_from_an_image_folder_and_resume(tmp_path):
+    """`train --online --classes` with no label folder; the resumed run rebuilds the labeller from its checkpoint."""
+    from typer.testing import CliRunner
+
+    from maskclip_cli.cli import app
+    from maskclip_cli.training.checkpointing import load_checkpoint
+
+    common, clip_args, out, weights = _online_cli(tmp_path)
     labelling = ["--online", "--classes", "cat,dog", "--background", "grass,field", "--templates", "simple",
-                 "--no-key-smoothing", "--model", str(model_cfg), "--checkpoint", str(weights)]
+                 "--no-key-smoothing", *clip_args]
     result = CliRunner().invoke(app, [*common, *labelling, "--iters", "2"])
     assert result.exit_code == 0, result.output
     meta = load_checkpoint(out / "checkpoint.pt")["meta"]
@@ -192,3 +199,30 @@ def test_cli_online_from_an_image_folder_and_resume(tmp_path):
                 [*common[:3], str(tmp_path / "y"), *common[5:], "--labels", str(tmp_path / "labelled"), "--classes", "cat"]):
         result = CliRunner().invoke(app, bad)
         assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_cli_online_with_proxyclip_keeps_its_proxy_across_resume(tmp_path, monkeypatch):
+    """`train --online --method proxyclip --proxy-checkpoint`: the labeller loads the proxy, the
+    checkpoint names it, and the resumed run loads it again from that record."""
+    import safetensors.torch
+    import timm
+    from typer.testing import CliRunner
+
+    from maskclip_cli.cli import app
+    from maskclip_cli.training.checkpointing import load_checkpoint
+
+    create = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda name, *a, **k: create(name, *a, **{"depth": 1, **k}))
+    proxy = tmp_path / "dino.safetensors"
+    safetensors.torch.save_file(create("vit_small_patch16_224.dino", pretrained=False, depth=1).state_dict(), proxy)
+    common, clip_args, out, _ = _online_cli(tmp_path)
+    labelling = ["--online", "--classes", "cat,dog", "--templates", "simple", *clip_args, "--method", "proxyclip",
+                 "--proxy-model", "vit_small_patch16_224.dino", "--proxy-checkpoint", str(proxy)]
+    result = CliRunner().invoke(app, [*common, *labelling, "--iters", "1"])
+    assert result.exit_code == 0, result.output
+    labeller = load_checkpoint(out / "checkpoint.pt")["meta"]["labeller"]
+    assert labeller["inference"]["method"] == "proxyclip" and labeller["inference"]["proxy_beta"] == 1.2
+    assert labeller["backbones"]["proxy"]["model"] == "vit_small_patch16_224.dino"
+    assert labeller["backbones"]["proxy"]["weights"]["path"] == str(proxy.resolve())
+    result = CliRunner().invoke(app, [*common, "--resume", "--iters", "2"])
+    assert result.exit_code == 0 and "Trained iterations 1->2" in result.output, result.output
