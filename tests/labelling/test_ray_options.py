@@ -62,10 +62,24 @@ def test_input_resize_is_the_segmenters():
     assert np.array_equal(resize(image).numpy(), segmenter.resize(image).numpy())
 
 
-@pytest.mark.parametrize("tower", ["vit", "resnet"])
-def test_segmenter_ships_to_actors(tower):
-    """The bytes an actor loads give the driver's segmenter: the same probabilities, bit for bit."""
-    segmenter = MaskCLIP(make_tiny_clip(tower), ["cat", "dog"], MaskCLIPConfig(templates="simple", short_side=32))
+def _proxy() -> dict:
+    import timm
+
+    from maskclip_cli.clip.proxy.backbone import LoadedProxy
+    from maskclip_cli.core.record import WeightsSource
+
+    dino = timm.create_model("vit_small_patch16_224.dino", pretrained=False, depth=1, dynamic_img_size=True).eval()
+    return {"proxy": LoadedProxy(dino, "vit_small_patch16_224.dino", WeightsSource("random"), (0.485, 0.456, 0.406),
+                                 (0.229, 0.224, 0.225))}
+
+
+@pytest.mark.parametrize("tower, method", [("vit", "maskclip"), ("resnet", "maskclip"), ("vit", "proxyclip")])
+def test_segmenter_ships_to_actors(tower, method):
+    """The bytes an actor loads give the driver's segmenter (a proxy backbone included): the same
+    probabilities, bit for bit."""
+    backbones = _proxy() if method == "proxyclip" else None
+    segmenter = MaskCLIP(make_tiny_clip(tower), ["cat", "dog"], MaskCLIPConfig(method=method, templates="simple", short_side=32),
+                         backbones=backbones)
     shipped = torch.load(io.BytesIO(_serialise(segmenter)), map_location="cpu", weights_only=False)
     images = segmenter.normalise(torch.randint(0, 256, (2, 3, 32, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)))
     assert torch.equal(shipped.scores(images), segmenter.scores(images))
