@@ -18,6 +18,7 @@ from ..core.errors import MaskCLIPError, ParameterError
 from ..formats.label_folder import LabelFolder
 from ..core.hooks import SILENT, ProgressHook
 from .formats import FORMATS
+from .out_folder import check_out_folder
 from .writer import ExportOptions, kept_classes
 
 FAILED_FILE = "failed.jsonl"
@@ -63,6 +64,9 @@ def export_folder(label_dir: Path, out: Path, options: ExportOptions, hook: Prog
     if writer_class.needs_images and options.images is None:
         raise ParameterError(f"format {options.format} needs the photos: pass {{}}.", "images")
     kept_classes(folder, options.exclude)  # checked before anything is written
+    check_out_folder(out, {"label folder": label_dir, "photo folder --images": options.images})
+    if hasattr(writer_class, "check_options"):  # format-specific checks (names, URLs, libraries)
+        writer_class.check_options(folder, options)
     _prepare_out(out, writer_class.outputs, options.overwrite)
     writer = writer_class(folder, out, options)
     summary = ExportSummary(total=sum(1 for _ in folder.entries()))

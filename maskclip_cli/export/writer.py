@@ -15,7 +15,7 @@ from ..core.errors import MaskCLIPError, ParameterError, check_range
 from ..formats.label_folder import LabelFolder
 from ..formats.manifest import ManifestEntry
 
-FORMAT_NAMES = ("coco", "yolo-seg", "cvat-mask")  # the --format choices (formats.FORMATS maps them to writers)
+FORMAT_NAMES = ("coco", "yolo-seg", "cvat-mask", "label-studio", "hf")  # the --format choices (formats.FORMATS maps them to writers)
 
 
 @dataclass
@@ -27,17 +27,32 @@ class ExportOptions:
     overwrite: bool = False
     instances: bool = False  # coco: one annotation per connected component instead of per class
     min_area: int = 0  # yolo-seg: components and holes below this many pixels are dropped / filled
-    val_fraction: float = 0.1  # yolo-seg: share of images in the validation split
-    seed: int = 0  # yolo-seg: split seed
-    exclude: tuple[str, ...] = ()  # classes left out (coco, yolo-seg) or made background (cvat-mask)
+    val_fraction: float = 0.1  # coco, yolo-seg, hf: share of images in the validation split
+    seed: int = 0  # coco, yolo-seg, hf: split seed
+    exclude: tuple[str, ...] = ()  # classes left out (coco, yolo-seg, label-studio) or made background (cvat-mask, hf)
+    image_root_url: str | None = None  # label-studio: URL the photo paths are appended to
 
     def __post_init__(self) -> None:
         if self.format not in FORMAT_NAMES:
             raise ParameterError(f"{{}} must be one of {', '.join(FORMAT_NAMES)} (got '{self.format}').", "format")
+        for name, formats in APPLIES_TO.items():
+            if self.format not in formats and getattr(self, name) != getattr(ExportOptions, name):
+                raise ParameterError(f"{{}} does not apply to --format {self.format} (only to {', '.join(formats)}).", name)
         check_range("val_fraction", self.val_fraction, 0, 1)
         check_range("min_area", self.min_area, 0)
         if self.images is not None and not self.images.is_dir():
             raise MaskCLIPError(f"Image folder not found: {self.images}")
+
+
+# options that only some formats read: passing one to another format is refused, not ignored
+APPLIES_TO = {
+    "images": ("coco", "yolo-seg", "cvat-mask", "hf"),
+    "instances": ("coco",),
+    "min_area": ("yolo-seg",),
+    "val_fraction": ("coco", "yolo-seg", "hf"),
+    "seed": ("coco", "yolo-seg", "hf"),
+    "image_root_url": ("label-studio",),
+}
 
 
 def kept_classes(folder: LabelFolder, exclude: tuple[str, ...]) -> list[int]:
