@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..core._io import atomic_write
+from ..core.errors import MaskCLIPError
 from ..formats.label_files import palette, write_label_png
 from ..formats.label_folder import LabelFolder
 from ..formats.manifest import ManifestEntry
@@ -41,6 +42,18 @@ class CvatMaskWriter:
         self.lut[[i for i in range(len(names)) if i not in kept]] = 0
         (out / IMAGE_SET).parent.mkdir(parents=True, exist_ok=True)
         self._image_set = open(out / f"{IMAGE_SET}.part", "w", encoding="utf-8")
+
+    @staticmethod
+    def check_options(folder: LabelFolder, options: ExportOptions) -> None:
+        """labelmap.txt is ``name:r,g,b::`` lines: a name with ``:`` or a line break cannot be written."""
+        bad = [n for n in folder.class_names if ":" in n or "\n" in n or "\r" in n]
+        if bad:
+            raise MaskCLIPError(f"cvat-mask cannot name classes containing ':' or a line break: {', '.join(map(repr, bad))}; "
+                                "rename them in classes.json or use --format coco.")
+        later = [i for i, n in enumerate(folder.class_names) if i and n.lower() == "background"]
+        if later:
+            raise MaskCLIPError(f"cvat-mask keeps black for 'background' as class 0, but this folder's is class {later[0]}; "
+                                "use --format coco.")
 
     def add(self, entry: ManifestEntry, labels: np.ndarray, confidence: np.ndarray | None, photo: Path | None) -> None:
         write_label_png(self.out / "SegmentationClass" / f"{self.folder.stem_of(entry)}.png", self.lut[labels], self.colours)

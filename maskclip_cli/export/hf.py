@@ -149,19 +149,20 @@ class ShardWriter:
 
 
 def dataset_card(class_names: list[str], colours: list[list[int]], kept: list[int], counts: dict[str, int],
-                 folder: LabelFolder) -> str:
+                 folder: LabelFolder, options: ExportOptions) -> str:
     """README.md: the Hub's YAML header (configs, features), the classes, how the labels were made."""
     splits = [s for s in SPLITS if counts[s]]
     yaml = ["---", "configs:", "- config_name: default", "  data_files:"]
     yaml += [f"  - split: {s}\n    path: {DATA}/{s}-*" for s in splits]
     yaml += ["task_categories:", "- image-segmentation", "tags:", "- pseudo-labels", "- maskclip", "---", ""]
-    classes = [f"| {i} | {json.dumps(n)[1:-1]} | {'#%02x%02x%02x' % tuple(colours[i])} |" for i, n in enumerate(class_names) if i in kept]
+    classes = [f"| {i} | {json.dumps(n)[1:-1].replace('|', chr(92) + '|')} | {'#%02x%02x%02x' % tuple(colours[i])} |" for i, n in enumerate(class_names) if i in kept]
     settings = settings_lines(folder.record)
     body = [
         "# Pseudo-labelled segmentation dataset", "",
         f"Semantic segmentation labels made without annotation by {model_version(folder.record)} "
         "(MaskCLIP, ECCV 2022): a first draft to review, not ground truth.", "",
-        "Splits: " + ", ".join(f"{s} {counts[s]} images" for s in splits) + ".", "",
+        "Splits: " + ", ".join(f"{s} {counts[s]} images" for s in splits)
+        + f" (per-image hash: validation fraction {options.val_fraction}, seed {options.seed}).", "",
         "Columns: `image` (the photo), `label` (indexed PNG: pixel = class id, 255 = ignore), `confidence` "
         "(greyscale PNG, 0-255 = confidence 0-1), `source` (path in the labelled folder), `classes` (ids present).", "",
         "```python", "from datasets import load_dataset", 'ds = load_dataset("parquet", data_dir="data")  # or load_dataset("<this folder>")',
@@ -201,5 +202,5 @@ class HfWriter:
             for k, shard in enumerate(shards):
                 shard.replace(self.out / DATA / f"{split}-{k:05d}-of-{len(shards):05d}.parquet")
         (self.out / PARTS).rmdir()
-        text = dataset_card(self.folder.class_names, self.colours, self.kept, counts, self.folder)
+        text = dataset_card(self.folder.class_names, self.colours, self.kept, counts, self.folder, self.options)
         atomic_write(self.out / CARD, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
