@@ -116,15 +116,14 @@ class LabelStudioWriter:
 
     @staticmethod
     def check_options(folder: LabelFolder, options: ExportOptions) -> None:
-        """The SDK is installed and the image root is a URL Label Studio can serve."""
-        _brush()
+        """The image root is a URL Label Studio can serve and the SDK is installed."""
         root = options.image_root_url
         if not root:
             raise ParameterError("--format label-studio needs {}: where Label Studio finds the photos, e.g. "
                                  "'/data/local-files/?d=photos' (local files) or 'https://host/photos'.", "image_root_url")
-        if not root.startswith(URL_SCHEMES) or any(ch.isspace() for ch in root):
-            raise ParameterError(f"{{}} must start with {', '.join(URL_SCHEMES)} and hold no spaces (got '{root}').",
-                                 "image_root_url")
+        if not root.startswith(URL_SCHEMES):
+            raise ParameterError(f"{{}} must start with {', '.join(URL_SCHEMES)} (got '{root}').", "image_root_url")
+        _brush()
 
     def add(self, entry: ManifestEntry, labels: np.ndarray, confidence: np.ndarray | None, photo: Path | None) -> None:
         item = task(image_url(self.options.image_root_url, entry.source), labels, confidence,
