@@ -239,6 +239,17 @@ def _histogram_svg(counts: list[int]) -> str:
             f'<text x="{pad}" y="12" font-size="11">max {top} images per bin</text></svg>')
 
 
+def shown(path: Path) -> str:
+    """A path as a shared page may show it: relative as given, relative to the working directory
+    when inside it, else its name alone (no absolute path of the machine that made the page)."""
+    if not path.is_absolute():
+        return path.as_posix()
+    try:
+        return path.relative_to(Path.cwd()).as_posix() or "."
+    except ValueError:
+        return path.name
+
+
 def _settings_rows(folder: LabelFolder) -> list[tuple[str, object]]:
     """The label record as (name, value) rows: CLIP, weights, method and every inference setting."""
     r = folder.record
@@ -247,9 +258,13 @@ def _settings_rows(folder: LabelFolder) -> list[tuple[str, object]]:
     rows: list[tuple[str, object]] = [("segmenter", r.segmenter)]
     if r.clip is not None:
         weights = r.clip.weights
-        rows += [("model", r.clip.model), ("weights", weights.label + (f" ({weights.path})" if weights.path else ""))]
+        model = r.clip.model
+        kind, sep, where = model.partition(":") if model.startswith("local-dir:") else ("", "", model)
+        if sep or model.endswith(".json"):  # a folder or config file of this machine
+            model = kind + sep + shown(Path(where))
+        rows += [("model", model), ("weights", weights.label + (f" ({shown(Path(weights.path))})" if weights.path else ""))]
     if r.network is not None:
-        rows.append(("network", f"{r.network.checkpoint} ({r.network.backbone}, iteration {r.network.iteration})"))
+        rows.append(("network", f"{shown(Path(r.network.checkpoint))} ({r.network.backbone}, iteration {r.network.iteration})"))
     rows += list(r.inference.items())
     if r.synonyms:
         rows.append(("synonyms", r.synonyms))
@@ -273,7 +288,7 @@ def _page(folder: LabelFolder, label_dir: Path, scan: _Manifest, pixels: np.ndar
     exact = sampled == scan.ok
     parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>maskclip report: {_e(label_dir.name)}</title>"
              f"<style>{_CSS}</style></head><body>",
-             f"<h1>maskclip report: {_e(label_dir)}</h1>",
+             f"<h1>maskclip report: {_e(shown(label_dir))}</h1>",
              f"<p>{scan.total} images: {scan.ok} labelled, {scan.failed} failed; {len(names)} classes. "
              f"Generated {_e(time.strftime('%Y-%m-%d %H:%M'))}.</p>"]
 
