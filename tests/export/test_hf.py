@@ -86,3 +86,18 @@ def test_interrupted_export_looks_unfinished(folder, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         export_folder(tmp_path / "labels", tmp_path / "out", ExportOptions(format="hf", images=tmp_path / "images"))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["failed.jsonl"]
+
+
+def test_shards_roll_over_and_load_together(tmp_path, monkeypatch):
+    from maskclip_cli.export import hf
+
+    monkeypatch.setattr(hf, "ROW_GROUP_ROWS", 2)
+    monkeypatch.setattr(hf, "SHARD_BYTES", 1)  # every row group closes its shard
+    maps = {f"im{i}.png": shapes_map(40, 50 + i) for i in range(5)}
+    write_label_folder(tmp_path / "labels", tmp_path / "images", maps)
+    assert export(tmp_path, "hf", "--images", str(tmp_path / "images"), "--val-fraction", "0").exit_code == 0
+    names = sorted(p.name for p in (tmp_path / "out/data").iterdir())
+    assert names == [f"train-{k:05d}-of-00003.parquet" for k in range(3)]
+    ds = datasets.load_dataset("parquet", data_dir=str(tmp_path / "out/data"), cache_dir=str(tmp_path / "cache"))
+    assert sorted(ds["train"]["source"]) == sorted(maps)
+    check_rows(ds["train"], maps, tmp_path)
