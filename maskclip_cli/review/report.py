@@ -19,6 +19,7 @@ import html
 import json
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,6 +251,12 @@ def shown(path: Path) -> str:
         return path.name
 
 
+def without_folder(error: str, source: str) -> str:
+    """``error`` with the folder in front of ``source`` dropped (``Cannot read /home/me/photos/a.jpg``
+    -> ``Cannot read a.jpg``): the label job's messages name the photo by its full path."""
+    return re.sub(r"(?:[A-Za-z]:)?[/\\][^\s'\"]*?[/\\](?=" + re.escape(source) + ")", "", error)
+
+
 def _settings_rows(folder: LabelFolder) -> list[tuple[str, object]]:
     """The label record as (name, value) rows: CLIP, weights, method and every inference setting."""
     r = folder.record
@@ -321,7 +328,7 @@ def _page(folder: LabelFolder, label_dir: Path, scan: _Manifest, pixels: np.ndar
                  f"confidence: check these first.</p><div class=grid>{''.join(_card(t) for t in lowest)}</div>")
 
     if scan.failed:
-        rows = "".join(f"<tr><td>{_e(s)}</td><td class=err>{_e(err)}</td></tr>" for s, err in scan.failures)
+        rows = "".join(f"<tr><td>{_e(s)}</td><td class=err>{_e(without_folder(err, s))}</td></tr>" for s, err in scan.failures)
         more = f"<p class=muted>{scan.failed - len(scan.failures)} more in manifest.jsonl.</p>" if scan.failed > len(scan.failures) else ""
         parts.append(f"<h2>Failed images ({scan.failed})</h2><table><tr><th>image</th><th>error</th></tr>{rows}</table>{more}")
     else:

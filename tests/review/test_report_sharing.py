@@ -21,7 +21,8 @@ runner = CliRunner()
 
 def test_no_absolute_paths_and_classes_json_colours(tmp_path, monkeypatch):
     maps = {f"img{i}.jpg": shapes_map(60, 80) for i in range(3)}
-    write_label_folder(tmp_path / "labels", tmp_path / "images", maps, class_names=["background", "cat", "dog", "sky"])
+    write_label_folder(tmp_path / "labels", tmp_path / "images", maps, class_names=["background", "cat", "dog", "sky"],
+                       failed={"sub/broken.jpg": f"Cannot read {tmp_path}/images/sub/broken.jpg: OSError: truncated"})
     record = LabelRecord(["background", "cat", "dog", "sky"],
                          ClipSource("local-dir:/home/someone/models/clip", WeightsSource("checkpoint", path="/home/someone/w.pt", sha256="ab" * 8)),
                          segmenter="maskclip+", network=TrainedNetwork("/home/someone/run/ckpt.pt", "cd" * 8, "deeplabv2", 100, 512))
@@ -34,6 +35,7 @@ def test_no_absolute_paths_and_classes_json_colours(tmp_path, monkeypatch):
     page = page_path.read_text()
     assert str(tmp_path).lstrip("/") not in page and "/home/someone" not in page
     assert "<h1>maskclip report: labels</h1>" in page and "ckpt.pt" in page and "local-dir:clip" in page
+    assert "Cannot read sub/broken.jpg: OSError: truncated" in page
     monkeypatch.chdir(tmp_path)  # inside the working directory: shown relative to it
     assert runner.invoke(app, ["report", str(tmp_path / "labels"), "--no-progress", "-o", "r.html"]).exit_code == 0
     assert "<h1>maskclip report: labels</h1>" in (tmp_path / "r.html").read_text()
