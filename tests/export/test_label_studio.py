@@ -4,7 +4,6 @@ label map's pixels exactly; without the SDK the format is refused with the insta
 
 from __future__ import annotations
 
-import json
 import sys
 
 import numpy as np
