@@ -18,7 +18,7 @@ from ..core.errors import MaskCLIPError, ParameterError, check_range
 from ..formats.image_entry import ImageEntry
 from ..formats.label_folder import LabelFolder
 
-FORMAT_NAMES = ("coco", "yolo-seg", "cvat-mask")  # the --format choices (formats.FORMATS maps them to writers)
+FORMAT_NAMES = ("coco", "yolo-seg", "cvat-mask", "label-studio", "hf")  # the --format choices (formats.FORMATS maps them to writers)
 
 
 @dataclass
@@ -27,13 +27,14 @@ class ExportOptions:
     ``options``); :func:`check_options` refuses one set away from its default for another format."""
 
     format: str
-    images: Path | None = None  # the labelled photo folder: copied (hard-linked where possible) into the export
     overwrite: bool = False
-    exclude: tuple[str, ...] = ()  # classes left out (coco, yolo-seg) or made background (cvat-mask)
+    exclude: tuple[str, ...] = ()  # classes left out (coco, yolo-seg, label-studio) or made background (cvat-mask, hf)
+    images: Path | None = None  # all but label-studio: the labelled photo folder, copied (hard-linked where possible)
     instances: bool = False  # coco: one annotation per connected component instead of per class
     min_area: int = 0  # yolo-seg: components and holes below this many pixels are dropped / filled
-    val_fraction: float = 0.1  # yolo-seg: share of images in the validation split
-    seed: int = 0  # yolo-seg: split seed
+    val_fraction: float = 0.1  # coco, yolo-seg, hf: share of images in the validation split
+    seed: int = 0  # coco, yolo-seg, hf: split seed
+    image_root_url: str | None = None  # label-studio: URL the photo paths are joined onto
 
     def __post_init__(self) -> None:
         if self.format not in FORMAT_NAMES:
@@ -54,7 +55,7 @@ def kept_classes(folder: LabelFolder, exclude: tuple[str, ...]) -> list[int]:
     return [i for i, name in enumerate(folder.class_names) if name not in exclude]
 
 
-COMMON_OPTIONS = ("format", "images", "overwrite", "exclude")  # every format takes these
+COMMON_OPTIONS = ("format", "overwrite", "exclude")  # every format takes these
 
 
 def check_options(options: ExportOptions, takes: tuple[str, ...]) -> None:
@@ -69,7 +70,9 @@ def check_options(options: ExportOptions, takes: tuple[str, ...]) -> None:
 
 
 class Writer(Protocol):
-    """One export format: takes the images one by one, finishes its index files on close."""
+    """One export format: takes the images one by one, finishes its index files on close. A writer
+    may also have a static ``check_input(folder, options)`` that refuses, before anything is written,
+    what the format cannot hold (class names it cannot write, a missing library or URL)."""
 
     outputs: ClassVar[tuple[str, ...]]  # top-level names it writes under the output folder
     options: ClassVar[tuple[str, ...]]  # the format-specific ExportOptions fields it reads
