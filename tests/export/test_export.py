@@ -8,7 +8,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from label_folders import CLASS_NAMES, disk, shapes_map, write_label_folder
+from label_folders import CLASS_NAMES, disk, shapes_map, with_npy_confidence, write_label_folder
 from PIL import Image
 from pycocotools.coco import COCO
 from typer.testing import CliRunner
@@ -218,13 +218,10 @@ def test_yolo_polygons_with_many_pinholes():
 
 def test_coco_scores_from_npy_confidence(tmp_path):
     """Folders labelled with --confidence-format npy give the same scores (float16 maps)."""
-    from maskclip_cli.formats.label_files import write_confidence
-
     labels = shapes_map(40, 50)
     conf = np.random.default_rng(0).uniform(0, 1, labels.shape).astype(np.float32)
     write_label_folder(tmp_path / "labels", None, {"x.jpg": labels})
-    (tmp_path / "labels/confidence/x.png").unlink()
-    write_confidence(tmp_path / "labels/confidence/x.npy", conf)
+    with_npy_confidence(tmp_path / "labels", "x", conf)
     assert export(tmp_path, "coco", "--val-fraction", "0").exit_code == 0
     coco = COCO(str(tmp_path / "out/annotations/instances_train.json"))
     for ann in coco.loadAnns(coco.getAnnIds()):

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from label_folders import shapes_map, write_label_folder
+from label_folders import record_with_machine_paths, shapes_map, with_npy_confidence, write_label_folder
 from test_export import export, folder  # noqa: F401 (fixture)
 
 
@@ -50,14 +50,11 @@ def test_damaged_label_folder(folder):
 
 
 def test_coco_writes_no_nan_score(tmp_path):
-    from maskclip_cli.formats.label_files import write_confidence
-
     labels = shapes_map(40, 50)
     conf = np.full(labels.shape, 0.5, np.float32)
     conf[labels == 1] = np.nan  # a damaged .npy map
     write_label_folder(tmp_path / "labels", None, {"x.jpg": labels})
-    (tmp_path / "labels/confidence/x.png").unlink()
-    write_confidence(tmp_path / "labels/confidence/x.npy", conf)
+    with_npy_confidence(tmp_path / "labels", "x", conf)
     assert export(tmp_path, "coco", "--val-fraction", "0").exit_code == 0
     text = (tmp_path / "out/annotations/instances_train.json").read_text()
     assert "NaN" not in text
@@ -67,14 +64,10 @@ def test_coco_writes_no_nan_score(tmp_path):
 
 def test_coco_info_and_hf_card_hold_no_absolute_paths(tmp_path, monkeypatch):
     """Issue 22: COCO's info.settings copied the record's absolute checkpoint and model paths."""
-    from maskclip_cli.core.record import ClipSource, LabelRecord, TrainedNetwork, WeightsSource
     from maskclip_cli.formats.label_folder import LabelFolder
 
     write_label_folder(tmp_path / "labels", tmp_path / "images", {"x.jpg": shapes_map()})
-    record = LabelRecord(["background", "cat", "dog"],
-                         ClipSource("local-dir:/home/someone/models/clip", WeightsSource("checkpoint", path="/home/someone/w.pt", sha256="ab" * 8)),
-                         segmenter="maskclip+", network=TrainedNetwork("/home/someone/run/ckpt.pt", "cd" * 8, "deeplabv2", 100, 512))
-    LabelFolder(tmp_path / "labels").write_classes(record)
+    LabelFolder(tmp_path / "labels").write_classes(record_with_machine_paths(["background", "cat", "dog"]))
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert export(tmp_path, "coco", "--val-fraction", "0").exit_code == 0

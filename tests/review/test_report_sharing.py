@@ -7,12 +7,11 @@ import json
 import re
 
 import numpy as np
-from label_folders import shapes_map, write_label_folder
+from label_folders import record_with_machine_paths, shapes_map, write_label_folder
 from PIL import Image
 from typer.testing import CliRunner
 
 from maskclip_cli.cli import app
-from maskclip_cli.core.record import ClipSource, LabelRecord, TrainedNetwork, WeightsSource
 from maskclip_cli.formats.label_folder import LabelFolder
 from maskclip_cli.review.overlay import render_overlay
 
@@ -23,9 +22,7 @@ def test_no_absolute_paths_and_classes_json_colours(tmp_path, monkeypatch):
     maps = {f"img{i}.jpg": shapes_map(60, 80) for i in range(3)}
     write_label_folder(tmp_path / "labels", tmp_path / "images", maps, class_names=["background", "cat", "dog", "sky"],
                        failed={"sub/broken.jpg": f"Cannot read {tmp_path}/images/sub/broken.jpg: OSError: truncated"})
-    record = LabelRecord(["background", "cat", "dog", "sky"],
-                         ClipSource("local-dir:/home/someone/models/clip", WeightsSource("checkpoint", path="/home/someone/w.pt", sha256="ab" * 8)),
-                         segmenter="maskclip+", network=TrainedNetwork("/home/someone/run/ckpt.pt", "cd" * 8, "deeplabv2", 100, 512))
+    record = record_with_machine_paths(["background", "cat", "dog", "sky"])
     LabelFolder(tmp_path / "labels").write_classes(record)
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")  # the folders are not under the working directory
