@@ -32,7 +32,7 @@ from ..core._io import atomic_write
 from ..core.shareable import shareable_record
 from ..formats.label_folder import LabelFolder
 from ..formats.image_entry import CONFIDENCE, LABEL, ImageEntry
-from .writer import ExportOptions, copy_photo, kept_classes
+from .writer import ExportOptions, copy_photo, kept_classes, mean_score
 from .split import in_val_split
 
 ANNOTATIONS = "annotations"
@@ -88,9 +88,9 @@ class CocoWriter:
                 "segmentation": {"size": [h, w], "counts": rle["counts"].decode("ascii")},
                 "area": int(mask_utils.area(rle)), "bbox": [float(v) for v in mask_utils.toBbox(rle)], "iscrowd": 0,
             }
-            score = None if confidence is None else float(confidence[mask.astype(bool)].astype(np.float64).mean())
-            if score is not None and np.isfinite(score):
-                annotation["score"] = round(score, 4)
+            score = mean_score(confidence, mask.astype(bool))
+            if score is not None:
+                annotation["score"] = score
             self._append(annotations, annotation)
 
     @staticmethod

@@ -28,7 +28,7 @@ from ..core.errors import MaskCLIPError, ParameterError
 from ..formats.label_folder import LabelFolder
 from ..formats.image_entry import CONFIDENCE, LABEL, ImageEntry
 from .provenance import model_version
-from .writer import ExportOptions, kept_classes
+from .writer import ExportOptions, kept_classes, mean_score
 
 TASKS = "tasks.json"
 CONFIG = "label_config.xml"
@@ -82,22 +82,11 @@ def brush_results(labels: np.ndarray, class_names: list[str], kept: list[int]) -
     return results
 
 
-def mean_confidence(labels: np.ndarray, confidence: np.ndarray | None) -> float | None:
-    """Mean confidence over the labelled (not ignore) pixels, or None when there is none or it is not finite."""
-    if confidence is None:
-        return None
-    labelled = labels != IGNORE_INDEX
-    if not labelled.any():
-        return None
-    value = float(confidence[labelled].astype(np.float64).mean())
-    return round(value, 4) if np.isfinite(value) else None
-
-
 def task(url: str, labels: np.ndarray, confidence: np.ndarray | None, class_names: list[str],
          kept: list[int], version: str) -> dict:
     """One Label Studio task with the pseudo labels as its prediction."""
     prediction: dict = {"model_version": version, "result": brush_results(labels, class_names, kept)}
-    score = mean_confidence(labels, confidence)
+    score = mean_score(confidence, labels != IGNORE_INDEX)  # over the labelled pixels
     if score is not None:
         prediction["score"] = score
     return {"data": {TO_NAME: url}, "predictions": [prediction]}

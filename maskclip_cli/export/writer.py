@@ -1,11 +1,12 @@
 """What every export format's writer is given and offers: the options (and which of them a format
 takes: the others are refused, as in Ultralytics' export table), the kept classes, the ``Writer``
-protocol (one :class:`~maskclip_cli.formats.image_entry.ImageEntry` and its maps at a time), and the
-photo copy. The formats import this module; the registry (``formats.py``) and the run loop
-(``run.py``) import the formats."""
+protocol (one :class:`~maskclip_cli.formats.image_entry.ImageEntry` and its maps at a time), the
+score (mean confidence) and the photo copy. The formats import this module; the registry
+(``formats.py``) and the run loop (``run.py``) import the formats."""
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,15 @@ class Writer(Protocol):
 
     def abort(self) -> None:
         """The export stopped early: remove temporary files."""
+
+
+def mean_score(confidence: np.ndarray | None, where: np.ndarray) -> float | None:
+    """Mean confidence over the pixels ``where`` (4 decimals): a writer's score. None without a map or
+    pixels, or when not finite (a damaged .npy map): JSON readers refuse NaN."""
+    if confidence is None or not where.any():
+        return None
+    value = float(confidence[where].astype(np.float64).mean())
+    return round(value, 4) if math.isfinite(value) else None
 
 
 def copy_photo(photo: Path, target: Path) -> None:
