@@ -23,18 +23,16 @@ import shutil
 from pathlib import Path
 from typing import Mapping
 
-import cv2
 import numpy as np
-from PIL import Image
 
 from ..core.constants import IGNORE_INDEX
 from ..core._io import atomic_write
-from ..formats.label_files import png_settings
+from ..formats.label_files import PNG_COMPRESSION, confidence_png, label_image, png_settings
 from ..formats.label_folder import LabelFolder
 from ..formats.image_entry import CONFIDENCE, LABEL, ImageEntry
 from .provenance import model_version, settings_lines
-from .writer import ExportOptions, kept_classes
 from .split import in_val_split
+from .writer import ExportOptions, kept_classes
 
 DATA = "data"
 CARD = "README.md"
@@ -69,21 +67,9 @@ def arrow_schema(class_names: list[str]):
 
 def label_png(labels: np.ndarray, colours: list[list[int]]) -> bytes:
     """The label map as an indexed (palette) PNG, the classes.json colours as its palette."""
-    img = Image.fromarray(labels.astype(np.uint8, copy=False), mode="P")
-    flat = [v for c in colours for v in c]
-    img.putpalette(flat + [0] * (768 - len(flat)))
     buffer = io.BytesIO()
-    img.save(buffer, format="PNG", **png_settings(1))
+    label_image(labels, colours).save(buffer, format="PNG", **png_settings(PNG_COMPRESSION))
     return buffer.getvalue()
-
-
-def confidence_png(confidence: np.ndarray) -> bytes:
-    """Confidence in [0, 1] as an 8-bit greyscale PNG (non-finite values as 0)."""
-    quantised = np.round(np.clip(np.nan_to_num(confidence, nan=0.0), 0, 1) * 255).astype(np.uint8)
-    ok, data = cv2.imencode(".png", quantised, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    if not ok:
-        raise OSError("OpenCV could not encode the confidence map as PNG")
-    return data.tobytes()
 
 
 def row(source: str, photo: bytes, labels: np.ndarray, confidence: np.ndarray | None,
@@ -93,6 +79,8 @@ def row(source: str, photo: bytes, labels: np.ndarray, confidence: np.ndarray | 
     lut[kept] = kept
     labels = lut[labels]
     present = [int(c) for c in np.unique(labels) if c != IGNORE_INDEX]
+    if confidence is not None:  # non-finite values (a damaged .npy map) as 0
+        confidence = np.clip(np.nan_to_num(confidence, nan=0.0), 0, 1)
     return {
         "image": {"bytes": photo, "path": source},
         "label": {"bytes": label_png(labels, colours), "path": None},
