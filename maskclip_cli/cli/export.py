@@ -12,7 +12,7 @@ from ..export.formats import FORMATS
 from ..export.run import export_folder
 from ..export.writer import ExportOptions
 from .app import app
-from .common import RichHook, comma_list, user_errors
+from .common import RichHook, comma_list, console, user_errors
 from .job_output import print_failures_and_exit, print_job
 
 
@@ -41,4 +41,6 @@ def export(
                                 exclude=tuple(comma_list(exclude)))
         summary = export_folder(label_dir, out, options, RichHook(enabled=progress))
     print_job(summary, "exported", out)
+    if summary.warned:
+        console.print(f"{summary.warned} exported image(s) with a warning (listed above)")
     print_failures_and_exit(summary)

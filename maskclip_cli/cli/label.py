@@ -11,8 +11,8 @@ from ..core.constants import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from ..engine.config import MaskCLIPConfig
 from ..core.errors import MaskCLIPError
 from ..core.vocabulary import ClassVocabulary
-from ..labelling.folder_lock import holders
-from ..labelling.label_job import label_folder, merge_manifests
+from ..labelling.label_job import label_folder
+from ..labelling.merge import merge_folder
 from ..labelling.options import LabelOptions
 from ..labelling.ranks import rank_device, torchrun_shard
 from ..labelling.sharding import parse_shard
@@ -87,7 +87,7 @@ def label(
     ignore_exif: Annotated[bool, typer.Option("--ignore-exif", help="Label the stored pixel arrays as they are, ignoring the EXIF orientation (by default photos are turned as viewers show them; label maps follow). Recorded in classes.json; train decodes the same way.")] = not _L.exif,
     png_compression: Annotated[int, typer.Option(min=0, max=9, help="zlib level of the PNG outputs. 1 (default): fast, Z_RLE strategy (label maps as small as level 6, confidence maps ~10-40 % larger); 6: PIL's default, smallest confidence maps, several times slower to write; 0: uncompressed.")] = _L.png_compression,
     shard: Annotated[Optional[str], typer.Option(help="K/N: label only shard K (from 0) of N, for independent jobs (SLURM arrays, Kubernetes indexed jobs) sharing --out. Shards are balanced by file size; the last to finish merges the manifest parts (or run `maskclip label --merge OUT`). Under torchrun each rank takes its shard by itself.", show_default=False)] = None,
-    merge: Annotated[Optional[Path], typer.Option(help="Only merge the shards' manifest parts of this label folder into its manifest.jsonl, then exit (no INPUT_DIR needed).", show_default=False)] = None,
+    merge: Annotated[Optional[Path], typer.Option(help="Only merge the shards' manifest parts of this label folder into its manifest.jsonl, then exit. INPUT_DIR is optional: when given, the images without an entry of the folder's settings are counted.", show_default=False)] = None,
     overlays: Annotated[bool, typer.Option(help="Also write overlays/<path>.jpg: the photo blended with the class colours, with a legend.")] = _L.overlays,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -100,7 +100,9 @@ def label(
     hook = RichHook(enabled=progress)
     with user_errors():
         if merge is not None:
-            _merge(merge)
+            if shard is not None:
+                raise MaskCLIPError("--merge takes no --shard: it folds the parts of every shard.")
+            _merge(merge, input_dir)
             return
         if input_dir is None:
             raise MaskCLIPError("Missing argument INPUT_DIR (or pass --merge OUT to merge a sharded label folder).")
@@ -137,13 +139,29 @@ def label(
     print_job(summary, "labelled", out, "skipped (already done)", f"shard {my_shard[0]}/{my_shard[1]}: " if my_shard else "")
     if summary.merged:
         console.print(f"all shards done: manifest parts merged into {out / 'manifest.jsonl'}")
+    elif summary.unfinished:
+        console.print(f"not merged yet: {summary.unfinished} image(s) have no entry labelled with these settings "
+                      "(shards not run yet, or run with other classes or options); the last shard to finish merges")
     print_failures_and_exit(summary)
 
 
 
-def _merge(out: Path) -> None:
-    if not out.is_dir():
-        raise MaskCLIPError(f"Label folder not found: {out}")
-    if not merge_manifests(None, out):
-        raise MaskCLIPError(f"{out} is in use by running shards ({'; '.join(holders(out))}); merge when they finish.")
-    console.print(f"manifest parts merged into {out / 'manifest.jsonl'}")
+def _merge(out: Path, input_dir: Path | None) -> None:
+    result = merge_folder(out, input_dir)
+    if result.busy:
+        raise MaskCLIPError(f"{out} is in use by running shards ({'; '.join(result.busy)}); merge when they finish.")
+    if result.merged:
+        console.print(f"{result.parts} manifest part(s) merged into {out / 'manifest.jsonl'}")
+    else:
+        console.print(f"nothing to merge: {out} has no shard parts (its manifest.jsonl is as it was)")
+    for line in result.dropped:
+        console.print(f"warning: invalid manifest line, not merged as an entry: {line}", highlight=False)
+    if result.dropped_count > len(result.dropped):
+        console.print(f"warning: {result.dropped_count - len(result.dropped)} more invalid manifest line(s) not merged as entries")
+    for missing in result.missing_shards:
+        console.print(f"warning: no part from shard(s) {missing} (not run yet, or merged earlier)")
+    if result.unfinished:
+        console.print(f"warning: {result.unfinished} image(s) of {input_dir} have no entry labelled with the folder's "
+                      "settings: run the missing shards (with the folder's settings)")
+    elif input_dir is None and result.merged:
+        console.print("pass INPUT_DIR too to check that every image has an entry")

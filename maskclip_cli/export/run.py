@@ -7,10 +7,16 @@ in the summary and in ``failed.jsonl``. An output folder that is not empty is re
 holds or lies inside the label folder or the photo folder is refused (:mod:`.out_folder`). Options
 the format does not take are refused (:func:`.writer.check_options`), and what the format cannot hold
 by its writer's ``check_input``, all before anything is written.
+
+A photo of another size than its label map, or label ids beyond the class list, are exported (as the
+map says) with one warning line per image, counted in the summary. An error of the output folder
+itself (read-only, disk full) stops the export with one message, leaving no index file, so the
+partial export never looks complete; an input error costs only its image.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -18,23 +24,40 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..core.errors import MaskCLIPError, ParameterError
 from ..core.hooks import SILENT, ProgressHook
 from ..core.job_summary import JobSummary
-from ..formats.image_entry import inside
+from ..core.constants import IGNORE_INDEX
+from ..formats.image_entry import LABEL, inside
+from ..formats.images import image_size
 from ..formats.label_folder import LabelFolder
 from .formats import FORMATS
 from .out_folder import check_out_folder
 from .writer import ExportOptions, check_options, kept_classes
 
 FAILED_FILE = "failed.jsonl"
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})  # never an input's fault
 
 
 @dataclass
 class ExportSummary(JobSummary):
+    warned: int = 0  # exported images with a warning (photo size, unknown label ids), one line each
+
     @property
     def exported(self) -> int:
         return self.done
+
+
+def _check_writable(out: Path) -> None:
+    """Before --overwrite deletes anything: can a file be created in ``out``?"""
+    try:
+        probe = out / f".maskclip-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise MaskCLIPError(f"Cannot write into --out {out}: {exc.strerror or exc}.") from exc
 
 
 def _prepare_out(out: Path, outputs: tuple[str, ...], overwrite: bool) -> None:
@@ -43,16 +66,48 @@ def _prepare_out(out: Path, outputs: tuple[str, ...], overwrite: bool) -> None:
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise MaskCLIPError(f"Output folder {out} is not empty; pass --overwrite to replace its export, or choose another --out.")
-        for name in (*outputs, FAILED_FILE):
-            path = out / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
+        _check_writable(out)
+        try:
+            for name in (*outputs, FAILED_FILE):
+                path = out / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise MaskCLIPError(f"Cannot remove the earlier export in {out}: {exc.strerror or exc} "
+                                f"({exc.filename}); it may be partly removed.") from exc
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MaskCLIPError(f"Cannot create output folder {out}: {exc.strerror or exc}") from exc
+
+
+def _output_error(exc: OSError, out: Path) -> bool:
+    """Whether ``exc`` is the output folder's (full, read-only, not writable), not one image's input."""
+    if exc.errno in OUTPUT_ERRNOS:
+        return True
+    names = [Path(n) for n in (exc.filename, exc.filename2) if isinstance(n, (str, os.PathLike))]
+    return any(n.resolve().is_relative_to(out.resolve()) for n in names)
+
+
+def _warnings(labels: np.ndarray, photo: Path | None, folder: LabelFolder) -> list[str]:
+    """What the formats would write wrongly without a word: a photo of another size than its label map
+    (sizes, masks and polygons follow the map), label ids beyond the class list (left out)."""
+    found = []
+    h, w = labels.shape
+    if photo is not None:
+        pw, ph = image_size(photo, folder.record.exif if folder.record else True)
+        if (pw, ph) != (w, h):
+            found.append(f"the photo is {pw}x{ph} but its label map {w}x{h}: the export follows the label map")
+    n = len(folder.class_names)
+    if labels.max() >= n:  # a max first: bincount (not np.unique's sort) only where ids reach past the list
+        counts = np.bincount(labels.ravel(), minlength=256)
+        beyond = [i for i in range(n, 256) if counts[i] and i != IGNORE_INDEX]
+        if beyond:
+            found.append(f"label id(s) {', '.join(map(str, beyond[:5]))} beyond the {n} classes of classes.json: "
+                         "those pixels are left out")
+    return found
 
 
 def export_folder(label_dir: str | os.PathLike, out: str | os.PathLike, options: ExportOptions, hook: ProgressHook = SILENT) -> ExportSummary:
@@ -88,25 +143,46 @@ def export_folder(label_dir: str | os.PathLike, out: str | os.PathLike, options:
                     raise MaskCLIPError(f"not labelled: {entry.error or entry.status}")
                 photo = None
                 if options.images is not None:
-                    photo = inside(options.images, entry.source, "source")
+                    photo = inside(options.images, entry.source, "source", confine=False)
                     if not photo.is_file():
                         raise MaskCLIPError(f"photo not found: {photo}")
-                writer.add(entry, folder.read_maps(entry), photo)
+                maps = folder.read_maps(entry)
+                warnings = _warnings(maps[LABEL.name], photo, folder)
+                writer.add(entry, maps, photo)
                 summary.done += 1
+                for warning in warnings:
+                    hook.warn(f"{entry.source}: {warning}")
+                summary.warned += bool(warnings)
             except (MaskCLIPError, OSError) as exc:
+                if isinstance(exc, OSError) and _output_error(exc, out):
+                    raise
                 summary.fail(entry.source, str(exc))
                 failed_file = failed_file or open(out / FAILED_FILE, "w", encoding="utf-8")
                 failed_file.write(json.dumps({"source": entry.source, "error": str(exc)}) + "\n")
         writer.close()
+        if failed_file is not None:
+            failed_file.close()
     except OSError as exc:  # the output folder itself (read-only, disk full): not one image's fault
-        writer.abort()
-        raise MaskCLIPError(f"Cannot write the export into {out}: {exc.strerror or exc}") from exc
+        _abort(writer, failed_file)
+        raise MaskCLIPError(f"Cannot write the export into {out}: {exc.strerror or exc}. The export there is "
+                            "incomplete (its index file is not written); fix this and export again with --overwrite.") from exc
     except BaseException:
-        writer.abort()  # an interrupted export leaves no half-joined index file
+        _abort(writer, failed_file)  # an interrupted export leaves no half-joined index file
         raise
     finally:
         hook.finish()
         summary.seconds = time.perf_counter() - start
-        if failed_file is not None:
-            failed_file.close()
     return summary
+
+
+def _abort(writer, failed_file) -> None:
+    """Remove the writer's temporary files; close failed.jsonl (a full disk may refuse its last bytes)."""
+    try:
+        writer.abort()
+    except OSError:  # a full disk refused the flush of a part file on close: closed now, so again to remove it
+        writer.abort()
+    if failed_file is not None:
+        try:
+            failed_file.close()
+        except OSError:
+            pass

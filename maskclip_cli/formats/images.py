@@ -91,3 +91,15 @@ def read_rgb(path: str | Path, exif: bool = True, min_short_side: int | None = N
         rgb = to_rgb8(image)
     size = (height, width) if orientation in _SWAPS_SIDES else (width, height)
     return DecodedImage(rgb, size)
+
+
+def image_size(path: str | Path, exif: bool = True) -> tuple[int, int]:
+    """(width, height) of the image at ``path`` as :func:`read_rgb` returns it (oriented unless not
+    ``exif``), from its header: no pixel is decoded."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            turned = exif and _orientation(image) in _SWAPS_SIDES
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"{path}: {exc}") from exc
+    return (height, width) if turned else (width, height)

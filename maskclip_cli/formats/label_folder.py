@@ -31,8 +31,8 @@ from ..core._io import write_json
 from ..core.constants import IGNORE_INDEX
 from ..core.errors import MaskCLIPError
 from ..core.hooks import SILENT, ProgressHook
-from ..core.record import LabelRecord
-from .image_entry import CONFIDENCE, LABEL, MAP_KINDS, ImageEntry, MapKind, inside
+from ..core.record import LabelRecord, record_hash
+from .image_entry import CONFIDENCE, LABEL, MAP_KINDS, ImageEntry, InvalidEntry, MapKind, inside
 from .label_files import palette, read_confidence  # noqa: F401  read_confidence: the training dataset's import
 from .manifest import MANIFEST_FILE, ManifestReader, manifest_files, part_path
 
@@ -59,12 +59,17 @@ def parse_classes_document(doc: object, where: Path) -> tuple[list[str], dict]:
     The only parser of classes.json (the label folder's and eval's ``--classes-file``)."""
     try:
         classes = sorted(doc["classes"], key=lambda c: c["id"])  # type: ignore[index]
-        names = [str(c["name"]) for c in classes]
+        names = [c["name"] for c in classes]
         settings = doc.get("settings", {})  # type: ignore[union-attr]
     except (KeyError, TypeError, AttributeError) as exc:
-        raise MaskCLIPError(f"{where} is not a valid classes.json: {exc!r}") from exc
+        raise MaskCLIPError(f"{where} is not a valid classes.json (expected {{\"classes\": [{{\"id\": 0, \"name\": "
+                            f"...}}, ...]}}): {exc!r}") from exc
     if [c["id"] for c in classes] != list(range(len(names))):
         raise MaskCLIPError(f"{where}: class ids must be 0..{len(names) - 1}.")
+    bad = next((n for n in names if not isinstance(n, str) or not n.strip()), None)
+    if bad is not None or len(set(names)) != len(names):
+        what = f"a class name must be a non-empty string, got {bad!r}" if bad is not None else "class names must be unique"
+        raise MaskCLIPError(f"{where}: {what}.")
     if doc.get("ignore_index", IGNORE_INDEX) != IGNORE_INDEX:  # type: ignore[union-attr]
         raise MaskCLIPError(f"{where}: ignore_index must be {IGNORE_INDEX}.")
     return names, settings if isinstance(settings, dict) else {}
@@ -95,7 +100,8 @@ class LabelFolder:
         """Read ``root/classes.json``; a MaskCLIPError says what is wrong with it."""
         path = Path(root) / CLASSES_FILE
         if not path.is_file():
-            what = "folder not found" if not Path(root).is_dir() else "no classes.json in it"
+            what = ("no classes.json in it" if Path(root).is_dir() else "a file, not a folder" if Path(root).exists()
+                    else "folder not found")
             raise MaskCLIPError(f"{root} is not a label folder of `maskclip label` ({what}).")
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
@@ -108,7 +114,9 @@ class LabelFolder:
             raise MaskCLIPError(f"{path}: cannot read its settings record: {exc}") from exc
         if not record.classes:
             record.classes = list(names)
-        return cls(root, names, record)
+        folder = cls(root, names, record)
+        folder.check_contained()
+        return folder
 
     @property
     def settings(self) -> dict:
@@ -177,15 +185,29 @@ class LabelFolder:
         paths, sizes = {}, {}
         for kind in (k for k in MAP_KINDS if k.name in arrays):
             path = self.map_path(kind, stem)
+            inside(self.root, path.relative_to(self.root).as_posix(), kind.name)  # no symlinked folder out of it
             kind.write(path, arrays[kind.name], self.colours, compression)
             paths[kind.name], sizes[kind.name] = path.relative_to(self.root).as_posix(), path.stat().st_size
         return paths, sizes
 
     def intact(self, entry: ImageEntry) -> bool:
-        """Every map of a labelled entry is where it says with its recorded size (resume's check)."""
-        return entry.ok and all(
-            _intact(inside(self.root, entry.maps[k.name], k.name), entry.sizes.get(k.name), k)
-            for k in MAP_KINDS if k.name in entry.maps)
+        """Every map of a labelled entry is where it says with its recorded size (resume's check);
+        a map that is a symlink out of the folder is not (relabelling replaces the link)."""
+        try:
+            return entry.ok and all(
+                _intact(inside(self.root, entry.maps[k.name], k.name), entry.sizes.get(k.name), k)
+                for k in MAP_KINDS if k.name in entry.maps)
+        except InvalidEntry:
+            return False
+
+    def check_contained(self) -> None:
+        """Refuse a folder whose output folders (labels/, overlays/, ...) are symlinks leading out of
+        it: writing there would write outside the folder the user named."""
+        root = self.root.resolve()
+        for sub in self.output_dirs():
+            if (sub.exists() or sub.is_symlink()) and not sub.resolve().is_relative_to(root):
+                raise MaskCLIPError(f"{sub} leads outside {self.root} (a symlink to {sub.resolve()}); a label "
+                                    "folder must hold its own files: link the whole folder instead.")
 
     def reader(self, hook: ProgressHook = SILENT) -> ManifestReader:
         """The manifest (main file and shard parts) read and validated once; bad lines reported
@@ -197,7 +219,26 @@ class LabelFolder:
             hook.warn(f"{self.root}: {bad}; skipped")
         if reader.bad_count > SHOWN_BAD_LINES:
             hook.warn(f"{self.root}: {reader.bad_count - SHOWN_BAD_LINES} more invalid manifest line(s) skipped")
+        self._warn_unmerged_or_mixed(reader, hook)
         return reader
+
+    def _warn_unmerged_or_mixed(self, reader: ManifestReader, hook: ProgressHook) -> None:
+        """Say what the merged view hides: shard parts not merged yet, and entries labelled with
+        other settings than classes.json records (a sharded run with --overwrite and other classes
+        that has not finished): their label ids may not follow the class list."""
+        if reader.parts:
+            hook.warn(f"{self.root}: {len(reader.parts)} shard part(s) of the manifest are not merged "
+                      f"({', '.join(p.name for p in reader.parts[:3])}{', ...' if len(reader.parts) > 3 else ''}): "
+                      "shards are running or have not all run; their entries are read too. When every shard is "
+                      f"done: maskclip label --merge {self.root}")
+        counts = reader.settings_counts()
+        current = record_hash(self.record) if self.record else None
+        tags = {tag for tag in counts if tag is not None}
+        if current in tags and len(tags) > 1:  # a folder of an older version has one tag of its own: not mixed
+            other = sum(n for tag, n in counts.items() if tag not in (None, current))
+            hook.warn(f"{self.root}: {other} of {len(reader)} images were labelled with other settings than "
+                      "classes.json records (a run with --overwrite and other classes or options, e.g. a shard, "
+                      "has not relabelled them): their label ids may not follow the class list")
 
     def read_map(self, entry: ImageEntry, kind: MapKind) -> np.ndarray | None:
         """A labelled entry's map of ``kind`` from its recorded path. The label map must be readable;

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from ..core._io import atomic_write
-from .image_entry import ImageEntry, InvalidEntry
+from .image_entry import MAX_PATH, ImageEntry, InvalidEntry
 
 MANIFEST_FILE = "manifest.jsonl"
 MANIFEST_PARTS = "manifest.shard-*-of-*.jsonl"
@@ -58,14 +59,15 @@ def _raw(line: bytes) -> object:
         raise InvalidEntry(f"not a JSON line ({exc.__class__.__name__})") from exc
 
 
-def _named_source(line: bytes) -> str | None:
-    """The ``source`` string of a line that is JSON but not a valid entry, if it has one."""
+def _named_source(line: bytes) -> tuple[str | None, str | None]:
+    """The ``source`` and ``settings`` strings of a line that is JSON but not a valid entry, if it has them."""
     try:
         raw = json.loads(line)
     except (ValueError, RecursionError):
-        return None
-    source = raw.get("source") if isinstance(raw, dict) else None
-    return source if isinstance(source, str) else None
+        return None, None
+    found = [raw.get(key) if isinstance(raw, dict) else None for key in ("source", "settings")]
+    source, settings = (v if isinstance(v, str) and len(v) <= MAX_PATH else None for v in found)
+    return source, settings
 
 
 class ManifestReader:
@@ -80,7 +82,8 @@ class ManifestReader:
         self.class_names = class_names
         self.bad: list[BadLine] = []  # the first KEPT_BAD_LINES
         self.bad_count = 0
-        self._latest: dict[str, tuple[int, int]] = {}
+        self._latest: dict[str, tuple[int, int, str | None]] = {}  # (file, offset, settings tag)
+        self._tags: dict[str, str] = {}  # one string per distinct tag, not one per line
         for i, path in enumerate(self.files):
             with open(path, "rb") as f:
                 offset = 0
@@ -91,16 +94,19 @@ class ManifestReader:
 
     def _scan(self, line: bytes, i: int, offset: int, path: Path, number: int) -> None:
         try:
-            source = ImageEntry.from_json(_raw(line), self.class_names).source
+            entry = ImageEntry.from_json(_raw(line), self.class_names)
         except InvalidEntry as exc:
             self.bad_count += 1
             if len(self.bad) < KEPT_BAD_LINES:
                 self.bad.append(BadLine(path, number, str(exc)))
-            source = _named_source(line)
+            source, settings = _named_source(line)
             if source is not None and source not in self._latest:
-                self._latest[source] = (i, offset)
+                self._latest[source] = (i, offset, self._tag(settings))
             return
-        self._latest[source] = (i, offset)
+        self._latest[entry.source] = (i, offset, self._tag(entry.settings))
+
+    def _tag(self, settings: str | None) -> str | None:
+        return None if settings is None else self._tags.setdefault(settings, settings)
 
     def __len__(self) -> int:
         return len(self._latest)
@@ -108,11 +114,25 @@ class ManifestReader:
     def __contains__(self, source: object) -> bool:
         return source in self._latest
 
+    @property
+    def parts(self) -> list[Path]:
+        """The shard parts read (not yet merged into manifest.jsonl)."""
+        return sorted(p for p in self.files if p.name != MANIFEST_FILE)
+
+    def settings_of(self, source: str) -> str | None:
+        """The settings tag of ``source``'s latest entry (None: none, or it names no settings)."""
+        found = self._latest.get(source)
+        return found[2] if found else None
+
+    def settings_counts(self) -> Counter:
+        """Images per settings tag of their latest entry (None: it names none)."""
+        return Counter(tag for _, _, tag in self._latest.values())
+
     def __iter__(self) -> Iterator[ImageEntry]:
         handles = [open(path, "rb") for path in self.files]
         try:
             for source in sorted(self._latest):
-                i, offset = self._latest[source]
+                i, offset, _ = self._latest[source]
                 handles[i].seek(offset)
                 line = handles[i].readline()
                 try:
@@ -131,15 +151,16 @@ def _lines(entries) -> str:
     return "".join(json.dumps(entry.to_json()) + "\n" for entry in entries)
 
 
-def merge_parts(root: Path, class_names: list[str] | None = None) -> int:
-    """Fold every part into ``manifest.jsonl`` (compacted) and remove the parts; the entry count."""
+def merge_parts(root: Path, class_names: list[str] | None = None) -> ManifestReader:
+    """Fold every part into ``manifest.jsonl`` (compacted) and remove the parts; the reader that read
+    them (its length, and the invalid lines left out)."""
     parts = sorted(Path(root).glob(MANIFEST_PARTS))
     reader = ManifestReader(root, class_names)
     text = _lines(reader)
     atomic_write(Path(root) / MANIFEST_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     for part in parts:
         part.unlink(missing_ok=True)
-    return len(reader)
+    return reader
 
 
 class Manifest:

@@ -73,6 +73,7 @@ class FolderLock:
     def __init__(self, out_dir: Path, shard: tuple[int, int] | None = None, command: str = "maskclip label"):
         self.name = lock_name(shard)
         self.stale: list[str] = []  # holders of stale locks that were removed (for a notice)
+        self.siblings: list[str] = []  # live shards of the same split sharing the folder ("shard-K-of-N")
         self._fd: int | None = None
         with _guard(out_dir) as folder:
             for path in sorted(folder.glob("*.lock")):
@@ -85,6 +86,8 @@ class FolderLock:
                         f"{out_dir} is in use by another label run ({other}): {_holder(path)}. "
                         "Wait for it to finish or stop it (a killed run's lock is recovered automatically)."
                     )
+                else:
+                    self.siblings.append(other)
             self.path = folder / f"{self.name}.lock"
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -40,13 +40,14 @@ from ..formats.image_files import find_images, output_stems
 from ..formats.images import read_rgb
 from ..formats.image_entry import CONFIDENCE, LABEL, ImageEntry
 from ..formats.label_folder import CLASSES_FILE, LabelFolder
-from ..formats.manifest import Manifest, ManifestReader, merge_parts
+from ..formats.manifest import Manifest
 from ..core.hooks import SILENT, ProgressHook
 from ..core.record import LabelRecord, record_hash
 from ..core.vocabulary import check_class_count
 from ..review.overlay import write_overlay, write_overlays
 from .device_maps import MapBatch, device_maps
-from .folder_lock import FolderLock, merge_when_idle
+from .folder_lock import FolderLock
+from .merge import merge_finished_shards
 from .options import LabelOptions
 from .sharding import shard_of
 
@@ -54,6 +55,7 @@ from .sharding import shard_of
 @dataclass
 class LabelSummary(JobSummary):
     merged: bool = False  # this run folded every shard's manifest part into manifest.jsonl
+    unfinished: int = 0  # a shard's run: images of the folder still without an entry of these settings
 
     @property
     def labelled(self) -> int:
@@ -92,19 +94,9 @@ def _collate(items: list[dict]) -> dict:
     }
 
 
-def _own_outputs(input_dir: Path, folder: LabelFolder) -> list[PurePosixPath]:
-    """The output's image folders as paths relative to ``input_dir``, where the output folder lies
-    inside it: their PNGs are this job's results, not images to label."""
-    inside = []
-    for sub in folder.output_dirs():
-        try:
-            inside.append(PurePosixPath(sub.resolve().relative_to(input_dir.resolve()).as_posix()))
-        except ValueError:
-            pass
-    return inside
-
-
 def _check_writable(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MaskCLIPError(f"--out {out_dir} is a file, not a folder.")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".write-test-{os.getpid()}"
@@ -114,13 +106,24 @@ def _check_writable(out_dir: Path) -> None:
         raise MaskCLIPError(f"Output folder {out_dir} is not writable: {exc.strerror or exc}") from exc
 
 
+@contextmanager
+def _writing(out_dir: Path, what: str) -> Iterator[None]:
+    """A write error of the output folder (read-only, disk full) as one message, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise MaskCLIPError(f"Cannot {what} in {out_dir}: {exc.strerror or exc}. Images written so far are kept "
+                            "(recorded in the manifest); fix this and run again to resume.") from exc
+
+
 def _flat(settings: dict) -> dict:
     """A record's dict with ``inference`` spread out, so a difference names the setting."""
     return {**{k: v for k, v in settings.items() if k != "inference"}, **(settings.get("inference") or {})}
 
 
-def _check_same_settings(out_dir: Path, record: LabelRecord) -> None:
-    """Refuse to mix outputs of different settings in one folder (label ids would not agree)."""
+def _check_same_settings(out_dir: Path, record: LabelRecord, running: str | None = None) -> None:
+    """Refuse to mix outputs of different settings in one folder (label ids would not agree);
+    ``running``: why even --overwrite may not change them (shards of the split are running)."""
     if not (out_dir / CLASSES_FILE).is_file():
         return
     try:
@@ -131,10 +134,8 @@ def _check_same_settings(out_dir: Path, record: LabelRecord) -> None:
     if old != new:
         a, b = _flat(old), _flat(new)
         changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-        raise MaskCLIPError(
-            f"{out_dir} holds labels made with other settings (differ in: {', '.join(changed)}). "
-            "Pass --overwrite to relabel it, or choose another --out."
-        )
+        advice = f" {running}" if running else ". Pass --overwrite to relabel it, or choose another --out"
+        raise MaskCLIPError(f"{out_dir} holds labels made with other settings (differ in: {', '.join(changed)}){advice}.")
 
 
 class _Writer:
@@ -171,7 +172,7 @@ class _Writer:
                 str(rel), maps=paths, sizes=sizes, width=size[0], height=size[1],
                 classes_present=tuple(self.class_names[i] for i in image.classes_present),
                 mean_confidence=round(image.mean_confidence, 4), settings=self.tag))
-        except OSError as exc:
+        except (OSError, MaskCLIPError) as exc:  # MaskCLIPError: a symlinked folder leading out of the label folder
             self.error = MaskCLIPError(f"Cannot write the outputs of {rel} in {self.out_dir}: {exc}. "
                                        "Images written so far are kept; fix this and run again to resume.")
 
@@ -203,23 +204,6 @@ def _main_threads(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def merge_manifests(input_dir: Path | None, out_dir: Path) -> bool:
-    """Fold the shards' manifest parts into ``out_dir/manifest.jsonl`` once no run is using the
-    folder and, when ``input_dir`` is given, every image under it has an entry. True when merged."""
-    folder = LabelFolder(out_dir)
-
-    def merge_if_complete() -> bool:
-        if input_dir is not None:
-            entries = ManifestReader(out_dir)
-            own = _own_outputs(input_dir, folder)
-            if any(str(p) not in entries for p in find_images(input_dir) if not any(p.is_relative_to(o) for o in own)):
-                return False  # a shard has not run yet
-        merge_parts(out_dir)
-        return True
-
-    return merge_when_idle(out_dir, merge_if_complete)
-
-
 def _maps_each(segmenter: Segmenter, images: torch.Tensor, sizes: list[tuple[int, int]], options: LabelOptions
                ) -> list[tuple[MapBatch, int] | str]:
     """Maps for a group of same-shaped uint8 inputs, or per image the error that stopped the model.
@@ -248,34 +232,49 @@ def label_folder(
     options = options or LabelOptions()
     check_class_count(len(segmenter.class_names))
     folder = LabelFolder(out_dir)
-    own = _own_outputs(input_dir, folder)
-    paths = [p for p in find_images(input_dir) if not any(p.is_relative_to(o) for o in own)]
+    folder.check_contained()
+    paths = find_images(input_dir, folder.output_dirs())
     if not paths:
         raise MaskCLIPError(f"No images (jpg, jpeg, png, webp, bmp, tif) found under {input_dir}.")
     _check_writable(out_dir)
-    with FolderLock(out_dir, options.shard) as lock:
+    with _writing(out_dir, "take the folder's lock"):
+        lock = FolderLock(out_dir, options.shard)
+    with lock:
         for holder in lock.stale:
             hook.info(f"removed the stale lock of a run that ended without releasing it ({holder})")
-        summary = _label_locked(segmenter, input_dir, folder, paths, options, hook)
-    if options.shard is not None:
-        summary.merged = merge_manifests(input_dir, out_dir)  # the last shard to finish merges
+        record = _record(segmenter, options)
+        summary = _label_locked(segmenter, input_dir, folder, paths, options, record, lock.siblings, hook)
+    if options.shard is not None:  # the last shard to finish merges
+        merge = merge_finished_shards(input_dir, out_dir, record_hash(record))
+        summary.merged, summary.unfinished = merge.merged, merge.unfinished or 0
     return summary
 
 
+def _record(segmenter: Segmenter, options: LabelOptions) -> LabelRecord:
+    """What classes.json records of this run (its hash tags the run's manifest lines)."""
+    return replace(segmenter.record(), min_confidence=options.min_confidence, confidence_format=options.confidence_format,
+                   exif=options.exif)
+
+
 def _label_locked(segmenter: Segmenter, input_dir: Path, folder: LabelFolder, paths: list[PurePosixPath],
-                  options: LabelOptions, hook: ProgressHook) -> LabelSummary:
+                  options: LabelOptions, record: LabelRecord, siblings: list[str], hook: ProgressHook) -> LabelSummary:
     out_dir = folder.root
-    record = replace(segmenter.record(), min_confidence=options.min_confidence, confidence_format=options.confidence_format,
-                     exif=options.exif)
     if not options.overwrite:
         _check_same_settings(out_dir, record)
-    folder.write_classes(record)
+    elif siblings:  # --overwrite cannot change the settings under shards of the split that are running
+        _check_same_settings(out_dir, record, f"while other shards of this split run in it ({', '.join(siblings)}); "
+                                              "every shard of a split must use the same settings")
+    with _writing(out_dir, "write classes.json"):
+        folder.write_classes(record)
     tag = record_hash(record)
     sharded = options.shard is not None
     # a shard never deletes the folder's manifests (other shards share them): its new lines win
-    manifest = Manifest(out_dir, options.shard, fresh=options.overwrite and not sharded, class_names=record.classes)
+    with _writing(out_dir, "open the manifest"):
+        manifest = Manifest(out_dir, options.shard, fresh=options.overwrite and not sharded, class_names=record.classes)
     if manifest.malformed:
-        hook.warn(f"{manifest.malformed} malformed line(s) in {out_dir}'s manifest ignored; those images are labelled again.")
+        hook.warn(f"{manifest.malformed} malformed line(s) in {out_dir}'s manifest ignored (a damaged line, or one of "
+                  "other settings naming classes these do not have); those images are labelled again"
+                  f"{' by their shard' if sharded else ''}.")
     stems = output_stems(paths)
     mine = shard_of(paths, input_dir, options.shard) if sharded else paths
     todo = [p for p in mine if options.overwrite or not _is_done(manifest.entries.get(str(p)), folder, tag)]
@@ -315,7 +314,8 @@ def _label_locked(segmenter: Segmenter, input_dir: Path, folder: LabelFolder, pa
             writer.close()
         finally:
             summary.seconds = time.perf_counter() - start
-            manifest.close(compact=not sharded)
+            with _writing(out_dir, "write the manifest"):
+                manifest.close(compact=not sharded)
     if options.overlays and not sharded:  # images labelled by an earlier run without --overlays
         write_overlays(out_dir, input_dir, missing_only=True)
     return summary

@@ -130,9 +130,10 @@ def write_overlays(
                 summary.skipped += 1
                 continue
             try:
+                inside(folder.root, target.relative_to(folder.root).as_posix(), "overlay")  # no symlink out
                 check_own_output(target, _JPEG_START, "an overlay")
                 labels = folder.read_map(entry, LABEL)
-                write_overlay(target, inside(images, entry.source, "source"), labels, folder.colours, folder.class_names,
+                write_overlay(target, inside(images, entry.source, "source", confine=False), labels, folder.colours, folder.class_names,
                               folder.record.exif)
                 summary.done += 1
             except MaskCLIPError as exc:
