@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -79,7 +80,7 @@ def user_errors() -> Iterator[None]:
         yield
     except MaskCLIPError as exc:
         message = exc.as_flags() if isinstance(exc, ParameterError) else str(exc)
-        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # [..] is text, not markup
         raise typer.Exit(2)
 
 
