@@ -31,6 +31,7 @@ from ..training.loop import METRICS_FILE, TrainConfig, train
 from ..training.online_labeller import OnlineLabeller
 from .assets import load_synthetic_clip
 from .export import write_split
+from .stages import UNSEEN
 from .world import BACKGROUND_PHRASE, CLASSES, WorldSpec, make_scene
 
 # (row name, MaskCLIPConfig overrides): the rows of the paper's Table 1a, in its order.
@@ -100,19 +101,41 @@ def chance_miou(world: int, count: int, spec: WorldSpec = WorldSpec(), seed: int
     return cm.scores().miou
 
 
-def _train_config(s: DemoSettings, out: Path, online: bool = False) -> TrainConfig:
+def train_config(s: DemoSettings, out: Path, online: bool = False, zero_shot: bool = False, name: str | None = None) -> TrainConfig:
     """MaskCLIP+'s short schedule: guided learning, then self-training, in one run as in the
-    paper, validated on the held-out scenes when the guided phase ends and at the end.
+    paper, validated on the held-out scenes when the guided phase ends and at the end. Zero-shot:
+    ground truth for the background and the seen colours, none for :data:`.stages.UNSEEN`.
     Photometric distortion is off: it shifts hue, and hue is what the classes of this world are."""
     iters = s.guided_iters + s.self_train_iters
+    name = name or ("maskclip-plus-online" if online else "maskclip-plus")
     return TrainConfig(
-        images=out / "train" / "images", labels=out / "pseudo-labels", out=out / ("maskclip-plus-online" if online else "maskclip-plus"),
+        images=out / "train" / "images", labels=out / "pseudo-labels", out=out / name,
         backbone=s.backbone, online=online,
         backbone_weights="none", iters=iters, self_train=s.self_train_iters > 0, guided_iters=s.guided_iters,
         batch_size=s.batch_size, crop_size=s.spec.size, photometric=False, lr=s.lr, seed=s.seed, workers=0,
         checkpoint_every=iters, log_every=10, amp=False, val_images=out / "val" / "JPEGImages",
         val_labels=out / "val" / "SegmentationClassContext", val_every=s.guided_iters,
+        gt_labels=out / "train" / "labels" if zero_shot else None, unseen=list(UNSEEN) if zero_shot else [],
     )
+
+
+def val_scores(run: Path, iteration: int) -> list[float]:
+    """Per-class IoU (0-1) the training run logged at ``iteration``."""
+    for line in (run / METRICS_FILE).read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record["iter"] == iteration and "val" in record:
+            return [np.nan if c["IoU"] is None else c["IoU"] / 100 for c in record["val"]["per_class"]]
+    raise MaskCLIPError(f"{run / METRICS_FILE} has no validation at iteration {iteration}.")
+
+
+def write_world(out: Path, s: DemoSettings, clip: LoadedCLIP, hook: ProgressHook = SILENT) -> MaskCLIP:
+    """Training scenes (with their exact labels, the zero-shot ground truth) labelled by MaskCLIP
+    without KS and PD (as the paper's MaskCLIP+ does); returns that labeller."""
+    hook.info(f"Writing {s.train_scenes} training scenes to {out / 'train'}; labelling them with MaskCLIP")
+    write_split(out / "train", s.train_world, s.train_scenes, layout="plain", split="train", spec=s.spec)
+    labeller = MaskCLIP(clip, list(CLASSES), maskclip_config(s.spec, key_smoothing=False, prompt_denoising=False), hook=hook)
+    label_folder(labeller, out / "train" / "images", out / "pseudo-labels", LabelOptions(workers=0, overwrite=True), hook)
+    return labeller
 
 
 def _val_miou(run: Path, iteration: int) -> float:
