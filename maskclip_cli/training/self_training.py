@@ -4,7 +4,9 @@ predictions on the training crop replace MaskCLIP's pseudo labels.
 As in the authors' ``MaskClipPlusHead.assign_label``, the labels are the argmax of the training
 forward pass's own (detached) logits, upsampled bilinearly to the crop; in zero-shot mode the
 argmax runs over the unseen classes only, and the seen classes keep their ground truth
-(:func:`.zero_shot.merge_targets`).
+(:func:`.zero_shot.merge_targets`). The restriction is applied after the bilinear upsampling:
+before 0.3.0 the seen classes were set to -inf first, and the upsampling's zero weights at the crop
+border made those pixels NaN, labelled background (a seen class) and so left unlabelled.
 
 Annotation-free self-training (no ground truth; the paper never uses it there) has nothing that
 anchors it: every pixel's target is the network's own argmax, a positive-feedback loop in which
@@ -30,12 +32,11 @@ def self_labels(logits: torch.Tensor, size: tuple[int, int], unseen: torch.Tenso
     """(labels, confidence), each (B, H, W) at ``size``, from the network's (B, C, h, w) ``logits``.
     With ``unseen`` the argmax and the softmax run over those classes only (the reference's
     ``unlabeled_cats``): they are what the unlabelled pixels are for."""
-    logits = logits.detach().float()
-    if unseen is not None:
+    logits = F.interpolate(logits.detach().float(), size=size, mode="bilinear", align_corners=False)
+    if unseen is not None:  # after the upsampling: bilinear weights of 0 times -inf are NaN (issue 19)
         keep = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
         keep[unseen.to(logits.device)] = True
         logits = logits.masked_fill(~keep[None, :, None, None], -torch.inf)
-    logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
     confidence, labels = logits.softmax(dim=1).max(dim=1)
     return labels, confidence
 
