@@ -76,7 +76,7 @@ def train_branches(trunk: TrainConfig, text: ClassText, branches: dict[str, dict
         pass
     runs = {}
     for name, changes in branches.items():
-        out = trunk.out.parent / f"{trunk.out.name}-{name.replace(' ', '-')}"
+        out = trunk.out.parent / f"{trunk.out.name}-{name.replace('+', '').replace(' ', '-')}"
         shutil.rmtree(out, ignore_errors=True)
         shutil.copytree(trunk.out, out)
         state = load_checkpoint(out / CHECKPOINT_FILE)

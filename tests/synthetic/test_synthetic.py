@@ -153,12 +153,21 @@ def test_demo_runs_label_train_eval_end_to_end(tmp_path):
     """Wiring only (a few iterations): the MaskCLIP+ rows come from a real label -> train -> eval."""
     from maskclip_cli.synthetic.demo import ROW_NAMES, DemoSettings, run_demo
 
-    settings = DemoSettings(train_scenes=6, val_scenes=4, guided_iters=2, self_train_iters=2, batch_size=2)
+    settings = DemoSettings(train_scenes=6, val_scenes=4, guided_iters=2, self_train_iters=2, batch_size=2,
+                            zero_shot_iters=3, zero_shot_batch_size=2)
     results = run_demo(tmp_path, settings)
     assert tuple(results) == ROW_NAMES and all(0 <= v <= 1 for v in results.values())
     assert len(list((tmp_path / "pseudo-labels" / "labels").glob("*.png"))) == 6
     config = json.loads((tmp_path / "maskclip-plus" / "config.json").read_text())
     assert config["photometric"] is False and config["iters"] == 4 and config["guided_iters"] == 2
+    # zero-shot: one guided iteration shared, then guided only vs self-training, both to iteration 3
+    guided = json.loads((tmp_path / "maskclip-plus-zero-shot-guided" / "config.json").read_text())
+    selftrained = json.loads((tmp_path / "maskclip-plus-zero-shot-self-training" / "config.json").read_text())
+    assert guided["self_train"] is False and selftrained["self_train"] is True and selftrained["guided_iters"] == 1
+    assert guided["unseen"] == selftrained["unseen"] == ["orange", "cyan", "white"] and selftrained["gt_labels"]
+    for name, phase in (("guided", "guided"), ("self-training", "self")):
+        lines = [json.loads(ln) for ln in (tmp_path / f"maskclip-plus-zero-shot-{name}" / "metrics.jsonl").read_text().splitlines()]
+        assert [ln["phase"] for ln in lines if "phase" in ln] == [phase] and lines[-1]["iter"] == 3 and "val" in lines[-1]
 
 
 def test_label_and_eval_commands_read_an_exported_split(tmp_path):
