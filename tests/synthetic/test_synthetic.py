@@ -214,3 +214,26 @@ def test_maskclip_plus_trained_on_maskclip_labels_at_least_matches_maskclip(tmp_
 
     results = run_demo(tmp_path, DemoSettings(self_train_iters=0, zero_shot_iters=0))
     assert results[GUIDED] >= results["MaskCLIP"], results
+
+
+@pytest.mark.slow
+def test_annotation_free_self_training_does_not_collapse(tmp_path):
+    """Issue 19 on the synthetic world (seed 0 of benchmarks/self_training.py, ~3 CPU minutes): after
+    the switch, self-training as the paper writes it (no anchor) collapses below guided learning;
+    the default (MaskCLIP's label kept where the network is unsure) stays with guided learning."""
+    from dataclasses import replace
+
+    from maskclip_cli.synthetic.assets import load_synthetic_clip
+    from maskclip_cli.synthetic.demo import DemoSettings, train_config, val_scores, write_world
+    from maskclip_cli.synthetic.stages import guided_only, stage_scores, train_branches
+    from maskclip_cli.training.class_text import from_maskclip
+
+    s = DemoSettings(guided_iters=20, self_train_iters=180, batch_size=4)
+    write_split(tmp_path / "val", s.val_world, s.val_scenes, layout="pascal-context", split="val", spec=s.spec)
+    text = from_maskclip(write_world(tmp_path, s, load_synthetic_clip()))
+    trunk = train_config(s, tmp_path, name="af")
+    trunk = replace(trunk, val_every=trunk.iters)
+    runs = train_branches(trunk, text, {"guided": guided_only(), "plain": {"self_train_anchor": 0.0}, "default": {}})
+    miou = {name: stage_scores(val_scores(run, trunk.iters)).miou for name, run in runs.items()}
+    assert miou["plain"] < miou["guided"] - 0.05, miou
+    assert miou["default"] >= miou["guided"] - 0.02, miou
