@@ -1,6 +1,6 @@
 """Self-training vs guided learning on the synthetic world, over seeds (issue 19).
 
-    OMP_NUM_THREADS=1 python benchmarks/self_training.py [--seeds 3] [--first-seed 0] [--iters 200] [--batch-size 4]
+    OMP_NUM_THREADS=1 python benchmarks/self_training.py [--seeds 3] [--first-seed 0] [--iters 100] [--batch-size 2] [--jobs 3]
 
 Per seed: training and held-out scenes, MaskCLIP's pseudo labels (no KS/PD), then two MaskCLIP+
 trunks with the paper's schedule (the first 1/10 of ``--iters`` MaskCLIP-guided), each branched
@@ -67,8 +67,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--first-seed", type=int, default=0)
-    ap.add_argument("--iters", type=int, default=200, help="total schedule; the first tenth is guided (paper)")
-    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--iters", type=int, default=100, help="total schedule; the first tenth is guided (paper)")
+    ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--train-scenes", type=int, default=DemoSettings.train_scenes)
     ap.add_argument("--val-scenes", type=int, default=DemoSettings.val_scenes)
     ap.add_argument("--jobs", type=int, default=1, help="seeds trained in parallel processes")

@@ -28,7 +28,7 @@ def demo(
     guided_iters: Annotated[int, typer.Option(min=1, help="MaskCLIP+ iterations on MaskCLIP's pseudo labels.")] = DemoSettings.guided_iters,
     self_train_iters: Annotated[int, typer.Option(min=0, help="Annotation-free self-training iterations after the guided ones (default 0: in this world it does not beat guided learning; see README).")] = DemoSettings.self_train_iters,
     zero_shot_iters: Annotated[Optional[int], typer.Option(min=0, help="Iterations of each zero-shot run (seen colours with ground truth, the first tenth MaskCLIP-guided); 0 skips those rows. Default: 100, 200 with --full.")] = None,
-    full: Annotated[bool, typer.Option("--full", help="The longer version: the zero-shot schedule of benchmarks/self_training.py (about twice as long).")] = False,
+    full: Annotated[bool, typer.Option("--full", help="The longer version: zero-shot runs of 200 iterations instead of 100.")] = False,
     maskclip_plus: Annotated[bool, typer.Option("--maskclip-plus/--no-maskclip-plus", help="Also train and score MaskCLIP+ (the slow part).")] = True,
     quick_gelu: QuickGelu = None,
     device: Annotated[str, typer.Option(help="cpu (the default: the tiny CLIP and the small networks gain little from a GPU), auto (GPU if available), or cuda[:N].")] = "cpu",

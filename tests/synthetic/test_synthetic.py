@@ -228,7 +228,7 @@ def test_annotation_free_self_training_does_not_collapse(tmp_path):
     from maskclip_cli.synthetic.stages import guided_only, stage_scores, train_branches
     from maskclip_cli.training.class_text import from_maskclip
 
-    s = DemoSettings(guided_iters=20, self_train_iters=180, batch_size=4)
+    s = DemoSettings(guided_iters=10, self_train_iters=90, batch_size=2)
     write_split(tmp_path / "val", s.val_world, s.val_scenes, layout="pascal-context", split="val", spec=s.spec)
     text = from_maskclip(write_world(tmp_path, s, load_synthetic_clip()))
     trunk = train_config(s, tmp_path, name="af")
