@@ -217,10 +217,12 @@ def test_maskclip_plus_trained_on_maskclip_labels_at_least_matches_maskclip(tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 19 open: the anchored default collapses too (seed 0: guided 8.5, "
+                   "no anchor 0.2, default 0.2 mIoU; benchmarks/self_training.py, README 'Self-training')")
 def test_annotation_free_self_training_does_not_collapse(tmp_path):
-    """Issue 19 on the synthetic world (seed 0 of benchmarks/self_training.py, ~3 CPU minutes): after
-    the switch, self-training as the paper writes it (no anchor) collapses below guided learning;
-    the default (MaskCLIP's label kept where the network is unsure) stays with guided learning."""
+    """Issue 19's acceptance criterion on the synthetic world (seed 0 of benchmarks/self_training.py,
+    ~3 CPU minutes): after the switch, plain self-training collapses below guided learning, and the
+    default safeguard must stay with guided learning. It does not yet: strict xfail, so a fix flips it."""
     from dataclasses import replace
 
     from maskclip_cli.synthetic.assets import load_synthetic_clip
