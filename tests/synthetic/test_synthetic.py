@@ -154,7 +154,7 @@ def test_demo_runs_label_train_eval_end_to_end(tmp_path):
     from maskclip_cli.synthetic.demo import ROW_NAMES, DemoSettings, run_demo
 
     settings = DemoSettings(train_scenes=6, val_scenes=4, guided_iters=2, self_train_iters=2, batch_size=2,
-                            zero_shot_iters=3, zero_shot_batch_size=2)
+                            zero_shot_iters=3, zero_shot_batch_size=2, zero_shot_self_train=True)
     results = run_demo(tmp_path, settings)
     assert tuple(results) == ROW_NAMES and all(0 <= v <= 1 for v in results.values())
     assert len(list((tmp_path / "pseudo-labels" / "labels").glob("*.png"))) == 6
