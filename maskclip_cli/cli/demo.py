@@ -26,9 +26,9 @@ def demo(
     train_scenes: Annotated[int, typer.Option(min=1, help="Scenes labelled by MaskCLIP to train MaskCLIP+ on.")] = DemoSettings.train_scenes,
     val_scenes: Annotated[int, typer.Option(min=1, help="Held-out scenes every row is scored on.")] = DemoSettings.val_scenes,
     guided_iters: Annotated[int, typer.Option(min=1, help="MaskCLIP+ iterations on MaskCLIP's pseudo labels.")] = DemoSettings.guided_iters,
-    self_train_iters: Annotated[int, typer.Option(min=0, help="Annotation-free self-training iterations after the guided ones (default 0: in this world it does not beat guided learning; see README).")] = DemoSettings.self_train_iters,
-    zero_shot_iters: Annotated[Optional[int], typer.Option(min=0, help="Iterations of each zero-shot run (seen colours with ground truth, the first tenth MaskCLIP-guided); 0 skips those rows. Default: 100, 200 with --full.")] = None,
-    zero_shot_self_train: Annotated[bool, typer.Option("--zero-shot-self-train", help="Also the zero-shot self-training rows (same schedule, self-training after the first tenth). Off by default: here they fall below guided learning (README).")] = False,
+    self_train_iters: Annotated[int, typer.Option(min=0, help="Annotation-free self-training iterations after the guided ones (README: below guided here).")] = DemoSettings.self_train_iters,
+    zero_shot_iters: Annotated[Optional[int], typer.Option(min=0, help="Iterations of the zero-shot run (first tenth guided); 0: no zero-shot rows. Default 100 (200 with --full).")] = None,
+    zero_shot_self_train: Annotated[bool, typer.Option("--zs-self-train", help="Also zero-shot self-training rows (README: below guided here).")] = False,
     full: Annotated[bool, typer.Option("--full", help="The longer version: zero-shot runs of 200 iterations instead of 100.")] = False,
     maskclip_plus: Annotated[bool, typer.Option("--maskclip-plus/--no-maskclip-plus", help="Also train and score MaskCLIP+ (the slow part).")] = True,
     quick_gelu: QuickGelu = None,
@@ -60,5 +60,5 @@ def demo(
     if ZERO_SHOT_ROWS[0] in results:
         out_console.print(f"Zero-shot rows: ground truth for the background and {len(CLASSES) - len(UNSEEN)} colours, none for the unseen "
                           f"{', '.join(UNSEEN)}; mIoU over the seen (background included) or the unseen classes.")
-    out_console.print("Self-training rows (--zero-shot-self-train, --self-train-iters N) are off: at this CPU scale they fall "
+    out_console.print("Self-training rows (--zs-self-train, --self-train-iters N) are off: at this CPU scale they fall "
                       "below guided learning (README, 'Self-training').")
