@@ -5,7 +5,9 @@ JPEG photos, then runs `maskclip export` once per format in a fresh process and 
 CPU ms per image and that process's peak RSS (VmHWM; run with two sizes to see that memory stays
 flat). The process imports the whole CLI (torch included), so its RSS starts near 0.9 GiB.
 
-    python benchmarks/export_speed.py [--images 1000] [--size 640x480] [--formats coco,coco --instances,...]
+    python benchmarks/export_speed.py [--images 1000] [--size 640x480] [--runs coco,coco --instances,hf,...]
+
+label-studio needs label-studio-sdk (run with the Python of a venv that has it).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from label_folders import write_label_folder  # noqa: E402
 
 CLASSES = ["background", "person", "car", "tree", "road", "sky", "dog", "building", "bicycle"]
-RUNS = ["coco", "coco --instances", "yolo-seg", "cvat-mask"]
+RUNS = ["coco", "coco --instances", "yolo-seg", "cvat-mask", "hf", "label-studio --image-root-url /data/local-files/?d=photos"]
 # the export in this process, then its peak resident set (VmHWM is per process image, reset by exec)
 CHILD = """import sys
 from maskclip_cli.cli import app
@@ -81,10 +83,11 @@ def main() -> None:
         startup_wall = startup_cpu = 0.0
         for run in ["startup", *args.runs.split(",")]:
             fmt, *flags = run.split()
-            out = root / f"out-{fmt}{''.join(flags)}"
+            out = root / f"out-{fmt}{len(flags)}"
             cmd = [sys.executable, "-c", CHILD, "--help"] if run == "startup" else [
                 sys.executable, "-c", CHILD, "export", str(root / "labels"), "--format", fmt,
-                "--images", str(root / "images"), "--out", str(out), "--no-progress", *flags]
+                *([] if fmt == "label-studio" else ["--images", str(root / "images")]),  # it links photos by URL
+                "--out", str(out), "--no-progress", *flags]
             start = time.perf_counter()
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             output = proc.stdout.read().decode()
@@ -96,10 +99,10 @@ def main() -> None:
             peak_mib = int(output.split()[-1]) / 1024
             if run == "startup":
                 startup_wall, startup_cpu = wall, cpu
-                print(f"{run:<18} {wall:>7.1f} {'':>9} {'':>14} {peak_mib:>13.0f}  ({cpu:.1f} s CPU)", flush=True)
+                print(f"{run[:18]:<18} {wall:>7.1f} {'':>9} {'':>14} {peak_mib:>13.0f}  ({cpu:.1f} s CPU)", flush=True)
                 continue
             net_wall, net_cpu_ms = wall - startup_wall, (cpu - startup_cpu) * 1000 / args.images
-            print(f"{run:<18} {wall:>7.1f} {args.images / net_wall:>9.1f} {net_cpu_ms:>14.1f} {peak_mib:>13.0f}", flush=True)
+            print(f"{run[:18]:<18} {wall:>7.1f} {args.images / net_wall:>9.1f} {net_cpu_ms:>14.1f} {peak_mib:>13.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from PIL import Image
 
 from maskclip_cli.formats.label_files import palette, write_confidence, write_label_png
 from maskclip_cli.formats.label_folder import LabelFolder
-from maskclip_cli.core.record import ClipSource, LabelRecord, WeightsSource
+from maskclip_cli.core.record import ClipSource, LabelRecord, TrainedNetwork, WeightsSource
 
 CLASS_NAMES = ["background", "cat", "dog"]
 
@@ -45,6 +45,20 @@ def write_label_folder(
     for source, error in (failed or {}).items():
         lines.append({"source": source, "status": "error", "error": error, "settings": "x"})
     (root / "manifest.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
+
+
+def with_npy_confidence(root: Path, stem: str, conf: np.ndarray) -> None:
+    """Replace an image's PNG confidence by a float .npy map (as ``--confidence-format npy`` writes)."""
+    (root / "confidence" / f"{stem}.png").unlink()
+    write_confidence(root / "confidence" / f"{stem}.npy", conf)
+
+
+def record_with_machine_paths(class_names: list[str]) -> LabelRecord:
+    """A record naming its model folder, weights and network by absolute paths of the machine that
+    labelled (``/home/someone/...``): what a shared file must not show."""
+    return LabelRecord(list(class_names),
+                       ClipSource("local-dir:/home/someone/models/clip", WeightsSource("checkpoint", path="/home/someone/w.pt", sha256="ab" * 8)),
+                       segmenter="maskclip+", network=TrainedNetwork("/home/someone/run/ckpt.pt", "cd" * 8, "deeplabv2", 100, 512))
 
 
 def disk(h: int, w: int, cy: float, cx: float, r: float) -> np.ndarray:

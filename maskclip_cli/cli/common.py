@@ -80,7 +80,7 @@ def user_errors() -> Iterator[None]:
         yield
     except MaskCLIPError as exc:
         message = exc.as_flags() if isinstance(exc, ParameterError) else str(exc)
-        console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # "[ray]" is text
+        console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # [..] is text, not markup
         raise typer.Exit(2)
 
 

@@ -1,2 +1,3 @@
-"""Exports of a label folder to the formats other tools read: COCO (detectron2, mmdet, COCO-Stuff
-readers), Ultralytics YOLO segmentation, and CVAT's Segmentation mask 1.1 (hand correction)."""
+"""Exports of a label folder to the formats other tools read: COCO (detectron2, mmdet, Datumaro,
+CVAT, FiftyOne), Ultralytics YOLO segmentation, CVAT's Segmentation mask 1.1 (hand correction),
+Label Studio pre-annotations (review) and Hugging Face ``datasets`` Parquet (training code)."""

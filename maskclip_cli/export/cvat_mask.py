@@ -17,6 +17,7 @@ from typing import Mapping
 import numpy as np
 
 from ..core._io import atomic_write
+from ..core.errors import MaskCLIPError
 from ..core.vocabulary import BACKGROUND, is_background
 from ..formats.label_files import palette, write_label_png
 from ..formats.label_folder import LabelFolder
@@ -29,7 +30,7 @@ IMAGE_SET = "ImageSets/Segmentation/default.txt"
 
 class CvatMaskWriter:
     outputs = ("SegmentationClass", "ImageSets", "JPEGImages", LABELMAP)
-    options = ()
+    options = ("images",)
     needs_images = False
 
     def __init__(self, folder: LabelFolder, out: Path, options: ExportOptions):
@@ -44,6 +45,19 @@ class CvatMaskWriter:
         self.lut[[i for i in range(len(names)) if i not in kept]] = 0
         (out / IMAGE_SET).parent.mkdir(parents=True, exist_ok=True)
         self._image_set = open(out / f"{IMAGE_SET}.part", "w", encoding="utf-8")
+
+    @staticmethod
+    def check_input(folder: LabelFolder, options: ExportOptions) -> None:
+        """labelmap.txt is ``name:r,g,b::`` lines: a name with ``:`` or a line break cannot be written;
+        black is background, so a background class must be class 0."""
+        bad = [n for n in folder.class_names if ":" in n or "\n" in n or "\r" in n]
+        if bad:
+            raise MaskCLIPError(f"cvat-mask cannot name classes containing ':' or a line break: {', '.join(map(repr, bad))}; "
+                                "rename them in classes.json or use --format coco.")
+        later = [i for i, n in enumerate(folder.class_names) if i and is_background(n)]
+        if later:
+            raise MaskCLIPError(f"cvat-mask keeps black for '{BACKGROUND}' as class 0, but this folder's is class {later[0]}; "
+                                "use --format coco.")
 
     def add(self, entry: ImageEntry, maps: Mapping[str, np.ndarray | None], photo: Path | None) -> None:
         write_label_png(self.out / "SegmentationClass" / f"{entry.stem}.png", self.lut[maps[LABEL.name]], self.colours)

@@ -3,9 +3,10 @@
 Memory holds one image's maps (plus the manifest's offsets); a failed image (recorded as failed by
 the label job, whose manifest line is invalid, or whose files cannot be read now) is skipped, listed
 in the summary and in ``failed.jsonl``. An output folder that is not empty is refused unless
-``overwrite``, and then only the paths the format writes are replaced; with ``overwrite`` an output
-folder that is, holds or lies inside the label folder or the photo folder is refused (it would
-replace their files). Options the format does not take are refused (:func:`.writer.check_options`).
+``overwrite``, and then only the paths the format writes are replaced; an output folder that is,
+holds or lies inside the label folder or the photo folder is refused (:mod:`.out_folder`). Options
+the format does not take are refused (:func:`.writer.check_options`), and what the format cannot hold
+by its writer's ``check_input``, all before anything is written.
 
 A photo of another size than its label map, or label ids beyond the class list, are exported (as the
 map says) with one warning line per image, counted in the summary. An error of the output folder
@@ -33,6 +34,7 @@ from ..formats.image_entry import LABEL, inside
 from ..formats.images import image_size
 from ..formats.label_folder import LabelFolder
 from .formats import FORMATS
+from .out_folder import check_out_folder
 from .writer import ExportOptions, check_options, kept_classes
 
 FAILED_FILE = "failed.jsonl"
@@ -48,11 +50,6 @@ class ExportSummary(JobSummary):
         return self.done
 
 
-def _overlaps(a: Path, b: Path) -> bool:
-    a, b = a.resolve(), b.resolve()
-    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
-
-
 def _check_writable(out: Path) -> None:
     """Before --overwrite deletes anything: can a file be created in ``out``?"""
     try:
@@ -63,16 +60,12 @@ def _check_writable(out: Path) -> None:
         raise MaskCLIPError(f"Cannot write into --out {out}: {exc.strerror or exc}.") from exc
 
 
-def _prepare_out(out: Path, outputs: tuple[str, ...], overwrite: bool, inputs: dict[str, Path]) -> None:
+def _prepare_out(out: Path, outputs: tuple[str, ...], overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise MaskCLIPError(f"--out {out} is a file, not a folder.")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise MaskCLIPError(f"Output folder {out} is not empty; pass --overwrite to replace its export, or choose another --out.")
-        for what, folder in inputs.items():
-            if _overlaps(out, folder):
-                raise MaskCLIPError(f"--out {out} is, holds or lies inside the {what} {folder}: --overwrite would "
-                                    "replace its files; choose another --out.")
         _check_writable(out)
         try:
             for name in (*outputs, FAILED_FILE):
@@ -127,11 +120,13 @@ def export_folder(label_dir: str | os.PathLike, out: str | os.PathLike, options:
     if writer_class.needs_images and options.images is None:
         raise ParameterError(f"format {options.format} needs the photos: pass {{}}.", "images")
     kept_classes(folder, options.exclude)  # checked before anything is written
+    if hasattr(writer_class, "check_input"):  # what the format cannot hold (names, URLs, libraries)
+        writer_class.check_input(folder, options)
     entries = folder.reader(hook)
     if not len(entries):
         raise MaskCLIPError(f"{label_dir} has no image entries in its manifest ({entries.bad_count} invalid line(s)).")
-    inputs = {"label folder": Path(label_dir), **({"photo folder": options.images} if options.images else {})}
-    _prepare_out(out, writer_class.outputs, options.overwrite, inputs)
+    check_out_folder(out, {"label folder": label_dir, "photo folder": options.images})
+    _prepare_out(out, writer_class.outputs, options.overwrite)
     try:
         writer = writer_class(folder, out, options)
     except OSError as exc:

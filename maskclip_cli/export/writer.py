@@ -1,11 +1,12 @@
 """What every export format's writer is given and offers: the options (and which of them a format
 takes: the others are refused, as in Ultralytics' export table), the kept classes, the ``Writer``
-protocol (one :class:`~maskclip_cli.formats.image_entry.ImageEntry` and its maps at a time), and the
-photo copy. The formats import this module; the registry (``formats.py``) and the run loop
-(``run.py``) import the formats."""
+protocol (one :class:`~maskclip_cli.formats.image_entry.ImageEntry` and its maps at a time), the
+score (mean confidence) and the photo copy. The formats import this module; the registry
+(``formats.py``) and the run loop (``run.py``) import the formats."""
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from ..core.errors import MaskCLIPError, ParameterError, check_range
 from ..formats.image_entry import ImageEntry
 from ..formats.label_folder import LabelFolder
 
-FORMAT_NAMES = ("coco", "yolo-seg", "cvat-mask")  # the --format choices (formats.FORMATS maps them to writers)
+FORMAT_NAMES = ("coco", "yolo-seg", "cvat-mask", "label-studio", "hf")  # the --format choices (formats.FORMATS maps them to writers)
 
 
 @dataclass
@@ -27,13 +28,14 @@ class ExportOptions:
     ``options``); :func:`check_options` refuses one set away from its default for another format."""
 
     format: str
-    images: Path | None = None  # the labelled photo folder: copied (hard-linked where possible) into the export
     overwrite: bool = False
-    exclude: tuple[str, ...] = ()  # classes left out (coco, yolo-seg) or made background (cvat-mask)
+    exclude: tuple[str, ...] = ()  # classes left out (coco, yolo-seg, label-studio) or made background (cvat-mask, hf)
+    images: Path | None = None  # all but label-studio: the labelled photo folder, copied (hard-linked where possible)
     instances: bool = False  # coco: one annotation per connected component instead of per class
     min_area: int = 0  # yolo-seg: components and holes below this many pixels are dropped / filled
-    val_fraction: float = 0.1  # yolo-seg: share of images in the validation split
-    seed: int = 0  # yolo-seg: split seed
+    val_fraction: float = 0.1  # coco, yolo-seg, hf: share of images in the validation split
+    seed: int = 0  # coco, yolo-seg, hf: split seed
+    image_root_url: str | None = None  # label-studio: URL the photo paths are joined onto
 
     def __post_init__(self) -> None:
         if self.format not in FORMAT_NAMES:
@@ -54,7 +56,7 @@ def kept_classes(folder: LabelFolder, exclude: tuple[str, ...]) -> list[int]:
     return [i for i, name in enumerate(folder.class_names) if name not in exclude]
 
 
-COMMON_OPTIONS = ("format", "images", "overwrite", "exclude")  # every format takes these
+COMMON_OPTIONS = ("format", "overwrite", "exclude")  # every format takes these
 
 
 def check_options(options: ExportOptions, takes: tuple[str, ...]) -> None:
@@ -69,7 +71,9 @@ def check_options(options: ExportOptions, takes: tuple[str, ...]) -> None:
 
 
 class Writer(Protocol):
-    """One export format: takes the images one by one, finishes its index files on close."""
+    """One export format: takes the images one by one, finishes its index files on close. A writer
+    may also have a static ``check_input(folder, options)`` that refuses, before anything is written,
+    what the format cannot hold (class names it cannot write, a missing library or URL)."""
 
     outputs: ClassVar[tuple[str, ...]]  # top-level names it writes under the output folder
     options: ClassVar[tuple[str, ...]]  # the format-specific ExportOptions fields it reads
@@ -83,6 +87,15 @@ class Writer(Protocol):
 
     def abort(self) -> None:
         """The export stopped early: remove temporary files."""
+
+
+def mean_score(confidence: np.ndarray | None, where: np.ndarray) -> float | None:
+    """Mean confidence over the pixels ``where`` (4 decimals): a writer's score. None without a map or
+    pixels, or when not finite (a damaged .npy map): JSON readers refuse NaN."""
+    if confidence is None or not where.any():
+        return None
+    value = float(confidence[where].astype(np.float64).mean())
+    return round(value, 4) if math.isfinite(value) else None
 
 
 def copy_photo(photo: Path, target: Path) -> None:

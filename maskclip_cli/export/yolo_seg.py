@@ -6,14 +6,12 @@ YOLO polygons cannot have holes, so each hole is joined to its outer boundary by
 (the "keyhole" that Ultralytics' own mask converter also uses); a filled polygon then leaves the
 hole empty. Components and holes smaller than ``min_area`` pixels are dropped / filled. Contours
 come from OpenCV's ``findContours``; vertices are pixel centres (as ``cv2.fillPoly`` reads them), nudged
-a quarter pixel so Ultralytics' truncating rasteriser gets the same pixels back. The split is deterministic per image: a hash of the seed and
-the image path, so adding images never moves the others between splits. Excluded classes are left
+a quarter pixel so Ultralytics' truncating rasteriser gets the same pixels back. The split is deterministic per image (``split.in_val_split``). Excluded classes are left
 out and the others renumbered 0..nc-1 (Ultralytics wants no gaps), as ``data.yaml`` names them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path, PurePosixPath
 from typing import Mapping
@@ -24,6 +22,7 @@ import numpy as np
 from ..core._io import atomic_write
 from ..formats.label_folder import LabelFolder
 from ..formats.image_entry import LABEL, ImageEntry
+from .split import in_val_split
 from .writer import ExportOptions, copy_photo, kept_classes
 
 DATA_YAML = "data.yaml"
@@ -31,11 +30,6 @@ DATA_YAML = "data.yaml"
 # k / w * w often comes back as k - 1e-7, which would move a vertex a whole pixel: a quarter-pixel
 # nudge survives the 6-decimal rounding at any image size and truncates (or rounds) back to k.
 PIXEL_NUDGE = 0.25
-
-
-def in_val_split(source: str, seed: int, val_fraction: float) -> bool:
-    digest = hashlib.sha256(f"{seed}:{source}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
 
 
 def _keyhole(outer: np.ndarray, holes: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
@@ -91,7 +85,7 @@ def component_polygons(mask: np.ndarray, min_area: int = 0) -> list[np.ndarray]:
 
 class YoloSegWriter:
     outputs = ("images", "labels", DATA_YAML)
-    options = ("min_area", "val_fraction", "seed")
+    options = ("images", "min_area", "val_fraction", "seed")
     needs_images = True
 
     def __init__(self, folder: LabelFolder, out: Path, options: ExportOptions):

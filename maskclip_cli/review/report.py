@@ -19,6 +19,7 @@ import html
 import json
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from PIL import Image
 from ..core._io import atomic_write
 from ..core.errors import MaskCLIPError, check_range
 from ..core.hooks import SILENT, ProgressHook
+from ..core.shareable import shareable_record, shown
 from ..formats.image_entry import CONFIDENCE, LABEL, ImageEntry, inside
 from ..formats.label_folder import LabelFolder
 from .overlay import check_own_output, render_overlay, write_overlay
@@ -246,11 +248,17 @@ def _histogram_svg(counts: list[int]) -> str:
             f'<text x="{pad}" y="12" font-size="11">max {top} images per bin</text></svg>')
 
 
+def without_folder(error: str, source: str) -> str:
+    """``error`` with the folder in front of ``source`` dropped (``Cannot read /home/me/photos/a.jpg``
+    -> ``Cannot read a.jpg``): the label job's messages name the photo by its full path."""
+    return re.sub(r"(?:[A-Za-z]:)?[/\\][^\s'\"]*?[/\\](?=" + re.escape(source) + ")", "", error)
+
+
 def _settings_rows(folder: LabelFolder) -> list[tuple[str, object]]:
     """The label record as (name, value) rows: CLIP, weights, method and every inference setting."""
-    r = folder.record
-    if r is None:
+    if folder.record is None:
         return []
+    r = shareable_record(folder.record)
     rows: list[tuple[str, object]] = [("segmenter", r.segmenter)]
     if r.clip is not None:
         weights = r.clip.weights
@@ -280,7 +288,7 @@ def _page(folder: LabelFolder, label_dir: Path, scan: _Manifest, pixels: np.ndar
     exact = sampled == scan.ok
     parts = [f"{PAGE_START}{_e(label_dir.name)}</title>"
              f"<style>{_CSS}</style></head><body>",
-             f"<h1>maskclip report: {_e(label_dir)}</h1>",
+             f"<h1>maskclip report: {_e(shown(label_dir))}</h1>",
              f"<p>{scan.total} images: {scan.ok} labelled, {scan.failed} failed; {len(names)} classes. "
              f"Generated {_e(time.strftime('%Y-%m-%d %H:%M'))}.</p>"]
 
@@ -313,7 +321,7 @@ def _page(folder: LabelFolder, label_dir: Path, scan: _Manifest, pixels: np.ndar
                  f"confidence: check these first.</p><div class=grid>{''.join(_card(t) for t in lowest)}</div>")
 
     if scan.failed:
-        rows = "".join(f"<tr><td>{_e(s)}</td><td class=err>{_e(err)}</td></tr>" for s, err in scan.failures)
+        rows = "".join(f"<tr><td>{_e(s)}</td><td class=err>{_e(without_folder(err, s))}</td></tr>" for s, err in scan.failures)
         more = f"<p class=muted>{scan.failed - len(scan.failures)} more in manifest.jsonl.</p>" if scan.failed > len(scan.failures) else ""
         parts.append(f"<h2>Failed images ({scan.failed})</h2><table><tr><th>image</th><th>error</th></tr>{rows}</table>{more}")
     else:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..core.errors import ParameterError, check_range
 
+ANCHOR = 0.9  # annotation-free self-training's default anchor (see training/self_training.py)
 MIN_CROP = 32  # smallest training crop: 4x4 features at DeepLabv2's output stride 8
 
 
@@ -25,6 +26,9 @@ class TrainConfig:
     self_train: bool = False
     guided_iters: int | None = None  # default: iters without self-training, iters // 10 with it
     self_train_threshold: float = 0.0
+    # Below this confidence a self-training pixel keeps MaskCLIP's label (self_training.anchored);
+    # default: ANCHOR without ground truth (the safeguard), 0 in zero-shot mode (the paper's setting).
+    self_train_anchor: float | None = None
     min_confidence: float = 0.0
     gt_labels: Path | None = None
     unseen: list[str] = field(default_factory=list)
@@ -63,7 +67,7 @@ class TrainConfig:
                           ("head_lr_mult", 0), ("weight_decay", 0), ("poly_power", 0)):
             check_range(name, getattr(self, name), low)
         check_range("guided_iters", self.guided_iters, 0)
-        for name in ("self_train_threshold", "min_confidence"):
+        for name in ("self_train_threshold", "min_confidence", "self_train_anchor"):
             check_range(name, getattr(self, name), 0, 1)
         check_range("momentum", self.momentum, 0, 1)
         for name in ("lr", "scale_min"):
@@ -78,6 +82,12 @@ class TrainConfig:
         if self.guided_iters is not None:
             return self.guided_iters
         return self.iters // 10 if self.self_train else self.iters
+
+    def anchor(self, zero_shot: bool) -> float:
+        """The confidence below which self-training keeps MaskCLIP's label (0: none kept)."""
+        if self.self_train_anchor is not None:
+            return self.self_train_anchor
+        return 0.0 if zero_shot else ANCHOR
 
     def as_json(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}

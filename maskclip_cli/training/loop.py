@@ -51,7 +51,7 @@ from .pseudo_label_dataset import (
     collate,
     find_samples,
 )
-from .self_training import self_labels
+from .self_training import anchored, self_labels, thresholded
 from .trained_segmenter import TrainedSegmenter
 from .validation import find_val_pairs, validate
 from .zero_shot import merge_targets
@@ -315,22 +315,32 @@ def setup(cfg: TrainConfig, text: ClassText | None = None, device: str | torch.d
                val_pairs, meta, start, window, labeller)
 
 
+def _guide(run: Run, batch: dict, x: torch.Tensor) -> torch.Tensor:
+    """MaskCLIP's labels for this crop: the online labeller on the crop itself, or the stored ones."""
+    if run.labeller is not None:
+        return run.labeller(x, batch["valid"], run.cfg.min_confidence)[0]
+    return batch["pseudo"].to(x.device)
+
+
 def step(run: Run, batch: dict, iteration: int) -> tuple[float, float, bool]:
     """One optimisation step on ``batch``: (loss, learning rate used, whether it was MaskCLIP-guided)."""
     cfg, device = run.cfg, run.dist.device
     x = batch["image"].to(device, non_blocking=True)
     gt = batch["gt"].to(device)
     guided = iteration < cfg.guided
-    if guided and run.labeller is not None:  # online: the labeller on this very crop
-        labels, _ = run.labeller(x, batch["valid"], cfg.min_confidence)
-    elif guided:
-        labels = batch["pseudo"].to(device)
-    else:
-        labels = self_labels(run.model, x, run.unseen, cfg.self_train_threshold)
-        labels = labels.masked_fill(batch["valid"].to(device) == IGNORE_INDEX, IGNORE_INDEX)
-    target = merge_targets(gt, labels, run.unseen)
+    anchor = cfg.anchor(run.unseen is not None)
+    guide = _guide(run, batch, x) if guided or anchor > 0 else None
     with torch.autocast(device.type, enabled=run.use_amp):
         logits = run.net(x)
+    if guided:
+        labels = guide
+    else:  # the training pass's own predictions, as the reference's assign_label
+        own, confidence = self_labels(logits, x.shape[-2:], run.unseen)
+        labels = thresholded(own, confidence, cfg.self_train_threshold)
+        if anchor > 0:
+            labels = anchored(labels, confidence, guide, anchor)
+        labels = labels.masked_fill(batch["valid"].to(device) == IGNORE_INDEX, IGNORE_INDEX)
+    target = merge_targets(gt, labels, run.unseen)
     logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
     n_valid = (target != IGNORE_INDEX).sum().clamp(min=1)
     loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum") / n_valid

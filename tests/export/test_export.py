@@ -8,7 +8,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from label_folders import CLASS_NAMES, disk, shapes_map, write_label_folder
+from label_folders import CLASS_NAMES, disk, shapes_map, with_npy_confidence, write_label_folder
 from PIL import Image
 from pycocotools.coco import COCO
 from typer.testing import CliRunner
@@ -48,16 +48,17 @@ def conf_of(tmp_path, source):
 @pytest.mark.parametrize("instances", [False, True])
 def test_coco_masks_decode_to_label_maps(folder, instances):
     tmp_path, maps = folder
-    result = export(tmp_path, "coco", "--images", str(tmp_path / "images"), *(["--instances"] if instances else []))
+    result = export(tmp_path, "coco", "--images", str(tmp_path / "images"), "--val-fraction", "0",
+                    *(["--instances"] if instances else []))
     assert result.exit_code == 1, result.output  # bad.jpg is skipped and recorded
     assert json.loads((tmp_path / "out/failed.jsonl").read_text())["source"] == "bad.jpg"
-    coco = COCO(str(tmp_path / "out/annotations.json"))
+    coco = COCO(str(tmp_path / "out/annotations/instances_train.json"))
     assert [coco.cats[i]["name"] for i in sorted(coco.cats)] == CLASS_NAMES
     assert sorted(coco.cats) == [1, 2, 3]
     assert sorted(img["file_name"] for img in coco.imgs.values()) == sorted(maps)
     for image in coco.imgs.values():
         labels = maps[image["file_name"]]
-        assert (tmp_path / "out/images" / image["file_name"]).is_file()
+        assert (tmp_path / "out/images/train" / image["file_name"]).is_file()
         assert (image["height"], image["width"]) == labels.shape
         painted = np.full(labels.shape, 255, np.uint8)
         confidence = conf_of(tmp_path, image["file_name"])
@@ -217,22 +218,19 @@ def test_yolo_polygons_with_many_pinholes():
 
 def test_coco_scores_from_npy_confidence(tmp_path):
     """Folders labelled with --confidence-format npy give the same scores (float16 maps)."""
-    from maskclip_cli.formats.label_files import write_confidence
-
     labels = shapes_map(40, 50)
     conf = np.random.default_rng(0).uniform(0, 1, labels.shape).astype(np.float32)
     write_label_folder(tmp_path / "labels", None, {"x.jpg": labels})
-    (tmp_path / "labels/confidence/x.png").unlink()
-    write_confidence(tmp_path / "labels/confidence/x.npy", conf)
-    assert export(tmp_path, "coco").exit_code == 0
-    coco = COCO(str(tmp_path / "out/annotations.json"))
+    with_npy_confidence(tmp_path / "labels", "x", conf)
+    assert export(tmp_path, "coco", "--val-fraction", "0").exit_code == 0
+    coco = COCO(str(tmp_path / "out/annotations/instances_train.json"))
     for ann in coco.loadAnns(coco.getAnnIds()):
         m = coco.annToMask(ann).astype(bool)
         assert ann["score"] == pytest.approx(conf.astype(np.float16)[m].astype(np.float64).mean(), abs=1e-4)
 
 
 def test_interrupted_export_leaves_no_temporary_files(folder, monkeypatch):
-    """Ctrl-C in the middle: COCO's part files are removed and no annotations.json appears."""
+    """Ctrl-C in the middle: COCO's part files are removed and no annotations/ appears."""
     from maskclip_cli.export.run import export_folder
     from maskclip_cli.export.writer import ExportOptions
     from maskclip_cli.export.coco import CocoWriter
@@ -256,8 +254,8 @@ def test_exclude_leaves_classes_out(folder):
     makes the class unlabelled; an unknown name is refused before anything is written."""
     tmp_path, maps = folder
     images = ["--images", str(tmp_path / "images")]
-    assert export(tmp_path, "coco", "--exclude", "background", out="c").exit_code == 1
-    coco = COCO(str(tmp_path / "c/annotations.json"))
+    assert export(tmp_path, "coco", "--exclude", "background", "--val-fraction", "0", out="c").exit_code == 1
+    coco = COCO(str(tmp_path / "c/annotations/instances_train.json"))
     assert {c["id"]: c["name"] for c in coco.cats.values()} == {2: "cat", 3: "dog"}
     assert {a["category_id"] for a in coco.anns.values()} == {2, 3}
     assert export(tmp_path, "yolo-seg", "-x", "background", *images, "--val-fraction", "0", out="y").exit_code == 1

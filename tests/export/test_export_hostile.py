@@ -15,7 +15,7 @@ from maskclip_cli.cli import app
 from maskclip_cli.formats.label_files import PNG_COMPRESSION, palette, png_settings
 
 runner = CliRunner()
-FORMATS = {"coco": [], "yolo-seg": [], "cvat-mask": []}
+FORMATS = {"coco": [], "yolo-seg": [], "cvat-mask": [], "hf": []}  # label-studio takes no --images
 
 
 @pytest.fixture
@@ -47,12 +47,12 @@ def test_absolute_source_does_not_delete_the_file_on_coco_export(folder, tmp_pat
     victim = tmp_path / "precious.jpg"
     victim.write_bytes(b"my photo")
     rewrite(tmp_path, "a.jpg", source=str(victim))
-    result = export(tmp_path, "coco")
+    result = export(tmp_path, "coco", "--val-fraction", "0")
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert victim.read_bytes() == b"my photo"
     failed = [json.loads(line) for line in (tmp_path / "out/failed.jsonl").read_text().splitlines()]
     assert failed[0]["source"] == str(victim) and "absolute path" in failed[0]["error"]
-    assert json.loads((tmp_path / "out/annotations.json").read_text())["images"][0]["file_name"] == "b.jpg"
+    assert json.loads((tmp_path / "out/annotations/instances_train.json").read_text())["images"][0]["file_name"] == "b.jpg"
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
@@ -85,7 +85,7 @@ def test_overwrite_refuses_out_that_is_contains_or_lies_inside_label_or_images_f
     (tmp_path / "images/sub/keep.txt").write_text("x")
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     result = export(tmp_path, fmt, "--overwrite", out=where)
-    assert result.exit_code == 2 and "--overwrite would replace its files" in result.output, result.output
+    assert result.exit_code == 2 and "choose a folder outside it" in result.output, result.output
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
@@ -95,7 +95,7 @@ def test_overwrite_still_replaces_an_export_beside_the_inputs(folder, tmp_path):
 
 
 @pytest.mark.parametrize("fmt, option", [
-    ("coco", ["--val-fraction", "0.5"]), ("coco", ["--min-area", "4"]), ("coco", ["--seed", "3"]),
+    ("coco", ["--image-root-url", "/x"]), ("coco", ["--min-area", "4"]), ("cvat-mask", ["--seed", "3"]),
     ("yolo-seg", ["--instances"]), ("cvat-mask", ["--instances"]), ("cvat-mask", ["--min-area", "4"]),
 ])
 def test_options_the_format_does_not_take_are_refused(folder, tmp_path, fmt, option):

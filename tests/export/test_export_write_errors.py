@@ -20,8 +20,8 @@ from maskclip_cli.formats.label_files import palette, write_label_png
 from maskclip_cli.formats.label_folder import LabelFolder
 
 runner = CliRunner()
-FORMATS = ("coco", "yolo-seg", "cvat-mask")
-INDEX = {"coco": "annotations.json", "yolo-seg": "data.yaml", "cvat-mask": "labelmap.txt"}
+FORMATS = ("coco", "yolo-seg", "cvat-mask", "hf")  # label-studio takes no --images
+INDEX = {"coco": "annotations/instances_train.json", "yolo-seg": "data.yaml", "cvat-mask": "labelmap.txt", "hf": "README.md"}
 
 
 @pytest.fixture

@@ -153,12 +153,21 @@ def test_demo_runs_label_train_eval_end_to_end(tmp_path):
     """Wiring only (a few iterations): the MaskCLIP+ rows come from a real label -> train -> eval."""
     from maskclip_cli.synthetic.demo import ROW_NAMES, DemoSettings, run_demo
 
-    settings = DemoSettings(train_scenes=6, val_scenes=4, guided_iters=2, self_train_iters=2, batch_size=2)
+    settings = DemoSettings(train_scenes=6, val_scenes=4, guided_iters=2, self_train_iters=2, batch_size=2,
+                            zero_shot_iters=3, zero_shot_batch_size=2, zero_shot_self_train=True)
     results = run_demo(tmp_path, settings)
     assert tuple(results) == ROW_NAMES and all(0 <= v <= 1 for v in results.values())
     assert len(list((tmp_path / "pseudo-labels" / "labels").glob("*.png"))) == 6
     config = json.loads((tmp_path / "maskclip-plus" / "config.json").read_text())
     assert config["photometric"] is False and config["iters"] == 4 and config["guided_iters"] == 2
+    # zero-shot: one guided iteration shared, then guided only vs self-training, both to iteration 3
+    guided = json.loads((tmp_path / "maskclip-plus-zero-shot-guided" / "config.json").read_text())
+    selftrained = json.loads((tmp_path / "maskclip-plus-zero-shot-self-training" / "config.json").read_text())
+    assert guided["self_train"] is False and selftrained["self_train"] is True and selftrained["guided_iters"] == 1
+    assert guided["unseen"] == selftrained["unseen"] == ["orange", "cyan", "white"] and selftrained["gt_labels"]
+    for name, phase in (("guided", "guided"), ("self-training", "self")):
+        lines = [json.loads(ln) for ln in (tmp_path / f"maskclip-plus-zero-shot-{name}" / "metrics.jsonl").read_text().splitlines()]
+        assert [ln["phase"] for ln in lines if "phase" in ln] == [phase] and lines[-1]["iter"] == 3 and "val" in lines[-1]
 
 
 def test_label_and_eval_commands_read_an_exported_split(tmp_path):
@@ -200,8 +209,33 @@ def test_maskclip_plus_trained_on_maskclip_labels_at_least_matches_maskclip(tmp_
     # MaskCLIP 31.1/34.6/33.3/35.4/31.2/32.3 (33.0 +- 1.6), MaskCLIP+ after its 200 guided iterations
     # 35.9/38.6/36.3/37.9/39.7/36.8 (37.5 +- 1.3): +4.6 +- 1.9, never below +2.5. This run (seed 0, no
     # self-training phase, so the LR decays within the 200 guided iterations): 31.1 -> 34.7.
-    # Not asserted: self-training, which drifts in this world (15.5 +- 10.3, see README).
+    # Self-training: tests/training/test_self_training.py and benchmarks/self_training.py (README).
     from maskclip_cli.synthetic.demo import GUIDED, DemoSettings, run_demo
 
-    results = run_demo(tmp_path, DemoSettings(self_train_iters=0))
+    results = run_demo(tmp_path, DemoSettings(self_train_iters=0, zero_shot_iters=0))
     assert results[GUIDED] >= results["MaskCLIP"], results
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 19 open: the anchored default collapses too (seed 0: guided 8.5, "
+                   "no anchor 0.2, default 0.2 mIoU; benchmarks/self_training.py, README 'Self-training')")
+def test_annotation_free_self_training_does_not_collapse(tmp_path):
+    """Issue 19's acceptance criterion on the synthetic world (seed 0 of benchmarks/self_training.py,
+    ~3 CPU minutes): after the switch, plain self-training collapses below guided learning, and the
+    default safeguard must stay with guided learning. It does not yet: strict xfail, so a fix flips it."""
+    from dataclasses import replace
+
+    from maskclip_cli.synthetic.assets import load_synthetic_clip
+    from maskclip_cli.synthetic.demo import DemoSettings, train_config, val_scores, write_world
+    from maskclip_cli.synthetic.stages import guided_only, stage_scores, train_branches
+    from maskclip_cli.training.class_text import from_maskclip
+
+    s = DemoSettings(guided_iters=10, self_train_iters=90, batch_size=2)
+    write_split(tmp_path / "val", s.val_world, s.val_scenes, layout="pascal-context", split="val", spec=s.spec)
+    text = from_maskclip(write_world(tmp_path, s, load_synthetic_clip()))
+    trunk = train_config(s, tmp_path, name="af")
+    trunk = replace(trunk, val_every=trunk.iters)
+    runs = train_branches(trunk, text, {"guided": guided_only(), "plain": {"self_train_anchor": 0.0}, "default": {}})
+    miou = {name: stage_scores(val_scores(run, trunk.iters)).miou for name, run in runs.items()}
+    assert miou["plain"] < miou["guided"] - 0.05, miou
+    assert miou["default"] >= miou["guided"] - 0.02, miou
