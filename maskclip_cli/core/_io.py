@@ -8,6 +8,7 @@ shared dataset stays readable by others.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -58,3 +59,15 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})  # never an input's fault
+
+
+def is_output_error(exc: OSError, out: Path) -> bool:
+    """Whether ``exc`` is the output folder's (full, read-only, not writable), not one input file's:
+    such an error stops a job with one line instead of failing image after image."""
+    if exc.errno in OUTPUT_ERRNOS:
+        return True
+    names = [Path(n) for n in (exc.filename, exc.filename2) if isinstance(n, (str, os.PathLike))]
+    return any(n.resolve().is_relative_to(out.resolve()) for n in names)

@@ -16,7 +16,6 @@ partial export never looks complete; an input error costs only its image.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core._io import is_output_error
 from ..core.errors import MaskCLIPError, ParameterError
 from ..core.hooks import SILENT, ProgressHook
 from ..core.job_summary import JobSummary
@@ -38,7 +38,6 @@ from .out_folder import check_out_folder
 from .writer import ExportOptions, check_options, kept_classes
 
 FAILED_FILE = "failed.jsonl"
-OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})  # never an input's fault
 
 
 @dataclass
@@ -81,14 +80,6 @@ def _prepare_out(out: Path, outputs: tuple[str, ...], overwrite: bool) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MaskCLIPError(f"Cannot create output folder {out}: {exc.strerror or exc}") from exc
-
-
-def _output_error(exc: OSError, out: Path) -> bool:
-    """Whether ``exc`` is the output folder's (full, read-only, not writable), not one image's input."""
-    if exc.errno in OUTPUT_ERRNOS:
-        return True
-    names = [Path(n) for n in (exc.filename, exc.filename2) if isinstance(n, (str, os.PathLike))]
-    return any(n.resolve().is_relative_to(out.resolve()) for n in names)
 
 
 def _warnings(labels: np.ndarray, photo: Path | None, folder: LabelFolder) -> list[str]:
@@ -154,7 +145,7 @@ def export_folder(label_dir: str | os.PathLike, out: str | os.PathLike, options:
                     hook.warn(f"{entry.source}: {warning}")
                 summary.warned += bool(warnings)
             except (MaskCLIPError, OSError) as exc:
-                if isinstance(exc, OSError) and _output_error(exc, out):
+                if isinstance(exc, OSError) and is_output_error(exc, out):
                     raise
                 summary.fail(entry.source, str(exc))
                 failed_file = failed_file or open(out / FAILED_FILE, "w", encoding="utf-8")

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..core._io import atomic_write
+from ..core._io import atomic_write, is_output_error
 from ..core.errors import MaskCLIPError, check_range
 from ..core.hooks import SILENT, ProgressHook
 from ..core.shareable import shareable_record, shown
@@ -136,7 +136,7 @@ class _Thumbnails:
 
     def make(self, entry: ImageEntry, labels: np.ndarray) -> _Thumb:
         overlay = self.folder.overlay_path(entry.stem)
-        photo = inside(self.images, entry.source, "source") if self.images is not None else None
+        photo = inside(self.images, entry.source, "source", confine=False) if self.images is not None else None
         if overlay.is_file():
             with Image.open(overlay) as img:
                 full = img.convert("RGB")
@@ -191,7 +191,11 @@ def write_report(label_dir: str | os.PathLike, out: str | os.PathLike, options: 
                     if conf is not None:
                         conf_sum += np.bincount(labels[valid], weights=conf[valid], minlength=n)[:n]
                 made[source] = thumbs.make(entry, labels)
-            except (MaskCLIPError, OSError) as exc:
+            except OSError as exc:
+                if is_output_error(exc, thumbs.assets):  # the page's own folder: stop, not one warning per image
+                    raise MaskCLIPError(f"Cannot write the report's thumbnails into {thumbs.assets}: {exc.strerror or exc}") from exc
+                hook.warn(f"report: skipped {source}: {exc}")
+            except MaskCLIPError as exc:
                 hook.warn(f"report: skipped {source}: {exc}")
     finally:
         hook.finish()
