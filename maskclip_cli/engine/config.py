@@ -91,6 +91,7 @@ class MaskCLIPConfig:
             self.proxy_gamma = PROXY_GAMMA if self.proxy_gamma is None else self.proxy_gamma
         if "sam" in needs and self.sam_refine_neg_cos is None:
             self.sam_refine_neg_cos = True
+        check_range("proxy_beta", self.proxy_beta)  # any finite value
         check_range("proxy_gamma", self.proxy_gamma, 0, above=True)
         check_range("denoise_threshold", self.denoise_threshold, 0, 1)
         check_range("short_side", self.short_side, 1)

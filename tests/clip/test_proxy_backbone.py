@@ -72,17 +72,31 @@ def test_weights_that_do_not_fit(tmp_path):
     saved_state(DINO_S8, path)
     with pytest.raises(CheckpointMismatchError) as info:
         load_proxy("vit_base_patch8_224.dino", checkpoint=path)
-    assert "\n" not in str(info.value) and "--proxy-model" in str(info.value)
+    assert "\n" not in str(info.value) and "--proxy-model" in str(info.value) and "--proxy-checkpoint" in str(info.value)
 
 
 def test_unreadable_or_missing_file(tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(MaskCLIPError, match="Cannot read proxy weights") as info:
+    with pytest.raises(MaskCLIPError, match="Cannot read --proxy-checkpoint") as info:
         load_proxy(DINO_S8, checkpoint=junk)
     assert "\n" not in str(info.value) and str(junk) in str(info.value)
     with pytest.raises(MaskCLIPError, match="not found"):
         load_proxy(DINO_S8, checkpoint=tmp_path / "absent.pth")
+
+
+def test_headless_checkpoint_of_a_model_with_a_classifier(tmp_path):
+    """A ViT saved without its classifier (num_classes=0, as DINO releases its weights) for a timm tag
+    whose default has a 1000-class head was refused ("Missing key(s): head.weight"); the proxy uses
+    only patch tokens, so with or without a head the backbone weights load."""
+    name = "vit_tiny_patch16_224"
+    for head in (0, 1000):
+        torch.manual_seed(head)
+        saved = timm.create_model(name, pretrained=False, num_classes=head).state_dict()
+        torch.save(saved, tmp_path / "w.pth")
+        loaded = load_proxy(name, checkpoint=tmp_path / "w.pth").model.state_dict()
+        assert loaded.keys() == {k for k in saved if not k.startswith("head.")}
+        assert all(torch.equal(loaded[k], saved[k]) for k in loaded)
 
 
 @pytest.mark.parametrize("name,why", [("no_such_model", "Unknown --proxy-model"), ("resnet50.a1_in1k", "not a timm ViT"),

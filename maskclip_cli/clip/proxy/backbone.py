@@ -125,12 +125,17 @@ def load_proxy(
         try:  # safetensors, or torch's weights_only reader (never runs pickled code); unwraps {"state_dict"|"model": ...}
             state = timm.models.load_state_dict(path, use_ema=False)
         except Exception as exc:
-            raise MaskCLIPError(f"Cannot read {_flag(kind)[2:]} weights {path}: {' '.join(str(exc).split())[:200]} Pass a timm state dict (.safetensors or .pth).") from exc
-    extra = {"dynamic_img_size": True} if kind is VisionTransformer else {}
+            given = f"{_flag(kind)}-checkpoint" if checkpoint is not None else f"{_flag(kind)[2:]} weights"
+            raise MaskCLIPError(f"Cannot read {given} {path}: {' '.join(str(exc).split())[:200]}. "
+                                "Pass a timm state dict (.safetensors or .pth).") from exc
+    # a ViT proxy without its classifier: only its patch tokens are used, so a checkpoint saved
+    # without a head (DINO's own releases, num_classes=0) loads as well as one with it
+    extra = {"dynamic_img_size": True, "num_classes": 0} if kind is VisionTransformer else {}
     try:  # timm's checkpoint filter maps the original DINO/SAM layouts; loading is strict
         model = timm.create_model(full, pretrained=state is not None, pretrained_cfg_overlay={"state_dict": state} if state else None, **extra)
     except (RuntimeError, KeyError, ValueError) as exc:
-        raise CheckpointMismatchError(f"Weights {path} do not fit {full}: {' '.join(str(exc).split())[:300]}... Check {_flag(kind)}-model.") from exc
+        given = f"{_flag(kind)}-checkpoint {path}" if checkpoint is not None else f"Weights {path}"
+        raise CheckpointMismatchError(f"{given} does not fit {full}: {' '.join(str(exc).split())[:300]}... Check {_flag(kind)}-model.") from exc
     cfg = model.pretrained_cfg
     cfg.pop("state_dict", None)  # the config would otherwise keep a second copy of the weights alive
     return LoadedProxy(model.eval().requires_grad_(False).to(device), full, weights, tuple(cfg["mean"]), tuple(cfg["std"]))
