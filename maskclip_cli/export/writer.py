@@ -48,12 +48,16 @@ class ExportOptions:
 
 
 def kept_classes(folder: LabelFolder, exclude: tuple[str, ...]) -> list[int]:
-    """Ids of the classes an export keeps; a name the folder does not have is a ParameterError."""
+    """Ids of the classes an export keeps; a name the folder does not have, or leaving out every
+    class, is a ParameterError."""
     unknown = sorted(set(exclude) - set(folder.class_names))
     if unknown:
         raise ParameterError(f"{{}} names classes this folder does not have: {', '.join(unknown)} "
                              f"(it has {', '.join(folder.class_names)}).", "exclude")
-    return [i for i, name in enumerate(folder.class_names) if name not in exclude]
+    kept = [i for i, name in enumerate(folder.class_names) if name not in exclude]
+    if not kept:
+        raise ParameterError("{} leaves out every class of this folder: the export would hold no labels.", "exclude")
+    return kept
 
 
 COMMON_OPTIONS = ("format", "overwrite", "exclude")  # every format takes these
