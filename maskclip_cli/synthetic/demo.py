@@ -26,7 +26,7 @@ from ..engine.build import build_segmenter
 from ..engine.config import MaskCLIPConfig
 from ..engine.maskclip import MaskCLIP
 from ..engine.segmenter import Segmenter
-from ..core.errors import MaskCLIPError, check_range
+from ..core.errors import MaskCLIPError, ParameterError, check_range
 from ..evaluation.datasets import get_spec, list_samples
 from ..evaluation.evaluate import evaluate_segmenter
 from ..evaluation.metrics import ConfusionMatrix
@@ -82,6 +82,10 @@ class DemoSettings:
                           ("zero_shot_batch_size", 1)):
             check_range(name, getattr(self, name), low)
         check_range("lr", self.lr, 0, above=True)
+        if not self.maskclip_plus and (self.self_train_iters or self.zero_shot_self_train):  # else silently no rows
+            raise ParameterError("{} and {} train MaskCLIP+: drop {}.", "self_train_iters", "zs_self_train", "no_maskclip_plus")
+        if self.zero_shot_self_train and not self.zero_shot_iters:
+            raise ParameterError("{} needs zero-shot rows ({} > 0).", "zs_self_train", "zero_shot_iters")
 
     @classmethod
     def full(cls, **overrides: object) -> DemoSettings:

@@ -239,3 +239,20 @@ def test_annotation_free_self_training_does_not_collapse(tmp_path):
     miou = {name: stage_scores(val_scores(run, trunk.iters)).miou for name, run in runs.items()}
     assert miou["plain"] < miou["guided"] - 0.05, miou
     assert miou["default"] >= miou["guided"] - 0.02, miou
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--no-maskclip-plus", "--zs-self-train"], "--self-train-iters and --zs-self-train train MaskCLIP+: drop --no-maskclip-plus."),
+    (["--no-maskclip-plus", "--self-train-iters", "5"], "drop --no-maskclip-plus"),
+    (["--zs-self-train", "--zero-shot-iters", "0"], "--zs-self-train needs zero-shot rows (--zero-shot-iters > 0)."),
+])
+def test_demo_self_training_options_that_would_show_no_row(tmp_path, args, says):
+    """`demo --no-maskclip-plus --zs-self-train` printed the MaskCLIP rows and "Self-training rows
+    ... are off", ignoring the option: now one line, exit 2, before the tiny CLIP is loaded."""
+    from typer.testing import CliRunner
+
+    from maskclip_cli.cli import app
+
+    result = CliRunner().invoke(app, ["demo", *args, "--out", str(tmp_path / "demo"), "--no-progress"])
+    assert result.exit_code == 2 and says in result.output and result.output.count("\n") == 1, result.output
+    assert not (tmp_path / "demo").exists()
