@@ -107,6 +107,16 @@ def test_unknown_or_non_vit_proxy(name, why):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("loader, name", [(load_proxy, "vit_small_patch8_224.bogus"), (load_sam, "samvit_base_patch16.bogus")])
+def test_unknown_pretrained_tag(loader, name):
+    """`--proxy-pretrained bogus` ended in timm's RuntimeError traceback (exit 1): one line naming
+    the flags and the architecture's tags."""
+    flag = "--proxy" if loader is load_proxy else "--sam"
+    with pytest.raises(MaskCLIPError, match=f"{flag}-pretrained / {flag}-model: .* has no timm tag 'bogus'") as info:
+        loader(name, pretrained=False)
+    assert "\n" not in str(info.value) and ("dino" in str(info.value) or "sa1b" in str(info.value))
+
+
 def test_sam_loader_takes_only_sam():
     with pytest.raises(MaskCLIPError, match="not a timm SAM ViT"):
         load_sam(DINO_S8, pretrained=False)

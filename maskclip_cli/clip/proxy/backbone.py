@@ -64,8 +64,14 @@ def resolve_proxy_name(name: str, kind: type[torch.nn.Module] = VisionTransforme
         raise MaskCLIPError(f"Unknown {flag} '{name}': use {what}. `python -c \"import timm; print(timm.list_models('vit_*'))\"` lists them.")
     cls = timm.models.get_arch_name(name)
     if not timm.models.is_model_in_modules(cls, [kind.__module__.rsplit(".", 1)[1]]):
-        raise MaskCLIPError(f"{flag} '{name}' is not {what}; only plain ViTs can guide CLIP's last block.")
-    cfg = timm.models.get_pretrained_cfg(name)
+        why = "only plain ViTs can guide CLIP's last block" if kind is VisionTransformer else "Trident re-aggregates with SAM's encoder"
+        raise MaskCLIPError(f"{flag} '{name}' is not {what}; {why}.")
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except RuntimeError:  # timm: "Invalid pretrained tag (x) for arch"
+        tags = [t.split(".", 1)[1] for t in timm.list_pretrained(f"{cls}.*")] or ["none"]
+        raise MaskCLIPError(f"{_flag(kind)}-pretrained / {flag}: {cls} has no timm tag '{name.split('.', 1)[1]}' "
+                            f"(its tags: {', '.join(tags)}; 'none' = random weights).") from None
     return f"{cls}.{cfg.tag}" if cfg is not None and cfg.tag else cls
 
 
