@@ -15,7 +15,7 @@ from ..core._io import write_json
 from ..clip.methods import METHODS
 from ..core.constants import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from ..engine.config import MaskCLIPConfig as _M  # option defaults are the library's
-from ..core.errors import MaskCLIPError
+from ..core.errors import MaskCLIPError, ParameterError
 from ..evaluation.datasets import DATASETS, class_names, get_spec, list_samples
 from ..evaluation.evaluate import (
     EvalResult,
@@ -128,6 +128,10 @@ def eval_command(
         if pred_dir is not None:
             if gt_dir is None:
                 raise MaskCLIPError("--pred-dir needs --gt-dir.")
+            model_options = [n for n, v in {"protocol": protocol != "paper", "method": method, **proxy}.items() if v]
+            if model_options:  # else silently ignored: no model runs in this mode
+                raise ParameterError(" / ".join("{}" for _ in model_options) + " choose the model, which --pred-dir does not run: "
+                                     "drop them (it scores saved label maps).", *model_options)
             labels_dir, classes_file = prediction_layout(pred_dir, classes_file)
             names = read_class_names(classes_file)
             result = score_folders(labels_dir, gt_dir, names, ignore_index, limit, hook, skip_missing)

@@ -367,3 +367,16 @@ def test_proxy_protocols_pick_their_method_and_settings(tmp_path, tiny_config, v
     assert s["bg_threshold"] == 0.2 and (inf["method"], inf["logit_scale"], inf["proxy_beta"]) == (protocol, 40.0, 1.2)
     assert s["segmenter"]["backbones"]["proxy"]["model"] == "vit_small_patch16_224.dino"
     assert ("sam" in s["segmenter"]["backbones"]) == (protocol == "trident")
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--protocol", "proxyclip"], "--protocol choose the model"),
+    (["--method", "naclip"], "--method choose the model"),
+    (["--protocol", "trident", "--proxy-beta", "1.5"], "--protocol / --proxy-beta choose the model"),
+])
+def test_pred_dir_with_model_options(folders, extra, says):
+    """`eval --pred-dir ... --protocol proxyclip` scored the saved maps and printed them as if the
+    protocol had been used: the model options are refused in --pred-dir mode."""
+    out, gt, _ = folders
+    result = runner.invoke(app, ["eval", "--pred-dir", str(out), "--gt-dir", str(gt), "--no-progress", *extra])
+    assert result.exit_code == 2 and says in result.output and result.output.count("\n") == 1, result.output
