@@ -17,6 +17,8 @@ id of every prompt, in prompt order (the engine turns it into the tensor it redu
 
 from __future__ import annotations
 
+import unicodedata
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence, Union
@@ -106,8 +108,18 @@ class ClassVocabulary:
     @classmethod
     def build(cls, classes: Sequence[ClassSpec], background: Iterable[str] = ()) -> ClassVocabulary:
         """From user input: class names or synonym lists (stripped, blanks dropped) and the words merged
-        into a background class with id 0 (none: no background class)."""
-        return cls(tuple(w for w in map(_class_words, classes) if w), background_words(background))
+        into a background class with id 0 (none: no background class). Refused here, for new label
+        folders only: control characters in a word (a line break or tab breaks the exports' one-name-
+        per-line files and is no prompt), and a background word that is also a class's word (the two
+        would split those pixels between them)."""
+        words, bg = tuple(w for w in map(_class_words, classes) if w), background_words(background)
+        odd = [w for w in (*(w for c in words for w in c), *bg) if any(unicodedata.category(ch) == "Cc" for ch in w)]
+        if odd:
+            raise MaskCLIPError(f"Class names cannot hold control characters (line breaks, tabs): {', '.join(map(repr, odd))}.")
+        both = sorted({w for c in words for w in c if w.lower() in {b.lower() for b in bg}})
+        if both:
+            raise MaskCLIPError(f"{', '.join(both)}: both a class and a --background word; give it as one of the two.")
+        return cls(words, bg)
 
     @classmethod
     def from_names(cls, names: Sequence[str], background: Iterable[str] = (),

@@ -139,3 +139,20 @@ def test_subset_keeps_the_chosen_classes_and_maps_their_ids_back():
         vocab.subset(["horse", "cat"], "Unseen")
     with pytest.raises(MaskCLIPError, match="besides the merged background"):
         vocab.subset([BACKGROUND])
+
+
+@pytest.mark.parametrize("classes, background", [(["a\nb", "c"], ()), (["cat", ["dog", "pup\tpy"]], ()), (["cat"], ["sky\x00"])])
+def test_control_characters_in_class_names(classes, background):
+    """`label --classes $'a\\nb'` made a class whose name broke cvat's labelmap (refused only at export)
+    and the one-name-per-line files; refused when the vocabulary is built from user input."""
+    with pytest.raises(MaskCLIPError, match="control characters"):
+        ClassVocabulary.build(classes, background)
+
+
+def test_background_word_that_is_also_a_class():
+    """`--classes a,b --background a`: "a" scored for class 0 and for class 1 at once."""
+    with pytest.raises(MaskCLIPError, match="Sky: both a class and a --background word"):
+        ClassVocabulary.build(["Sky", "cat"], ["sky", "wall"])
+    with pytest.raises(MaskCLIPError, match="kitty: both"):
+        ClassVocabulary.build([["cat", "kitty"]], ["kitty"])
+    assert ClassVocabulary.build(["cat"], ["sky"]).names == ["background", "cat"]
