@@ -166,6 +166,10 @@ def write_report(label_dir: str | os.PathLike, out: str | os.PathLike, options: 
     folder = LabelFolder.open(label_dir)
     if out.is_dir():
         raise MaskCLIPError(f"--out {out} is a folder; give the path of the .html file to write.")
+    page_dir = out.parent.resolve()
+    if options.images is not None and page_dir.is_relative_to(options.images.resolve()) and not page_dir.is_relative_to(label_dir.resolve()):
+        raise MaskCLIPError(f"--out {out} lies inside the photo folder {options.images}: the next `maskclip label` there "
+                            "would label the report's thumbnails as photos; write the report elsewhere (e.g. into the label folder).")
     check_own_output(out, PAGE_START.encode(), "a report")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

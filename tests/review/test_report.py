@@ -92,3 +92,20 @@ def test_chromium_renders_the_report(tmp_path):
     assert len(colours) > 500  # text, bars and photo thumbnails, not an error page
     for c in palette(3)[1:]:  # the cat and dog bars are drawn in their label colours
         assert tuple(c) in colours
+
+
+def test_report_out_inside_the_photo_folder(tmp_path):
+    """`report LABELS --out PHOTOS/review.html --images PHOTOS` put review_files/*.png thumbnails among
+    the photos: the next `maskclip label PHOTOS` labelled them (8 extra "images" out of 4 photos)."""
+    make_folder(tmp_path, n=2)
+    images = tmp_path / "images"
+    before = sorted(p.relative_to(images) for p in images.rglob("*"))
+    result = runner.invoke(app, ["report", str(tmp_path / "labels"), "--out", str(images / "sub/review.html"),
+                                 "--images", str(images), "--no-progress"])
+    assert result.exit_code == 2 and "inside the photo folder" in result.output and result.output.count("\n") == 1, result.output
+    assert sorted(p.relative_to(images) for p in images.rglob("*")) == before
+    # a label folder kept inside the photos (`maskclip label . --out labels`) may hold its report
+    write_label_folder(images / "labels", images, {"img0.jpg": shapes_map(60, 80)})
+    result = runner.invoke(app, ["report", str(images / "labels"), "--out", str(images / "labels/report.html"),
+                                 "--images", str(images), "--no-progress"])
+    assert result.exit_code == 0, result.output
