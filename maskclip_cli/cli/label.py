@@ -9,7 +9,7 @@ import typer
 
 from ..core.constants import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from ..engine.config import MaskCLIPConfig
-from ..core.errors import MaskCLIPError
+from ..core.errors import MaskCLIPError, ParameterError
 from ..core.vocabulary import ClassVocabulary
 from ..labelling.image_source import is_url
 from ..labelling.label_job import label_folder
@@ -130,9 +130,15 @@ def label(
         )
         if engine not in ("local", "ray"):
             raise MaskCLIPError(f"--engine must be local or ray (got {engine!r}).")
+        ray_given = [n for n, v, default in (("ray_address", ray_address, None), ("gpus_per_actor", gpus_per_actor, _R.gpus_per_actor),
+                                             ("actors", actors, "1"), ("ray_batch_size", ray_batch_size, _R.batch_size),
+                                             ("max_failures", max_failures, _R.max_failures)) if v != default]
+        if engine == "local" and ray_given:  # else silently ignored
+            raise ParameterError(" / ".join("{}" for _ in ray_given) + (" needs" if len(ray_given) == 1 else " need") + " --engine ray.", *ray_given)
         ray_options = RayOptions(ray_address, gpus_per_actor, parse_actors(actors), ray_batch_size, max_failures) if engine == "ray" else None
         if not Path(input_dir).is_dir() and not (ray_options and is_url(input_dir)):  # checked before the (slow) model load
-            raise MaskCLIPError(f"Input folder not found: {input_dir}")
+            hint = " (object-store URLs need --engine ray)" if is_url(input_dir) else ""
+            raise MaskCLIPError(f"Input folder not found: {input_dir}{hint}")
         options = LabelOptions(min_confidence=min_confidence, confidence_format=confidence_format,
                                batch_size=batch_size, workers=workers, writers=writers, overwrite=overwrite,
                                overlays=overlays, png_compression=png_compression, shard=my_shard,

@@ -371,3 +371,21 @@ def test_classes_differing_only_in_case_refused(images, tmp_path, tiny_config):
     result = run_label(images, tmp_path / "out", tiny_config, "--classes", "red,Red")
     assert result.exit_code == 2 and "Duplicate class names: Red, red" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--actors", "2"], "--actors needs --engine ray."),
+    (["--gpus-per-actor", "1", "--ray-address", "auto"], "--ray-address / --gpus-per-actor need --engine ray."),
+    (["--max-failures", "3"], "--max-failures needs --engine ray."),
+])
+def test_ray_options_with_the_local_engine(images, tmp_path, tiny_config, extra, says):
+    """`label --actors 2` (engine local by default) labelled on one process, the option silently ignored."""
+    result = run_label(images, tmp_path / "out", tiny_config, "--classes", "cat,dog", *extra)
+    assert result.exit_code == 2 and says in result.output and result.output.count("\n") == 1, result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_object_store_url_with_the_local_engine(tmp_path, tiny_config):
+    result = run_label("s3://bucket/photos", tmp_path / "out", tiny_config, "--classes", "cat,dog")
+    assert result.exit_code == 2 and "object-store URLs need --engine ray" in result.output, result.output
+    assert not (tmp_path / "out").exists()
