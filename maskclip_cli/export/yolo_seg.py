@@ -115,11 +115,13 @@ class YoloSegWriter:
         pass  # every file it writes is complete (atomic); data.yaml comes last
 
     def close(self) -> None:
-        val = "images/val" if self.counts["val"] else "images/train"  # Ultralytics needs a val entry
+        # Ultralytics needs both entries to exist: an empty split points at the other one
+        train = "images/train" if self.counts["train"] else "images/val"
+        val = "images/val" if self.counts["val"] else "images/train"
         names = "".join(f"  {i}: {json.dumps(n)}\n" for i, n in enumerate(self.names))
         text = (
             "# Ultralytics YOLO segmentation dataset written by `maskclip export --format yolo-seg`.\n"
             "# Paths are relative to this file's folder.\n"
-            f"train: images/train\nval: {val}\nnc: {len(self.names)}\nnames:\n{names}"
+            f"train: {train}\nval: {val}\nnc: {len(self.names)}\nnames:\n{names}"
         )
         atomic_write(self.out / DATA_YAML, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -155,6 +155,17 @@ def test_yolo_split_is_seeded_and_deterministic(tmp_path):
     assert len(list((tmp_path / "a/images/train").iterdir())) == 40 - len(first)
 
 
+@pytest.mark.parametrize("fraction, train, val", [("1", "images/val", "images/val"), ("0", "images/train", "images/train")])
+def test_yolo_val_fraction_0_and_1(tmp_path, fraction, train, val):
+    """`--val-fraction 1` wrote `train: images/train`, a folder that does not exist, so Ultralytics
+    refused the dataset; an empty split now points at the other one (as val did for 0)."""
+    write_label_folder(tmp_path / "labels", tmp_path / "images", {f"img{i}.jpg": shapes_map(30, 40) for i in range(3)})
+    assert export(tmp_path, "yolo-seg", "--images", str(tmp_path / "images"), "--val-fraction", fraction).exit_code == 0
+    text = (tmp_path / "out/data.yaml").read_text()
+    assert f"train: {train}\nval: {val}\n" in text
+    assert len(list((tmp_path / "out" / train).iterdir())) == 3
+
+
 def test_yolo_needs_images(folder):
     tmp_path, _ = folder
     result = export(tmp_path, "yolo-seg")
