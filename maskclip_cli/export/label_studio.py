@@ -10,7 +10,7 @@ copied: a task names its photo as ``--image-root-url`` joined with the photo's p
 
 label-studio-sdk is the optional extra ``maskclip-cli[label-studio]`` (it pins OpenCV and pulls in
 ~30 packages); without it the format is refused before anything is written. Tasks are streamed to a
-part file and renamed to ``tasks.json`` when every image is in; the config is written last.
+part file and renamed to ``tasks.json`` when every image is in and the config is written.
 """
 
 from __future__ import annotations
@@ -126,9 +126,9 @@ class LabelStudioWriter:
         self._tasks.close()
         Path(self._tasks.name).unlink(missing_ok=True)
 
-    def close(self) -> None:
+    def close(self) -> None:  # tasks.json last: an export stopped before it never looks complete
         self._tasks.write("\n]\n")
         self._tasks.close()
-        Path(self._tasks.name).replace(self.out / TASKS)
         text = label_config(self.folder.class_names, self.folder.colours, self.kept)
         atomic_write(self.out / CONFIG, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        Path(self._tasks.name).replace(self.out / TASKS)

@@ -102,3 +102,21 @@ def test_brush_results_are_the_sdk_encoding():
         c = CLASS_NAMES.index(result["value"]["brushlabels"][0])
         assert c in (0, 2)
         assert result["value"]["rle"] == brush.mask2rle(np.where(labels == c, 255, 0).astype(np.uint8))
+
+
+def test_config_write_error_leaves_no_tasks_json(folder, monkeypatch):
+    """Disk full at label_config.xml: tasks.json was already renamed into place, so the stopped export
+    looked complete; it is now renamed last, after the config."""
+    pytest.importorskip("label_studio_sdk.converter.brush")
+    import errno
+
+    from maskclip_cli.export import label_studio
+
+    def full(path, write):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(label_studio, "atomic_write", full)
+    tmp_path, _ = folder
+    result = export(tmp_path, "label-studio", "--image-root-url", "/data/local-files/?d=x")
+    assert result.exit_code == 2 and "No space left on device" in result.output, result.output
+    assert not (tmp_path / "out/tasks.json").exists() and not (tmp_path / "out/.tasks.json.part").exists()
