@@ -64,6 +64,8 @@ def parse_classes_document(doc: object, where: Path) -> tuple[list[str], dict]:
     except (KeyError, TypeError, AttributeError) as exc:
         raise MaskCLIPError(f"{where} is not a valid classes.json (expected {{\"classes\": [{{\"id\": 0, \"name\": "
                             f"...}}, ...]}}): {exc!r}") from exc
+    if not names:  # else exports and reports of it went on with nothing to say
+        raise MaskCLIPError(f"{where}: the class list is empty.")
     if [c["id"] for c in classes] != list(range(len(names))):
         raise MaskCLIPError(f"{where}: class ids must be 0..{len(names) - 1}.")
     bad = next((n for n in names if not isinstance(n, str) or not n.strip()), None)

@@ -64,3 +64,21 @@ def test_min_confidence_reads_either_confidence_format(tmp_path, fmt):
     np.testing.assert_allclose(read_confidence(samples[0].confidence), conf, atol=1 / 255)
     _, pseudo, _ = PseudoLabelDataset(samples, 2, AugmentConfig(crop_size=8), min_confidence=0.5).load(0)
     assert (pseudo[:, :3] == 255).all() and (pseudo[:, 3:] == 1).all()
+
+
+@pytest.mark.parametrize("command", [["export", "-f", "coco", "-o", "{tmp}/out", "--no-progress"], ["report", "--out", "{tmp}/r.html"]])
+def test_classes_json_with_an_empty_class_list(tmp_path, command):
+    """`"classes": []` opened as a folder of no classes: export said "--exclude leaves out every class"
+    (no --exclude given) and report wrote a page of 0 sampled images; now one line naming the file."""
+    from label_folders import shapes_map, write_label_folder
+    from typer.testing import CliRunner
+
+    from maskclip_cli.cli import app
+
+    write_label_folder(tmp_path / "labels", None, {"a.jpg": shapes_map(30, 40)})
+    doc = json.loads((tmp_path / "labels/classes.json").read_text())
+    (tmp_path / "labels/classes.json").write_text(json.dumps({**doc, "classes": []}))
+    args = [command[0], str(tmp_path / "labels"), *(a.format(tmp=tmp_path) for a in command[1:])]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "the class list is empty" in result.output and result.output.count("\n") == 1, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels"]
