@@ -51,7 +51,7 @@ from PIL import Image
 
 from ..clip.preprocess import resize_uint8
 from ..core._worker_items import load_item
-from ..core.errors import MaskCLIPError
+from ..core.errors import MaskCLIPError, ParameterError
 from ..core.hooks import SILENT, ProgressHook
 from ..core.record import LabelRecord
 from ..core.vocabulary import check_class_count
@@ -96,6 +96,7 @@ def label_with_ray(segmenter: Segmenter, source: str | os.PathLike, out_dir: str
         hook.warn(f"{len(unsafe)} object(s) left out: their names climb out of the output folder (e.g. {unsafe[0]})")
     started = _connect(ray_options)  # before anything is written: an unreachable cluster leaves no trace
     try:
+        _check_gpus(ray_options)
         _check_output(out_dir, ray_options)
         with locked(out_dir, None, hook, "maskclip label --engine ray"):
             return _label_locked(segmenter, images, folder, paths, options, ray_options, hook)
@@ -121,6 +122,15 @@ def _connect(ray_options: RayOptions) -> bool:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise MaskCLIPError(f"Cannot join the Ray cluster at {target or 'a new local cluster'}: {_first_line(exc)}") from None
     return True
+
+
+def _check_gpus(ray_options: RayOptions) -> None:
+    """``--gpus-per-actor`` on a cluster without GPUs: Ray would wait for them for ever."""
+    import ray
+
+    if ray_options.gpus_per_actor and not ray.cluster_resources().get("GPU", 0):
+        raise ParameterError("{} asks for GPUs but the Ray cluster has none (an autoscaling cluster: start a GPU "
+                             "node first); pass 0 for CPU actors.", "gpus_per_actor")
 
 
 def _check_output(out_dir: Path, ray_options: RayOptions) -> None:
@@ -228,7 +238,9 @@ def _stream(segmenter: Segmenter, images: ImageSource, folder: LabelFolder, todo
         .map_batches(_decode, batch_size=None, fn_kwargs={
             "local": images.local is not None, "resize": resize, "exif": options.exif,
             "min_short_side": segmenter.input_short_side()})
-        .map_batches(_Labeller, batch_size=None, fn_constructor_kwargs=labeller_args,  # Ray Data restarts lost actors
+        # Ray Data restarts lost actors; it refuses batch_size=None with GPUs: the blocks' size then
+        .map_batches(_Labeller, batch_size=ray_options.batch_size if ray_options.gpus_per_actor else None,
+                     fn_constructor_kwargs=labeller_args,
                      compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
                      num_gpus=ray_options.gpus_per_actor or None)
     )

@@ -239,6 +239,17 @@ def test_unreachable_address(tmp_path, cluster):
     assert not (tmp_path / "out").exists()
 
 
+def test_gpus_per_actor_on_a_cluster_without_gpus(tmp_path, cluster):
+    """`--gpus-per-actor 1` ended in Ray's ValueError traceback (map_batches refuses batch_size=None
+    with GPUs) after classes.json and the manifest were written; with a batch size given, Ray would
+    wait for a GPU for ever on this cluster. One line, exit 2, nothing written."""
+    images = make_images(tmp_path / "images")
+    result = runner.invoke(app, _cli(images, tmp_path / "out", "--engine", "ray", "--gpus-per-actor", "1"))
+    assert result.exit_code == 2
+    _one_error_line(result.output, "--gpus-per-actor asks for GPUs but the Ray cluster has none")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("url, message", [("nosuchscheme://bucket/images", "Cannot open"),
                                           (f"s3://{BUCKET}-missing/images", "No images")])
 def test_object_store_errors(tmp_path, cluster, url, message):
