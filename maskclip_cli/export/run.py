@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core._io import is_output_error
+from ..core._io import atomic_write, is_output_error
 from ..core.errors import MaskCLIPError, ParameterError
 from ..core.hooks import SILENT, ProgressHook
 from ..core.job_summary import JobSummary
@@ -38,6 +38,7 @@ from .out_folder import check_out_folder
 from .writer import ExportOptions, check_options, kept_classes
 
 FAILED_FILE = "failed.jsonl"
+EXPORT_MARKER = ".maskclip-export"  # written first into every export: what --overwrite may replace
 
 
 @dataclass
@@ -60,11 +61,18 @@ def _check_writable(out: Path) -> None:
 
 
 def _prepare_out(out: Path, outputs: tuple[str, ...], overwrite: bool) -> None:
+    """An empty (or new) ``out``, or, with ``overwrite``, an earlier maskclip export there (it carries
+    :data:`EXPORT_MARKER`) with the format's own names removed. A folder the user filled is never
+    cleared: the format's names (``images/``, ``README.md``, ``data/``) may be their own files."""
     if out.exists() and not out.is_dir():
         raise MaskCLIPError(f"--out {out} is a file, not a folder.")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise MaskCLIPError(f"Output folder {out} is not empty; pass --overwrite to replace its export, or choose another --out.")
+        if not (out / EXPORT_MARKER).is_file():
+            raise MaskCLIPError(f"--out {out} is not empty and holds no maskclip export (no {EXPORT_MARKER} file), so "
+                                "--overwrite will not delete anything there; choose an empty --out (an export made "
+                                "before 0.3.0 has no marker: remove it by hand).")
         _check_writable(out)
         try:
             for name in (*outputs, FAILED_FILE):
@@ -118,6 +126,10 @@ def export_folder(label_dir: str | os.PathLike, out: str | os.PathLike, options:
         raise MaskCLIPError(f"{label_dir} has no image entries in its manifest ({entries.bad_count} invalid line(s)).")
     check_out_folder(out, {"label folder": label_dir, "photo folder": options.images})
     _prepare_out(out, writer_class.outputs, options.overwrite)
+    try:  # first: an export killed at any point can be replaced with --overwrite
+        atomic_write(out / EXPORT_MARKER, lambda tmp: Path(tmp).write_text(json.dumps({"format": options.format}) + "\n"))
+    except OSError as exc:
+        raise MaskCLIPError(f"Cannot write the export into {out}: {exc.strerror or exc}") from exc
     try:
         writer = writer_class(folder, out, options)
     except OSError as exc:

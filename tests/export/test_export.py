@@ -209,6 +209,13 @@ def test_refuses_non_empty_out_unless_overwrite(folder):
     (tmp_path / "out/keep.txt").write_text("mine")
     result = export(tmp_path, "cvat-mask")
     assert result.exit_code == 2 and "not empty" in result.output
+    # --overwrite replaces only an earlier maskclip export (its marker): the user's own folder stays as it is
+    result = export(tmp_path, "cvat-mask", "--overwrite")
+    assert result.exit_code == 2 and "holds no maskclip export" in result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["keep.txt"]
+    (tmp_path / "out/keep.txt").unlink()
+    assert export(tmp_path, "cvat-mask").exit_code == 1  # one image fails in this fixture
+    (tmp_path / "out/keep.txt").write_text("mine")
     assert export(tmp_path, "cvat-mask", "--overwrite").exit_code == 1
     assert (tmp_path / "out/keep.txt").read_text() == "mine" and (tmp_path / "out/labelmap.txt").is_file()
     assert export(tmp_path, "nope").exit_code == 2
@@ -257,7 +264,7 @@ def test_interrupted_export_leaves_no_temporary_files(folder, monkeypatch):
     monkeypatch.setattr(CocoWriter, "add", interrupt)
     with pytest.raises(KeyboardInterrupt):
         export_folder(tmp_path / "labels", tmp_path / "out", ExportOptions(format="coco"))
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["failed.jsonl"]  # bad.jpg came before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".maskclip-export", "failed.jsonl"]  # bad.jpg came before
 
 
 def test_exclude_leaves_classes_out(folder):
@@ -281,3 +288,16 @@ def test_exclude_leaves_classes_out(folder):
     assert set(np.unique(mask[maps["a.jpg"] == 1])) == {0}
     result = export(tmp_path, "coco", "--exclude", "unicorn", out="u")
     assert result.exit_code == 2 and "unicorn" in result.output and not (tmp_path / "u").exists()
+
+
+def test_overwrite_never_clears_a_folder_that_is_not_a_maskclip_export(folder):
+    """Hostile pass: `export -f coco --out proj --overwrite` deleted the user's own proj/images/ (the
+    format's names) although proj held no export of ours. Now only a folder carrying the export marker
+    (written first by every export, so a killed one is replaceable too) is cleared, and only the format's names."""
+    tmp_path, _ = folder
+    proj = tmp_path / "proj"
+    (proj / "images").mkdir(parents=True)
+    (proj / "images/holiday.jpg").write_bytes(b"photo")
+    result = export(tmp_path, "coco", "--overwrite", out="proj")
+    assert result.exit_code == 2 and "holds no maskclip export" in result.output
+    assert (proj / "images/holiday.jpg").read_bytes() == b"photo" and sorted(p.name for p in proj.iterdir()) == ["images"]

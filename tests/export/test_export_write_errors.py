@@ -148,6 +148,7 @@ def test_overwrite_removes_a_symlinked_output_folder_not_what_it_points_to(folde
     elsewhere.mkdir()
     (elsewhere / "precious.txt").write_text("mine")
     out.mkdir()
+    (out / ".maskclip-export").write_text("{}")  # an earlier export of ours
     (out / "labels").symlink_to(elsewhere)
     result = export(tmp_path, "yolo-seg", out, "--overwrite")
     assert result.exit_code == 0, result.output

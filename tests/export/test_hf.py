@@ -85,7 +85,7 @@ def test_interrupted_export_looks_unfinished(folder, monkeypatch):
     monkeypatch.setattr(HfWriter, "add", interrupt)
     with pytest.raises(KeyboardInterrupt):
         export_folder(tmp_path / "labels", tmp_path / "out", ExportOptions(format="hf", images=tmp_path / "images"))
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["failed.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".maskclip-export", "failed.jsonl"]
 
 
 def test_shards_roll_over_and_load_together(tmp_path, monkeypatch):
