@@ -94,6 +94,8 @@ def train(
     guided_iters: Annotated[Optional[int], typer.Option(min=0, help="Iterations of MaskCLIP-guided learning before self-training, at most --iters. Default: all iterations, or iters/10 with --self-train (paper).")] = None,
     self_train_threshold: Annotated[float, typer.Option(min=0, max=1, help="During self-training, ignore pixels whose predicted confidence (0-1) is below this.")] = _T.self_train_threshold,
     self_train_anchor: Annotated[Optional[float], typer.Option(min=0, max=1, help=f"During self-training, a pixel whose predicted confidence (0-1) is below this keeps MaskCLIP's label (0: none, pure self-training). Default: {ANCHOR} without --gt-labels (a safeguard for annotation-free self-training; README says what it does not prevent), 0 in zero-shot mode (paper).")] = None,
+    self_train_ema: Annotated[float, typer.Option(min=0, max=1, help="Self-training labels come from a mean teacher, an exponential moving average of the network with this decay (0-1), started at the switch (0: from the training pass itself, as the authors' code).")] = _T.self_train_ema,
+    self_train_portion: Annotated[float, typer.Option(min=0, max=1, min_open=True, help="Class-balanced self-training (CBST): per class, only this most confident portion (0-1] of the pixels labelled with it become targets; the rest keep MaskCLIP's label (annotation-free) or are ignored (zero-shot). 1: all (authors' code).")] = _T.self_train_portion,
     min_confidence: Annotated[float, typer.Option(min=0, max=1, help="Ignore pseudo-label pixels whose confidence (0-1) is below this: the stored confidence map offline, the labeller's probability online.")] = _T.min_confidence,
     gt_labels: Annotated[OptPath, typer.Option(help="Transductive zero-shot: folder of ground-truth label PNGs (<rel>.png, ids of classes.json, 255 unlabelled) for the seen classes.")] = None,
     unseen: Annotated[Optional[str], typer.Option(help="Transductive zero-shot: comma-separated unseen class names; their ground truth is never used.")] = None,
@@ -152,7 +154,7 @@ def train(
         cfg = TrainConfig(
             images=images, labels=labels, out=out, backbone=backbone, backbone_weights=backbone_weights, iters=iters,
             self_train=self_train, guided_iters=guided_iters, self_train_threshold=self_train_threshold,
-            self_train_anchor=self_train_anchor,
+            self_train_anchor=self_train_anchor, self_train_ema=self_train_ema, self_train_portion=self_train_portion,
             min_confidence=min_confidence, gt_labels=gt_labels, unseen=comma_list(unseen),
             batch_size=batch_size, crop_size=crop_size, scale_min=scale_min, scale_max=scale_max, flip=flip,
             photometric=photometric, lr=lr, head_lr_mult=head_lr_mult, momentum=momentum, weight_decay=weight_decay,

@@ -29,6 +29,12 @@ class TrainConfig:
     # Below this confidence a self-training pixel keeps MaskCLIP's label (self_training.anchored);
     # default: ANCHOR without ground truth (the safeguard), 0 in zero-shot mode (the paper's setting).
     self_train_anchor: float | None = None
+    # Self-training labels come from an EMA of the network with this decay (a mean teacher; 0: from
+    # the training pass itself, as the authors' code); see training/self_training.py.
+    self_train_ema: float = 0.99
+    # Per class, the most confident portion of its self-labelled pixels that become targets (CBST;
+    # 1: all, as the authors' code); the rest keep MaskCLIP's label (annotation-free) or are ignored.
+    self_train_portion: float = 0.5
     min_confidence: float = 0.0
     gt_labels: Path | None = None
     unseen: list[str] = field(default_factory=list)
@@ -67,8 +73,9 @@ class TrainConfig:
                           ("head_lr_mult", 0), ("weight_decay", 0), ("poly_power", 0)):
             check_range(name, getattr(self, name), low)
         check_range("guided_iters", self.guided_iters, 0)
-        for name in ("self_train_threshold", "min_confidence", "self_train_anchor"):
+        for name in ("self_train_threshold", "min_confidence", "self_train_anchor", "self_train_ema"):
             check_range(name, getattr(self, name), 0, 1)
+        check_range("self_train_portion", self.self_train_portion, 0, 1, above=True)
         check_range("momentum", self.momentum, 0, 1)
         for name in ("lr", "scale_min"):
             check_range(name, getattr(self, name), 0, above=True)
