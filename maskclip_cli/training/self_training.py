@@ -34,6 +34,10 @@ Two established safeguards, on by default, address that (benchmarks/self_trainin
   per round over the whole data set, with a fixed portion (CBST grows it from 0.2 to 0.5); the
   unselected pixels keep MaskCLIP's label where the anchor is on (annotation-free), are ignored
   otherwise (zero-shot, as CBST).
+
+Measured: annotation-free they stop the collapse and keep self-training level with guided learning,
+not above it; zero-shot, self-training from a network trained from random weights for a few dozen
+iterations stays below guided learning, as it is a worse labeller than MaskCLIP.
 """
 
 from __future__ import annotations
