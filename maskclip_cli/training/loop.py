@@ -332,7 +332,7 @@ def step(run: Run, batch: dict, iteration: int) -> tuple[float, float, bool]:
     x = batch["image"].to(device, non_blocking=True)
     gt = batch["gt"].to(device)
     guided = iteration < cfg.guided
-    anchor = cfg.anchor(run.unseen is not None)
+    anchor = cfg.self_train_anchor
     guide = _guide(run, batch, x) if guided or anchor > 0 else None
     if not guided and cfg.self_train_ema > 0 and run.teacher is None:  # the switch: the teacher starts as the network
         run.teacher = MeanTeacher(run.model, cfg.self_train_ema)

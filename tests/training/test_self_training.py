@@ -148,8 +148,8 @@ def test_self_training_without_anchor_is_the_papers(tmp_path, monkeypatch, maskc
 
 
 def test_zero_shot_self_training_takes_the_network_over_unseen_classes(tmp_path, monkeypatch, maskclip):
-    """The paper's setting: no anchor by default; unlabelled pixels get the arg-max over the unseen
-    classes, ground-truth pixels keep their label."""
+    """The paper's setting (no anchor, every pixel): unlabelled pixels get the arg-max over the
+    unseen classes, ground-truth pixels keep their label."""
     images, labels = make_dataset(tmp_path)
     gt = tmp_path / "gt"
     for png in (labels / "labels").rglob("*.png"):
@@ -157,7 +157,7 @@ def test_zero_shot_self_training_takes_the_network_over_unseen_classes(tmp_path,
         (gt / png.relative_to(labels / "labels")).write_bytes(png.read_bytes())
     seen = _record(monkeypatch)
     cfg = config(images, labels, tmp_path / "run", iters=2, self_train=True, guided_iters=1, gt_labels=gt, unseen=["dog"],
-                 self_train_portion=1.0)
+                 self_train_portion=1.0, self_train_anchor=0.0)
     loop.train(cfg, from_maskclip(maskclip))
     rec = seen[0]
     dog = CLASSES.index("dog")
