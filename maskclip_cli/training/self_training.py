@@ -1,8 +1,9 @@
 """Self-training (paper §3.4): after MaskCLIP-guided learning saturates, the network's own
 predictions on the training crop replace MaskCLIP's pseudo labels.
 
-As in the authors' ``MaskClipPlusHead.assign_label``, the labels are the argmax of the training
-forward pass's own (detached) logits, upsampled bilinearly to the crop; in zero-shot mode the
+As in the authors' ``MaskClipPlusHead.assign_label``, the labels are the argmax of the network's
+(detached) logits (the training pass's own with ``--self-train-ema 0``, else the mean teacher's
+below), upsampled bilinearly to the crop; in zero-shot mode the
 argmax runs over the unseen classes only, and the seen classes keep their ground truth
 (:func:`.zero_shot.merge_targets`). The restriction is applied after the bilinear upsampling:
 before 0.3.0 the seen classes were set to -inf first, and the upsampling's zero weights at the crop
@@ -12,7 +13,7 @@ Annotation-free self-training (no ground truth; the paper never uses it there) h
 anchors it: every pixel's target is the network's own argmax, a positive-feedback loop in which
 the class the network over-predicts takes more pixels each step. On the synthetic world the
 guided network inherits MaskCLIP's bias (MaskCLIP calls 38 % of the background "green"), and within
-~30 iterations every pixel is green (issue 19: 35.7 -> 0.8 mIoU). The safeguard, on by default,
+~30 iterations every pixel is green (issue 19: 35.7 -> 0.8 mIoU). One safeguard, on by default,
 is confidence-based pseudo-label selection (Lee 2013, "Pseudo-Label"; Sohn et al. 2020,
 "FixMatch": only predictions above a fixed confidence become targets) with MaskCLIP's label kept
 everywhere else, so the annotator keeps anchoring the pixels the network is unsure of
@@ -31,9 +32,9 @@ Two established safeguards, on by default, address that (benchmarks/self_trainin
   ``portion`` of the pixels the teacher gives that class become its targets (:func:`class_thresholds`),
   a rank and not a fixed confidence, so an overconfident network cannot select everything and no
   class can take over. Deliberate differences from CBST: the thresholds are computed per batch, not
-  per round over the whole data set, with a fixed portion (CBST grows it from 0.2 to 0.5); the
-  unselected pixels keep MaskCLIP's label where the anchor is on (annotation-free), are ignored
-  otherwise (zero-shot, as CBST).
+  per round over the whole data set, with a fixed portion (default 0.2, CBST's first round; CBST
+  grows it to 0.5); the unselected pixels keep MaskCLIP's label where the anchor is on (the
+  default, zero-shot too, where the paper has none), are ignored without one (as CBST).
 
 Measured: annotation-free they stop the collapse and keep self-training level with guided learning,
 not above it; zero-shot, self-training from a network trained from random weights for a few dozen
