@@ -13,7 +13,7 @@ from ..clip.methods import METHODS
 from ..engine.config import MaskCLIPConfig as _M  # option defaults are the library's
 from ..core.errors import MaskCLIPError
 from ..core.hooks import ProgressHook
-from ..training.config import ANCHOR, MIN_CROP
+from ..training.config import MIN_CROP
 from ..training.config import TrainConfig as _T
 from .app import app
 from .common import (
@@ -90,10 +90,12 @@ def train(
     backbone: Annotated[str, typer.Option(help="DeepLabv2 backbone: resnet101 (paper), resnet50, or resnet18 (tests, quick runs).")] = _T.backbone,
     backbone_weights: Annotated[str, typer.Option(help="imagenet (torchvision weights, from torch's cache or downloaded), none (random init), or PATH to a torchvision ResNet state dict.")] = _T.backbone_weights,
     iters: Annotated[int, typer.Option(min=1, help="Training iterations (paper: 8k COCO-Stuff / 4k Context annotation-free; 20k-80k zero-shot). With --resume: a new total for the run; the poly LR schedule is recomputed for it.")] = _T.iters,
-    self_train: Annotated[bool, typer.Option("--self-train/--no-self-train", help="After MaskCLIP-guided learning, train on the model's own predictions (zero-shot: for the unlabelled pixels, as the paper; without --gt-labels anchored by MaskCLIP, see --self-train-anchor).")] = _T.self_train,
+    self_train: Annotated[bool, typer.Option("--self-train/--no-self-train", help="After MaskCLIP-guided learning, train on the predictions of the model's mean teacher (zero-shot: for the unlabelled pixels, as the paper; without --gt-labels anchored by MaskCLIP): see --self-train-ema, --self-train-portion, --self-train-anchor.")] = _T.self_train,
     guided_iters: Annotated[Optional[int], typer.Option(min=0, help="Iterations of MaskCLIP-guided learning before self-training, at most --iters. Default: all iterations, or iters/10 with --self-train (paper).")] = None,
     self_train_threshold: Annotated[float, typer.Option(min=0, max=1, help="During self-training, ignore pixels whose predicted confidence (0-1) is below this.")] = _T.self_train_threshold,
-    self_train_anchor: Annotated[Optional[float], typer.Option(min=0, max=1, help=f"During self-training, a pixel whose predicted confidence (0-1) is below this keeps MaskCLIP's label (0: none, pure self-training). Default: {ANCHOR} without --gt-labels (a safeguard for annotation-free self-training; README says what it does not prevent), 0 in zero-shot mode (paper).")] = None,
+    self_train_anchor: Annotated[float, typer.Option(min=0, max=1, help="During self-training, a pixel whose predicted confidence (0-1) is below this, or outside --self-train-portion, keeps MaskCLIP's label (zero-shot: over the unseen classes). 0: none, the paper's plain self-training (unselected pixels ignored).")] = _T.self_train_anchor,
+    self_train_ema: Annotated[float, typer.Option(min=0, max=1, help="Self-training labels come from a mean teacher, an exponential moving average of the network with this decay (0-1), started at the switch (0: from the training pass itself, as the authors' code).")] = _T.self_train_ema,
+    self_train_portion: Annotated[float, typer.Option(min=0, max=1, help="Class-balanced self-training (CBST): per class, only this most confident portion (0-1] of the pixels labelled with it become targets; the rest keep MaskCLIP's label (with --self-train-anchor > 0) or are ignored. 1: all (authors' code).")] = _T.self_train_portion,
     min_confidence: Annotated[float, typer.Option(min=0, max=1, help="Ignore pseudo-label pixels whose confidence (0-1) is below this: the stored confidence map offline, the labeller's probability online.")] = _T.min_confidence,
     gt_labels: Annotated[OptPath, typer.Option(help="Transductive zero-shot: folder of ground-truth label PNGs (<rel>.png, ids of classes.json, 255 unlabelled) for the seen classes.")] = None,
     unseen: Annotated[Optional[str], typer.Option(help="Transductive zero-shot: comma-separated unseen class names; their ground truth is never used.")] = None,
@@ -152,7 +154,7 @@ def train(
         cfg = TrainConfig(
             images=images, labels=labels, out=out, backbone=backbone, backbone_weights=backbone_weights, iters=iters,
             self_train=self_train, guided_iters=guided_iters, self_train_threshold=self_train_threshold,
-            self_train_anchor=self_train_anchor,
+            self_train_anchor=self_train_anchor, self_train_ema=self_train_ema, self_train_portion=self_train_portion,
             min_confidence=min_confidence, gt_labels=gt_labels, unseen=comma_list(unseen),
             batch_size=batch_size, crop_size=crop_size, scale_min=scale_min, scale_max=scale_max, flip=flip,
             photometric=photometric, lr=lr, head_lr_mult=head_lr_mult, momentum=momentum, weight_decay=weight_decay,

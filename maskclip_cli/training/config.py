@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..core.errors import ParameterError, check_range
 
-ANCHOR = 0.9  # annotation-free self-training's default anchor (see training/self_training.py)
+ANCHOR = 0.9  # self-training's default anchor (see training/self_training.py)
 MIN_CROP = 32  # smallest training crop: 4x4 features at DeepLabv2's output stride 8
 
 
@@ -26,9 +26,15 @@ class TrainConfig:
     self_train: bool = False
     guided_iters: int | None = None  # default: iters without self-training, iters // 10 with it
     self_train_threshold: float = 0.0
-    # Below this confidence a self-training pixel keeps MaskCLIP's label (self_training.anchored);
-    # default: ANCHOR without ground truth (the safeguard), 0 in zero-shot mode (the paper's setting).
-    self_train_anchor: float | None = None
+    # Below this confidence a self-training pixel keeps MaskCLIP's label (self_training.anchored; 0:
+    # none, the paper's). Zero-shot, MaskCLIP's label over the unseen classes only.
+    self_train_anchor: float = ANCHOR
+    # Self-training labels come from an EMA of the network with this decay (a mean teacher; 0: from
+    # the training pass itself, as the authors' code); see training/self_training.py.
+    self_train_ema: float = 0.99
+    # Per class, the most confident portion of its self-labelled pixels that become targets (CBST;
+    # 1: all, as the authors' code; 0.2: CBST's first round); the rest keep MaskCLIP's label (with an anchor).
+    self_train_portion: float = 0.2
     min_confidence: float = 0.0
     gt_labels: Path | None = None
     unseen: list[str] = field(default_factory=list)
@@ -67,8 +73,9 @@ class TrainConfig:
                           ("head_lr_mult", 0), ("weight_decay", 0), ("poly_power", 0)):
             check_range(name, getattr(self, name), low)
         check_range("guided_iters", self.guided_iters, 0)
-        for name in ("self_train_threshold", "min_confidence", "self_train_anchor"):
+        for name in ("self_train_threshold", "min_confidence", "self_train_anchor", "self_train_ema"):
             check_range(name, getattr(self, name), 0, 1)
+        check_range("self_train_portion", self.self_train_portion, 0, 1, above=True)
         check_range("momentum", self.momentum, 0, 1)
         for name in ("lr", "scale_min"):
             check_range(name, getattr(self, name), 0, above=True)
@@ -82,12 +89,6 @@ class TrainConfig:
         if self.guided_iters is not None:
             return self.guided_iters
         return self.iters // 10 if self.self_train else self.iters
-
-    def anchor(self, zero_shot: bool) -> float:
-        """The confidence below which self-training keeps MaskCLIP's label (0: none kept)."""
-        if self.self_train_anchor is not None:
-            return self.self_train_anchor
-        return 0.0 if zero_shot else ANCHOR
 
     def as_json(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}

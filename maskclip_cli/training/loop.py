@@ -51,7 +51,7 @@ from .pseudo_label_dataset import (
     collate,
     find_samples,
 )
-from .self_training import anchored, self_labels, thresholded
+from .self_training import MeanTeacher, anchored, balanced, self_labels, thresholded
 from .trained_segmenter import TrainedSegmenter
 from .validation import find_val_pairs, validate
 from .zero_shot import merge_targets
@@ -180,6 +180,7 @@ class Run:
     start: int  # first iteration to run
     window: list[float]  # losses since the last metrics line (saved, so a resume logs the same windows)
     labeller: OnlineLabeller | None = None  # online: labels each crop (zero-shot: the unseen classes only)
+    teacher: MeanTeacher | None = None  # self-training's EMA teacher, from the switch on (cfg.self_train_ema > 0)
 
     def save(self, iteration: int) -> None:
         if self.dist.main:
@@ -188,6 +189,7 @@ class Run:
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "iteration": iteration,
                 "rng": rng_state(), "config": self.cfg.as_json(), "meta": {**self.meta, "iteration": iteration},
                 "log_window": list(self.window),
+                **({"teacher": self.teacher.model.state_dict()} if self.teacher else {}),
             })
 
     def log(self, line: dict) -> None:
@@ -281,7 +283,7 @@ def setup(cfg: TrainConfig, text: ClassText | None = None, device: str | torch.d
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=cfg.iters, power=cfg.poly_power)
     use_amp = cfg.amp and d.device.type == "cuda"
     scaler = torch.amp.GradScaler(d.device.type, enabled=use_amp)
-    start, window = 0, []
+    start, window, teacher = 0, [], None
     if state:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -291,6 +293,8 @@ def setup(cfg: TrainConfig, text: ClassText | None = None, device: str | torch.d
         restore_rng(state["rng"])
         start = state["iteration"]
         window = list(state.get("log_window", []))  # losses since the last metrics line (absent before 0.2)
+        if "teacher" in state:
+            teacher = MeanTeacher(model, cfg.self_train_ema, state["teacher"])
         del state
 
     aug = AugmentConfig(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.crop_size, cfg.flip, cfg.photometric, IMAGENET_MEAN, IMAGENET_STD)
@@ -312,7 +316,7 @@ def setup(cfg: TrainConfig, text: ClassText | None = None, device: str | torch.d
         write_json(cfg.out / CONFIG_FILE, cfg.as_json())
         _trim_metrics(cfg.out / METRICS_FILE, start)
     return Run(cfg, d, model, distributed.wrap(model, d), optimizer, scheduler, scaler, use_amp, loader, text, unseen,
-               val_pairs, meta, start, window, labeller)
+               val_pairs, meta, start, window, labeller, teacher)
 
 
 def _guide(run: Run, batch: dict, x: torch.Tensor) -> torch.Tensor:
@@ -328,18 +332,24 @@ def step(run: Run, batch: dict, iteration: int) -> tuple[float, float, bool]:
     x = batch["image"].to(device, non_blocking=True)
     gt = batch["gt"].to(device)
     guided = iteration < cfg.guided
-    anchor = cfg.anchor(run.unseen is not None)
+    anchor = cfg.self_train_anchor
     guide = _guide(run, batch, x) if guided or anchor > 0 else None
+    if not guided and cfg.self_train_ema > 0 and run.teacher is None:  # the switch: the teacher starts as the network
+        run.teacher = MeanTeacher(run.model, cfg.self_train_ema)
     with torch.autocast(device.type, enabled=run.use_amp):
         logits = run.net(x)
+        teacher_logits = run.teacher(x) if run.teacher is not None and not guided else None
     if guided:
         labels = guide
-    else:  # the training pass's own predictions, as the reference's assign_label
-        own, confidence = self_labels(logits, x.shape[-2:], run.unseen)
-        labels = thresholded(own, confidence, cfg.self_train_threshold)
+    else:  # the teacher's predictions, or the training pass's own as the reference's assign_label
+        own, confidence = self_labels(logits if teacher_logits is None else teacher_logits, x.shape[-2:], run.unseen)
+        invalid = batch["valid"].to(device) == IGNORE_INDEX
+        labels = thresholded(own.masked_fill(invalid, IGNORE_INDEX), confidence, cfg.self_train_threshold)
+        if cfg.self_train_portion < 1:
+            labels = balanced(labels, confidence, cfg.self_train_portion, logits.shape[1], guide if anchor > 0 else None)
         if anchor > 0:
             labels = anchored(labels, confidence, guide, anchor)
-        labels = labels.masked_fill(batch["valid"].to(device) == IGNORE_INDEX, IGNORE_INDEX)
+        labels = labels.masked_fill(invalid, IGNORE_INDEX)
     target = merge_targets(gt, labels, run.unseen)
     logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
     n_valid = (target != IGNORE_INDEX).sum().clamp(min=1)
@@ -348,6 +358,8 @@ def step(run: Run, batch: dict, iteration: int) -> tuple[float, float, bool]:
     run.scaler.scale(loss).backward()
     run.scaler.step(run.optimizer)
     run.scaler.update()
+    if run.teacher is not None and not guided:
+        run.teacher.update(run.model)
     lr = run.optimizer.param_groups[0]["lr"]
     run.scheduler.step()
     return loss.item(), lr, guided

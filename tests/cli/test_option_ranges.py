@@ -52,6 +52,8 @@ TRAIN_CASES = [
     (["--momentum", "2"], "--momentum"),
     (["--min-confidence", "-1"], "--min-confidence"),
     (["--self-train-threshold", "1.5"], "--self-train-threshold"),
+    (["--self-train-ema", "1.5"], "--self-train-ema"),
+    (["--self-train-portion", "0"], "--self-train-portion"),
     (["--seed", "-1"], "--seed"),
 ]
 
