@@ -61,5 +61,5 @@ def demo(
         out_console.print(f"Zero-shot rows: ground truth for the background and {len(CLASSES) - len(UNSEEN)} colours, none for the unseen "
                           f"{', '.join(UNSEEN)}; mIoU over the seen (background included) or the unseen classes.")
     if not (settings.self_train_iters or settings.zero_shot_self_train):
-        out_console.print("Self-training rows (--zs-self-train, --self-train-iters N) are off: at this CPU scale they fall "
-                          "below guided learning (README, 'Self-training').")
+        out_console.print("Self-training rows (--zs-self-train, --self-train-iters N) are off: at this CPU scale they do "
+                          "not improve on guided learning (README, 'Self-training').")
