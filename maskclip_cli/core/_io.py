@@ -71,3 +71,12 @@ def is_output_error(exc: OSError, out: Path) -> bool:
         return True
     names = [Path(n) for n in (exc.filename, exc.filename2) if isinstance(n, (str, os.PathLike))]
     return any(n.resolve().is_relative_to(out.resolve()) for n in names)
+
+
+def make_probe(folder: Path) -> Path:
+    """Create ``folder`` (if missing) and an empty file in it: proof that the folder is writable (and, for
+    the Ray engine, a file every node must see). The caller removes it. Raises OSError."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".maskclip-write-test-{os.getpid()}"
+    probe.write_bytes(b"")
+    return probe

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core._io import atomic_write, is_output_error
+from ..core._io import atomic_write, is_output_error, make_probe
 from ..core.errors import MaskCLIPError, ParameterError
 from ..core.hooks import SILENT, ProgressHook
 from ..core.job_summary import JobSummary
@@ -53,9 +53,7 @@ class ExportSummary(JobSummary):
 def _check_writable(out: Path) -> None:
     """Before --overwrite deletes anything: can a file be created in ``out``?"""
     try:
-        probe = out / f".maskclip-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        make_probe(out).unlink()
     except OSError as exc:
         raise MaskCLIPError(f"Cannot write into --out {out}: {exc.strerror or exc}.") from exc
 

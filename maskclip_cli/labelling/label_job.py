@@ -37,6 +37,7 @@ from typing import IO, Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..core._io import make_probe
 from ..core._worker_items import load_item
 from ..core.job_summary import JobSummary
 from ..engine.segmenter import Segmenter
@@ -117,10 +118,8 @@ def write_probe(out_dir: Path) -> Iterator[Path]:
     (and, for the Ray engine, a file its nodes must see)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise MaskCLIPError(f"--out {out_dir} is a file, not a folder.")
-    probe = out_dir / f".write-test-{os.getpid()}"
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
+        probe = make_probe(out_dir)
     except OSError as exc:
         raise MaskCLIPError(f"Output folder {out_dir} is not writable: {exc.strerror or exc}") from exc
     try:
