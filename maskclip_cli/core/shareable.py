@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from .record import LabelRecord
+from .record import LabelRecord, WeightsSource
 
 LOCAL_DIR = "local-dir:"
 
@@ -32,10 +32,15 @@ def shown_model(model: str) -> str:
 
 
 def shareable_record(record: LabelRecord) -> LabelRecord:
-    """A copy of ``record`` with every file path in it shown as :func:`shown` does."""
+    """A copy of ``record`` with every file path in it (CLIP's and the backbones' weights, a model
+    config, the network's checkpoint) shown as :func:`shown` does."""
     clip = record.clip
     if clip is not None:
-        weights = replace(clip.weights, path=shown(clip.weights.path)) if clip.weights.path else clip.weights
-        clip = replace(clip, model=shown_model(clip.model), weights=weights)
+        clip = replace(clip, model=shown_model(clip.model), weights=_shown_weights(clip.weights))
+    backbones = {k: replace(b, weights=_shown_weights(b.weights)) for k, b in record.backbones.items()}
     network = record.network and replace(record.network, checkpoint=shown(record.network.checkpoint))
-    return replace(record, clip=clip, network=network)
+    return replace(record, clip=clip, backbones=backbones, network=network)
+
+
+def _shown_weights(weights: WeightsSource) -> WeightsSource:
+    return replace(weights, path=shown(weights.path)) if weights.path else weights

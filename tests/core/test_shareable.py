@@ -3,7 +3,7 @@ absolute paths; relative paths stay as given and everything else in the record i
 
 from __future__ import annotations
 
-from maskclip_cli.core.record import ClipSource, LabelRecord, TrainedNetwork, WeightsSource
+from maskclip_cli.core.record import BackboneSource, ClipSource, LabelRecord, TrainedNetwork, WeightsSource
 from maskclip_cli.core.shareable import shareable_record, shown, shown_model
 
 
@@ -39,3 +39,15 @@ def test_shareable_record(tmp_path, monkeypatch):
     plain = LabelRecord(["a"], ClipSource("ViT-B-16", WeightsSource("tag", tag="openai")))
     assert shareable_record(plain).to_dict() == plain.to_dict()
     assert shareable_record(LabelRecord(["a"], None)).to_dict() == LabelRecord(["a"], None).to_dict()
+
+
+def test_shareable_record_shows_the_backbones_weights_by_name(tmp_path, monkeypatch):
+    """A ProxyCLIP/Trident record names its proxy and SAM weights files: shared, they show as the CLIP's do."""
+    monkeypatch.chdir(tmp_path)
+    record = LabelRecord(["cat"], ClipSource("ViT-B-16", WeightsSource("tag", tag="openai")),
+                         backbones={"proxy": BackboneSource("vit_base_patch8_224.dino", WeightsSource("checkpoint", path="/home/someone/dino.pth", sha256="ef" * 8)),
+                                    "sam": BackboneSource("samvit_base_patch16.sa1b", WeightsSource("tag", tag="sa1b"))})
+    shared = shareable_record(record).to_dict()
+    expected = record.to_dict()
+    expected["backbones"]["proxy"]["weights"]["path"] = "dino.pth"
+    assert shared == expected and "/home/someone" not in str(shared)
